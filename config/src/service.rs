@@ -1,0 +1,506 @@
+//! The service config: one TOML file that says where telemetry comes from, which rules run and
+//! where findings go.
+//!
+//! [`ServiceConfig::load`] reports every problem at once, each with its file and line: syntax
+//! errors, unknown keys, wrong types and values that make no sense together. A config with any
+//! problem is refused as a whole.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IntoDeserializer};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::diagnostic::{Diagnostic, Diagnostics, line_col};
+use crate::duration::serde_human;
+
+/// The whole service config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// `[kafka]`: the brokers and client settings.
+    pub kafka: KafkaConfig,
+    /// `[topics]`: chainwatch's own topics.
+    pub topics: TopicsConfig,
+    /// `[[sources]]`: raw telemetry topics.
+    pub sources: Vec<SourceConfig>,
+    /// `[correlate]`: rules and state limits.
+    pub correlate: CorrelateConfig,
+    /// `[[sinks]]`: where alerts are delivered.
+    pub sinks: Vec<SinkConfig>,
+    /// The directory of the config file; relative paths in it are relative to this.
+    pub base_dir: PathBuf,
+}
+
+/// `[kafka]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Prefix of consumer group names: `{prefix}-ingest`, `{prefix}-correlate`,
+    /// `{prefix}-sink-{name}`.
+    #[serde(default = "default_group_prefix")]
+    pub group_prefix: String,
+    /// Create chainwatch's topics at start-up when they are missing.
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    /// Partitions of topics chainwatch creates.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of topics chainwatch creates.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// librdkafka properties passed through unchanged (TLS, SASL, timeouts, ...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// `[topics]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Normalized events, keyed by tenant and host.
+    #[serde(default = "default_events_topic")]
+    pub events: String,
+    /// Findings, keyed by tenant.
+    #[serde(default = "default_alerts_topic")]
+    pub alerts: String,
+    /// Records that could not be processed, with the reason in headers.
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            events: default_events_topic(),
+            alerts: default_alerts_topic(),
+            dead_letter: default_dead_letter_topic(),
+        }
+    }
+}
+
+/// The record format of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputFormat {
+    /// Detect per record.
+    #[default]
+    Auto,
+    /// Windows events as JSON, flat or nested (detected per record).
+    Windows,
+    /// Windows events, flat JSON (EventData at the top level).
+    WindowsFlat,
+    /// Windows events, nested JSON (`Event.System` / `Event.EventData`).
+    WindowsNested,
+}
+
+/// `[[sources]]`: one family of raw telemetry topics.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// Topic name pattern with one `{tenant}` placeholder, e.g. `telemetry.{tenant}.windows`.
+    /// The tenant is taken from the topic name, never from the payload.
+    pub topics: String,
+    /// The record format.
+    #[serde(default)]
+    pub format: InputFormat,
+    /// Zone of time strings written without one, as `+05:00` (default UTC).
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Records larger than this are dead-lettered.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+}
+
+/// `[correlate]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelateConfig {
+    /// Rule and playbook files or folders.
+    pub rules: Vec<PathBuf>,
+    /// How late (in event time, behind the newest event of the same host) an event may arrive
+    /// and still join a chain.
+    #[serde(default = "default_lateness", with = "serde_human")]
+    pub allowed_lateness: Duration,
+    /// Most groups (tenant + group-by key) tracked per correlation rule, over all tenants.
+    #[serde(default = "default_max_groups")]
+    pub max_groups: usize,
+    /// Most groups tracked per correlation rule for one tenant.
+    #[serde(default = "default_max_groups_per_tenant")]
+    pub max_groups_per_tenant: usize,
+}
+
+/// The form alerts are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlertFormat {
+    /// chainwatch's JSON, one alert per line.
+    #[default]
+    Json,
+    /// A readable multi-line rendering for terminals.
+    Pretty,
+}
+
+/// `[[sinks]]`: one destination for alerts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// Standard output.
+    Stdout {
+        /// A name for logs, metrics and the consumer group.
+        name: String,
+        /// Output form.
+        #[serde(default)]
+        format: AlertFormat,
+    },
+    /// A JSON lines file, appended to.
+    File {
+        /// A name for logs, metrics and the consumer group.
+        name: String,
+        /// The file (relative to the config file's folder).
+        path: PathBuf,
+    },
+}
+
+impl SinkConfig {
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        match self {
+            SinkConfig::Stdout { name, .. } | SinkConfig::File { name, .. } => name,
+        }
+    }
+}
+
+fn default_group_prefix() -> String {
+    "chainwatch".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_partitions() -> i32 {
+    6
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_events_topic() -> String {
+    "chainwatch.events".into()
+}
+fn default_alerts_topic() -> String {
+    "chainwatch.alerts".into()
+}
+fn default_dead_letter_topic() -> String {
+    "chainwatch.dead-letter".into()
+}
+fn default_timezone() -> String {
+    "+00:00".into()
+}
+fn default_max_record_bytes() -> usize {
+    1 << 20
+}
+fn default_lateness() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_max_groups() -> usize {
+    1_000_000
+}
+fn default_max_groups_per_tenant() -> usize {
+    100_000
+}
+
+impl Default for CorrelateConfig {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            allowed_lateness: default_lateness(),
+            max_groups: default_max_groups(),
+            max_groups_per_tenant: default_max_groups_per_tenant(),
+        }
+    }
+}
+
+/// Reads the problems of one file.
+struct Loader<'a> {
+    file: &'a Path,
+    text: &'a str,
+    diags: Diagnostics,
+}
+
+impl Loader<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, col) = line_col(self.text, span.start);
+        self.diags.push(Diagnostic::new(self.file, line, col, message));
+    }
+
+    fn section<T: DeserializeOwned>(&mut self, what: &str, value: Spanned<DeValue<'_>>) -> Option<T> {
+        let span = value.span();
+        match T::deserialize(value.into_deserializer()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let at = e.span().unwrap_or(span);
+                self.error(at, format!("{what}: {}", e.message().trim()));
+                None
+            }
+        }
+    }
+
+    fn array<T: DeserializeOwned>(&mut self, what: &str, value: Spanned<DeValue<'_>>) -> Vec<(T, Range<usize>)> {
+        let span = value.span();
+        match value.into_inner() {
+            DeValue::Array(items) => items
+                .iter()
+                .cloned()
+                .enumerate()
+                .filter_map(|(i, item)| {
+                    let item_span = item.span();
+                    self.section(&format!("{what}[{i}]"), item).map(|v| (v, item_span))
+                })
+                .collect(),
+            _ => {
+                self.error(span, format!("'{what}' must be an array of tables ([[{what}]])"));
+                Vec::new()
+            }
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, Diagnostics> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics(vec![Diagnostic::new(path, 0, 0, format!("cannot read the config file: {e}"))])
+        })?;
+        Self::from_text(path, &text)
+    }
+
+    /// Reads and validates config text, as if read from `path`.
+    pub fn from_text(path: &Path, text: &str) -> Result<Self, Diagnostics> {
+        let mut l = Loader {
+            file: path,
+            text,
+            diags: Diagnostics::default(),
+        };
+        let (root, syntax) = DeTable::parse_recoverable(text);
+        for e in syntax {
+            let span = e.span().unwrap_or(0..0);
+            l.error(span, format!("TOML syntax: {}", e.message().trim()));
+        }
+        if !l.diags.is_empty() {
+            return Err(l.diags);
+        }
+        let root_span = root.span();
+        let (mut kafka, mut topics, mut correlate) = (None, None, None);
+        let (mut sources, mut sinks) = (Vec::new(), Vec::new());
+        for (key, value) in root.into_inner() {
+            match key.get_ref().as_ref() {
+                "kafka" => kafka = l.section::<KafkaConfig>("kafka", value),
+                "topics" => topics = l.section::<TopicsConfig>("topics", value),
+                "correlate" => correlate = l.section::<CorrelateConfig>("correlate", value),
+                "sources" => sources = l.array::<SourceConfig>("sources", value),
+                "sinks" => sinks = l.array::<SinkConfig>("sinks", value),
+                other => l.error(
+                    key.span(),
+                    format!(
+                        "unknown section '{other}' (expected kafka, topics, sources, correlate, sinks)"
+                    ),
+                ),
+            }
+        }
+        if kafka.is_none() && !l.diags.iter().any(|d| d.message.starts_with("kafka")) {
+            l.error(root_span.start..root_span.start, "missing section [kafka]");
+        }
+        if correlate.is_none() && !l.diags.iter().any(|d| d.message.starts_with("correlate")) {
+            l.error(root_span.start..root_span.start, "missing section [correlate] (which rules to run)");
+        }
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        validate(&mut l, &sources, &sinks, correlate.as_ref(), kafka.as_ref(), &base_dir);
+        if !l.diags.is_empty() {
+            return Err(l.diags);
+        }
+        let (Some(kafka), Some(correlate)) = (kafka, correlate) else {
+            return Err(l.diags);
+        };
+        Ok(ServiceConfig {
+            kafka,
+            topics: topics.unwrap_or_default(),
+            sources: sources.into_iter().map(|(s, _)| s).collect(),
+            correlate,
+            sinks: sinks.into_iter().map(|(s, _)| s).collect(),
+            base_dir,
+        })
+    }
+
+    /// A path from the config, resolved against the config file's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+}
+
+/// Checks that need several values at once. Pure: it only reads what was parsed.
+fn validate(
+    l: &mut Loader<'_>,
+    sources: &[(SourceConfig, Range<usize>)],
+    sinks: &[(SinkConfig, Range<usize>)],
+    correlate: Option<&CorrelateConfig>,
+    kafka: Option<&KafkaConfig>,
+    base_dir: &Path,
+) {
+    if let Some(k) = kafka {
+        if k.brokers.trim().is_empty() {
+            l.error(0..0, "kafka: 'brokers' is empty");
+        }
+        if k.partitions < 1 {
+            l.error(0..0, "kafka: 'partitions' must be at least 1");
+        }
+    }
+    let mut names = Vec::new();
+    for (i, (s, span)) in sources.iter().enumerate() {
+        if s.topics.matches("{tenant}").count() != 1 {
+            l.error(span.clone(), format!(
+                "sources[{i}] ({}): 'topics' must contain '{{tenant}}' exactly once, e.g. telemetry.{{tenant}}.windows",
+                s.name
+            ));
+        }
+        let literal = s.topics.replace("{tenant}", "");
+        if !literal.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+            l.error(span.clone(), format!(
+                "sources[{i}] ({}): 'topics' may only use letters, digits, '.', '_' and '-' besides {{tenant}}",
+                s.name
+            ));
+        }
+        if crate::parse_offset(&s.timezone).is_none() {
+            l.error(span.clone(), format!(
+                "sources[{i}] ({}): 'timezone' {:?} is not an offset such as +00:00 or -05:00",
+                s.name, s.timezone
+            ));
+        }
+        if s.max_record_bytes == 0 {
+            l.error(span.clone(), format!("sources[{i}] ({}): 'max_record_bytes' must be above 0", s.name));
+        }
+        if names.contains(&s.name) {
+            l.error(span.clone(), format!("sources[{i}]: the name {:?} is used twice", s.name));
+        }
+        names.push(s.name.clone());
+    }
+    let mut sink_names = Vec::new();
+    for (i, (s, span)) in sinks.iter().enumerate() {
+        let name = s.name().to_owned();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-')) {
+            l.error(span.clone(), format!("sinks[{i}]: 'name' {name:?} may only use letters, digits, '-' and '_'"));
+        }
+        if sink_names.contains(&name) {
+            l.error(span.clone(), format!("sinks[{i}]: the name {name:?} is used twice"));
+        }
+        sink_names.push(name);
+    }
+    if let Some(c) = correlate {
+        if c.rules.is_empty() {
+            l.error(0..0, "correlate: 'rules' lists no rule file or folder");
+        }
+        for r in &c.rules {
+            let p = if r.is_absolute() { r.clone() } else { base_dir.join(r) };
+            if !p.exists() {
+                l.error(0..0, format!("correlate: rules path {} does not exist", p.display()));
+            }
+        }
+        if c.max_groups_per_tenant > c.max_groups {
+            l.error(0..0, "correlate: 'max_groups_per_tenant' is above 'max_groups'");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<ServiceConfig, Diagnostics> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("playbooks")).unwrap();
+        ServiceConfig::from_text(&dir.path().join("chainwatch.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+
+[kafka.options]
+"socket.timeout.ms" = "5000"
+
+[[sources]]
+name = "windows"
+topics = "telemetry.{tenant}.windows"
+format = "windows"
+
+[correlate]
+rules = ["playbooks"]
+allowed_lateness = "30m"
+
+[[sinks]]
+kind = "stdout"
+name = "console"
+
+[[sinks]]
+kind = "file"
+name = "archive"
+path = "alerts.jsonl"
+"#;
+
+    #[test]
+    fn reads_a_good_config_with_defaults() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.topics.events, "chainwatch.events");
+        assert_eq!(c.correlate.allowed_lateness, Duration::from_secs(1800));
+        assert_eq!(c.sources[0].format, InputFormat::Windows);
+        assert_eq!(c.kafka.options["socket.timeout.ms"], "5000");
+        assert_eq!(c.sinks.len(), 2);
+        assert_eq!(c.sinks[1].name(), "archive");
+    }
+
+    #[test]
+    fn lists_every_problem_with_its_line() {
+        let bad = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+colour = "blue"
+
+[[sources]]
+name = "windows"
+topics = "telemetry.windows"
+
+[correlate]
+rules = ["playbooks"]
+allowed_lateness = "soon"
+
+[[sinks]]
+kind = "carrier-pigeon"
+name = "x"
+"#;
+        let diags = load(bad).unwrap_err();
+        let lines: Vec<usize> = diags.iter().map(|d| d.line).collect();
+        assert!(diags.iter().any(|d| d.message.contains("colour")), "{diags}");
+        assert!(diags.iter().any(|d| d.message.contains("{tenant}")), "{diags}");
+        assert!(diags.iter().any(|d| d.message.contains("soon")), "{diags}");
+        assert!(diags.iter().any(|d| d.message.contains("carrier-pigeon")), "{diags}");
+        assert_eq!(diags.len(), 4, "{diags}");
+        assert!(lines.contains(&4), "unknown key on line 4: {diags}");
+        assert!(lines.iter().all(|&l| l > 0), "{diags}");
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let diags = load("[kafka\nbrokers = 1\n").unwrap_err();
+        assert_eq!(diags.0[0].line, 1, "{diags}");
+        assert!(diags.0[0].message.starts_with("TOML syntax"));
+    }
+}

@@ -1,0 +1,138 @@
+//! The finding: what the correlator produces and sinks deliver.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Activity, AlertId, Event, EventClass, EventId, HostName, ProcessInfo, Provenance, Severity,
+    Target, TechniqueId, TenantId, Timestamp,
+};
+
+/// A rule, as an alert names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RuleRef {
+    /// The Sigma `id` (a UUID), or the rule's `name` when it has no id.
+    pub id: String,
+    /// The Sigma `title`.
+    pub title: String,
+    /// The Sigma `level`.
+    pub level: Severity,
+}
+
+/// Whether an alert is a single detection or a multi-stage chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// One event matched a standalone detection rule.
+    Detection,
+    /// A correlation (chain) rule completed.
+    Chain,
+}
+
+/// One stage of a chain, in the correlation's order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// The detection rule of this stage.
+    pub rule: RuleRef,
+    /// ATT&CK techniques of this stage (from the rule's tags).
+    pub techniques: Vec<TechniqueId>,
+    /// Time of this stage's evidence.
+    pub time: Timestamp,
+    /// The events that showed this stage.
+    pub events: Vec<EventId>,
+}
+
+/// One contributing event, with enough detail to read the alert without the raw telemetry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The event's id.
+    pub id: EventId,
+    /// Its event time.
+    pub time: Timestamp,
+    /// The id of the detection rule it matched.
+    pub rule: String,
+    /// Its class.
+    pub class: EventClass,
+    /// Its activity.
+    pub activity: Activity,
+    /// The acting user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The acting process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessInfo>,
+    /// Its parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ProcessInfo>,
+    /// What was acted on.
+    #[serde(default, skip_serializing_if = "Target::is_empty")]
+    pub target: Target,
+    /// Windows event id, where the source has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<u32>,
+    /// Where the record came from.
+    pub provenance: Provenance,
+}
+
+impl Evidence {
+    /// The evidence of `event` for rule `rule`.
+    pub fn of(event: &Event, rule: &str) -> Self {
+        Self {
+            id: event.id,
+            time: event.time,
+            rule: rule.to_owned(),
+            class: event.class,
+            activity: event.activity,
+            user: event.user.clone(),
+            process: event.process.clone(),
+            parent: event.parent.clone(),
+            target: event.target.clone(),
+            event_id: event.source.event_id,
+            provenance: event.provenance.clone(),
+        }
+    }
+}
+
+/// A finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Deterministic: the same input gives the same id on every run.
+    pub id: AlertId,
+    /// The customer.
+    pub tenant: TenantId,
+    /// The host the finding is about.
+    pub host: HostName,
+    /// The user, where the evidence names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Detection or chain.
+    pub kind: AlertKind,
+    /// The rule that fired: the correlation rule for a chain.
+    pub rule: RuleRef,
+    /// How urgent: the playbook's priority, else the rule's level.
+    pub severity: Severity,
+    /// The playbook the chain belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playbook: Option<String>,
+    /// ATT&CK techniques, in stage order, without repeats.
+    pub techniques: Vec<TechniqueId>,
+    /// Time of the earliest evidence.
+    pub first_seen: Timestamp,
+    /// Time of the latest evidence.
+    pub last_seen: Timestamp,
+    /// The group-by values the chain was keyed by (besides the tenant).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group: BTreeMap<String, String>,
+    /// Each stage, in order (empty for a single detection).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<Stage>,
+    /// Every contributing event, in event-time order.
+    pub events: Vec<Evidence>,
+    /// What to do: the playbook's response steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response: Vec<String>,
+    /// The rule's description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}

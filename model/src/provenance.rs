@@ -1,0 +1,53 @@
+//! Where a record came from, kept with every event and every piece of evidence.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The origin of a record: a Kafka position or a place in a file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Provenance {
+    /// A record consumed from Kafka.
+    Kafka {
+        /// The topic it was read from.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset in that partition.
+        offset: i64,
+    },
+    /// A record read from a file.
+    File {
+        /// The file, as given on the command line.
+        path: String,
+        /// The 1-based line where the record starts (text formats).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        line: Option<u64>,
+        /// The record number (EVTX) or the 0-based index in a JSON array.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        record: Option<u64>,
+    },
+}
+
+impl fmt::Display for Provenance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Provenance::Kafka {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "{topic}[{partition}]@{offset}"),
+            Provenance::File { path, line, record } => {
+                f.write_str(path)?;
+                if let Some(line) = line {
+                    write!(f, ":{line}")?;
+                }
+                if let Some(record) = record {
+                    write!(f, "#{record}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Event time: UTC instants with nanosecond precision.
+
+use std::fmt;
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+
+pub use chrono::FixedOffset;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An instant in UTC, as nanoseconds since the Unix epoch.
+///
+/// Chains are ordered by this event time, never by arrival. In JSON it is an RFC 3339 string
+/// (`2021-03-14T01:40:15.340Z`), so alerts stay readable.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+/// A time string that no accepted layout could read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unreadable timestamp {0:?}")]
+pub struct TimeParseError(pub String);
+
+impl Timestamp {
+    /// The instant `nanos` nanoseconds after the Unix epoch.
+    pub const fn from_nanos(nanos: i64) -> Self {
+        Self(nanos)
+    }
+
+    /// The instant `millis` milliseconds after the Unix epoch (saturating).
+    pub const fn from_millis(millis: i64) -> Self {
+        Self(millis.saturating_mul(1_000_000))
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    pub const fn as_nanos(self) -> i64 {
+        self.0
+    }
+
+    /// Milliseconds since the Unix epoch (rounded toward negative infinity).
+    pub const fn as_millis(self) -> i64 {
+        self.0.div_euclid(1_000_000)
+    }
+
+    /// This instant moved by `nanos` (saturating at the ends of the range).
+    pub const fn add_nanos(self, nanos: i64) -> Self {
+        Self(self.0.saturating_add(nanos))
+    }
+
+    /// `self - earlier` in nanoseconds (saturating).
+    pub const fn nanos_since(self, earlier: Timestamp) -> i64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// Reads a timestamp as telemetry writes them.
+    ///
+    /// Accepts RFC 3339 / ISO 8601 with `T` or a space between date and time, with or without
+    /// fractional seconds, with `Z`, a numeric offset, or no zone at all. A string without a
+    /// zone is read in `default_offset` (the source's configured zone, UTC by default): it is the
+    /// caller's decision, made once per source, never guessed per record.
+    pub fn parse_lenient(text: &str, default_offset: FixedOffset) -> Result<Self, TimeParseError> {
+        let s = text.trim();
+        let err = || TimeParseError(text.to_owned());
+        if s.len() < 10 {
+            return Err(err());
+        }
+        if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+            return Self::from_chrono(dt.with_timezone(&Utc)).ok_or_else(err);
+        }
+        // `2021-03-14 01:40:15.34+01:00`, `...Z` with a space separator, or zone-less forms.
+        let normalized: String = s.replacen(' ', "T", 1);
+        if let Ok(dt) = DateTime::parse_from_rfc3339(&normalized) {
+            return Self::from_chrono(dt.with_timezone(&Utc)).ok_or_else(err);
+        }
+        for layout in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+            if let Ok(naive) = NaiveDateTime::parse_from_str(&normalized, layout) {
+                let local = default_offset
+                    .from_local_datetime(&naive)
+                    .single()
+                    .ok_or_else(err)?;
+                return Self::from_chrono(local.with_timezone(&Utc)).ok_or_else(err);
+            }
+        }
+        Err(err())
+    }
+
+    /// Reads an RFC 3339 timestamp (with a zone), as chainwatch itself writes them.
+    pub fn parse_rfc3339(text: &str) -> Result<Self, TimeParseError> {
+        let dt = DateTime::parse_from_rfc3339(text.trim())
+            .map_err(|_| TimeParseError(text.to_owned()))?;
+        Self::from_chrono(dt.with_timezone(&Utc)).ok_or_else(|| TimeParseError(text.to_owned()))
+    }
+
+    fn from_chrono(dt: DateTime<Utc>) -> Option<Self> {
+        dt.timestamp_nanos_opt().map(Self)
+    }
+
+    /// This instant as a chrono UTC date-time.
+    pub fn to_chrono(self) -> DateTime<Utc> {
+        DateTime::from_timestamp_nanos(self.0)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dt = self.to_chrono();
+        if self.0 % 1_000_000 == 0 {
+            write!(f, "{}", dt.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
+        } else {
+            write!(f, "{}", dt.format("%Y-%m-%dT%H:%M:%S%.9fZ"))
+        }
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Timestamp::parse_rfc3339(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Reads a UTC offset written as `+05:00`, `-0330`, `+05`, `Z` or `UTC`.
+pub fn parse_offset(text: &str) -> Option<FixedOffset> {
+    let s = text.trim();
+    if s.eq_ignore_ascii_case("z") || s.eq_ignore_ascii_case("utc") {
+        return Some(utc_offset());
+    }
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m) = match digits.len() {
+        2 => (digits.parse::<i32>().ok()?, 0),
+        4 => (digits[..2].parse::<i32>().ok()?, digits[2..].parse::<i32>().ok()?),
+        _ => return None,
+    };
+    if h > 14 || m > 59 {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+}
+
+/// UTC as a fixed offset, the default zone for zone-less time strings.
+pub fn utc_offset() -> FixedOffset {
+    FixedOffset::east_opt(0).expect("zero is a valid offset")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> Timestamp {
+        Timestamp::parse_lenient(s, utc_offset()).unwrap()
+    }
+
+    #[test]
+    fn reads_the_layouts_telemetry_uses() {
+        let z = utc("2021-03-14T01:40:15.340Z");
+        assert_eq!(z.to_string(), "2021-03-14T01:40:15.340Z");
+        assert_eq!(utc("2021-03-14 01:40:15.340Z"), z);
+        assert_eq!(utc("2021-03-14 01:40:15.34"), z);
+        assert_eq!(utc("2021-03-14T02:40:15.340+01:00"), z);
+        assert_eq!(utc("2025-10-24T23:41:48.497170Z").to_string(), "2025-10-24T23:41:48.497170000Z");
+    }
+
+    #[test]
+    fn zone_less_strings_use_the_source_zone() {
+        let plus5 = FixedOffset::east_opt(5 * 3600).unwrap();
+        let t = Timestamp::parse_lenient("2020-10-18 12:49:39.776", plus5).unwrap();
+        assert_eq!(t, utc("2020-10-18T07:49:39.776Z"));
+    }
+
+    #[test]
+    fn reads_offsets() {
+        assert_eq!(parse_offset("+05:00").unwrap().local_minus_utc(), 18000);
+        assert_eq!(parse_offset("-0330").unwrap().local_minus_utc(), -12600);
+        assert_eq!(parse_offset("Z").unwrap().local_minus_utc(), 0);
+        assert!(parse_offset("5").is_none());
+        assert!(parse_offset("+25:00").is_none());
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(Timestamp::parse_lenient("yesterday", utc_offset()).is_err());
+        assert!(Timestamp::parse_lenient("2021-13-40 99:00:00", utc_offset()).is_err());
+        assert!(Timestamp::parse_lenient("", utc_offset()).is_err());
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let t = utc("2021-03-14T01:40:15.340Z");
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, "\"2021-03-14T01:40:15.340Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+    }
+}
