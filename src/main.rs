@@ -1,1 +1,70 @@
-fn main() {}
+//! The `chainwatch` binary: command line, wiring of the cores to Kafka or files, shutdown.
+//!
+//! - `run`: the pipeline on Kafka ([`run`]), stages in [`stages`].
+//! - `replay`: the same cores over files, no broker ([`replay`]).
+//! - `rules check`: load rules and report every problem ([`rules`]).
+
+mod cli;
+mod replay;
+mod rules;
+mod run;
+mod stages;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command, RulesCommand};
+
+fn init_logging(json: bool, default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<ExitCode> = match &cli.command {
+        Command::Run(args) => {
+            init_logging(cli.log_json, "info");
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(run::run(args)))
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Replay(args) => {
+            init_logging(cli.log_json, "error");
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            replay::replay(args, &mut out).and_then(|stats| {
+                use std::io::Write;
+                out.flush()?;
+                if let Some(path) = &args.stats {
+                    replay::write_stats(path, &stats)?;
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Rules {
+            command: RulesCommand::Check { paths },
+        } => {
+            init_logging(cli.log_json, "warn");
+            Ok(if rules::check(paths) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("chainwatch: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

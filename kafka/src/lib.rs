@@ -1,1 +1,29 @@
-//! placeholder
+//! chainwatch's Kafka plumbing, shared by every stage.
+//!
+//! - [`client`]: consumer and producer settings (at-least-once, idempotent producer), the
+//!   librdkafka pass-through from the config, librdkafka logs into `tracing`.
+//! - [`admin`]: creating chainwatch's topics.
+//! - [`stage`]: the one loop every stage runs: consume, run a core ([`Transform`] or
+//!   [`Deliver`]), produce or deliver, then store the offset.
+//!
+//! Only this crate and the binary build librdkafka; the cores (ingest, correlate, sink) do not.
+
+pub mod admin;
+pub mod client;
+pub mod stage;
+
+pub use stage::{Deliver, InMessage, LoopConfig, OutRecord, Transform, run_delivery, run_transform};
+
+/// Why a stage stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// A Kafka client error.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A set-up step failed.
+    #[error("{0}")]
+    Setup(String),
+    /// A delivery failed for good.
+    #[error("delivery failed: {0}")]
+    Delivery(String),
+}

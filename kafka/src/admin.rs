@@ -1,0 +1,31 @@
+//! Creating chainwatch's own topics when they are missing.
+
+use std::time::Duration;
+
+use chainwatch_config::service::KafkaConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::StageError;
+
+/// Creates `topics` with the configured partitions and replication; existing topics are left
+/// as they are.
+pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), StageError> {
+    let admin: AdminClient<DefaultClientContext> = crate::client::admin_config(config).create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, config.partitions, TopicReplication::Fixed(config.replication_factor)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new, &opts).await? {
+        match result {
+            Ok(topic) => tracing::info!(topic, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(StageError::Setup(format!("cannot create topic {topic}: {code}")));
+            }
+        }
+    }
+    Ok(())
+}

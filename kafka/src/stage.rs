@@ -1,0 +1,285 @@
+//! The stage loops: consume, run a pure core, produce or deliver, then store the offset.
+//!
+//! Offsets advance only after a message's effect is durable: every record produced for it is
+//! acknowledged by the brokers (idempotent producer, `acks=all`), or its delivery returned `Ok`.
+//! Records that fail to produce are sent again, never dropped, so at worst a message is
+//! processed twice after a crash (at-least-once); ids are deterministic downstream.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::FutureExt;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer as _};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::watch;
+
+use crate::StageError;
+use crate::client::{Consumer, Producer};
+
+/// A record to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Destination topic.
+    pub topic: String,
+    /// Key (decides the partition).
+    pub key: Vec<u8>,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Headers.
+    pub headers: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// A consumed message, as a stage core sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct InMessage<'a> {
+    /// Its topic.
+    pub topic: &'a str,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<&'a [u8]>,
+    /// Its payload (`None` for a tombstone).
+    pub payload: Option<&'a [u8]>,
+}
+
+impl<'a> InMessage<'a> {
+    fn of(m: &'a BorrowedMessage<'a>) -> Self {
+        Self {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload(),
+        }
+    }
+}
+
+/// A stage core that turns each consumed message into records to produce.
+pub trait Transform {
+    /// Handles one message. Pure as far as the loop cares: it may keep state, but the records
+    /// it returns are the message's whole effect.
+    fn process(&mut self, message: &InMessage<'_>) -> Vec<OutRecord>;
+}
+
+/// A stage core that delivers each consumed message somewhere (a sink).
+pub trait Deliver {
+    /// Delivers one message; returns when the effect is durable. Retries are its own business:
+    /// an error stops the stage without storing the offset.
+    fn deliver(&mut self, message: &InMessage<'_>) -> impl Future<Output = Result<(), StageError>>;
+}
+
+/// Loop tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopConfig {
+    /// Messages whose records may be in flight at once; beyond this, the loop waits
+    /// (backpressure: memory stays bounded whatever the broker's speed).
+    pub max_in_flight: usize,
+    /// How long shutdown waits for in-flight records.
+    pub drain_timeout: Duration,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 10_000,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One consumed message waiting for its records' acknowledgements.
+struct Pending {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    records: Vec<OutRecord>,
+    inflight: Vec<Option<DeliveryFuture>>,
+}
+
+async fn send(producer: &Producer, r: &OutRecord) -> DeliveryFuture {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+        for (k, v) in &r.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_slice()),
+            });
+        }
+        let record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.payload).headers(headers);
+        match producer.send_result(record) {
+            Ok(f) => return f,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {}
+            Err((e, _)) => tracing::warn!(topic = %r.topic, error = %e, "cannot enqueue record; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Waits until every record of `p` is acknowledged, sending failed ones again.
+async fn settle(producer: &Producer, p: &mut Pending) {
+    for i in 0..p.records.len() {
+        let mut attempt = 0u32;
+        loop {
+            let fut = match p.inflight[i].as_mut() {
+                Some(f) => f,
+                None => {
+                    let f = send(producer, &p.records[i]).await;
+                    p.inflight[i].insert(f)
+                }
+            };
+            let result = fut.await;
+            p.inflight[i] = None;
+            match result {
+                Ok(Ok(_)) => break,
+                Ok(Err((e, _))) => {
+                    attempt += 1;
+                    tracing::warn!(topic = %p.records[i].topic, error = %e, attempt, "record not acknowledged; sending it again");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(50)))).await;
+                }
+                Err(_canceled) => {}
+            }
+        }
+    }
+}
+
+fn store(consumer: &Consumer, p: &Pending) {
+    if let Err(e) = consumer.store_offset(&p.topic, p.partition, p.offset + 1) {
+        // The partition was revoked meanwhile: its new owner starts from the committed offset.
+        tracing::debug!(topic = %p.topic, partition = p.partition, error = %e, "offset not stored");
+    }
+}
+
+/// Runs a transform stage until `shutdown` turns true.
+pub async fn run_transform<T: Transform>(
+    consumer: &Consumer,
+    producer: &Producer,
+    core: &mut T,
+    mut shutdown: watch::Receiver<bool>,
+    config: LoopConfig,
+) -> Result<(), StageError> {
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        if pending.len() >= config.max_in_flight {
+            if let Some(mut front) = pending.pop_front() {
+                settle(producer, &mut front).await;
+                store(consumer, &front);
+            }
+            continue;
+        }
+        let front = pending.front_mut();
+        let has_front = front.is_some();
+        let settle_front = async {
+            match front {
+                Some(f) => settle(producer, f).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            () = settle_front, if has_front => {
+                if let Some(done) = pending.pop_front() {
+                    store(consumer, &done);
+                }
+            }
+            received = consumer.recv() => match received {
+                Ok(m) => {
+                    let msg = InMessage::of(&m);
+                    let records = core.process(&msg);
+                    let mut inflight = Vec::with_capacity(records.len());
+                    for r in &records {
+                        inflight.push(Some(send(producer, r).await));
+                    }
+                    pending.push_back(Pending {
+                        topic: msg.topic.to_owned(),
+                        partition: msg.partition,
+                        offset: msg.offset,
+                        records,
+                        inflight,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "consume error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    drain(consumer, producer, pending, config.drain_timeout).await;
+    Ok(())
+}
+
+async fn drain(consumer: &Consumer, producer: &Producer, mut pending: VecDeque<Pending>, timeout: Duration) {
+    let work = async {
+        while let Some(mut p) = pending.pop_front() {
+            settle(producer, &mut p).await;
+            store(consumer, &p);
+        }
+    };
+    if tokio::time::timeout(timeout, work).await.is_err() {
+        tracing::warn!("shutdown: in-flight records not acknowledged in time; they will be processed again");
+    }
+    commit(consumer);
+}
+
+fn commit(consumer: &Consumer) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
+    }
+}
+
+/// Runs a delivery stage (a sink) until `shutdown` turns true: each message is delivered, then
+/// its offset stored. A message being delivered when shutdown comes is finished first.
+pub async fn run_delivery<D: Deliver>(
+    consumer: &Consumer,
+    core: &mut D,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), StageError> {
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            received = consumer.recv() => match received {
+                Ok(m) => {
+                    let msg = InMessage::of(&m);
+                    core.deliver(&msg).await?;
+                    if let Err(e) = consumer.store_offset(msg.topic, msg.partition, msg.offset + 1) {
+                        tracing::debug!(error = %e, "offset not stored");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "consume error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    commit(consumer);
+    Ok(())
+}
+
+/// Polls until `future` is ready or `shutdown` turns true; `None` on shutdown.
+pub async fn until_shutdown<F: Future>(future: F, shutdown: &mut watch::Receiver<bool>) -> Option<F::Output> {
+    if *shutdown.borrow() {
+        return None;
+    }
+    tokio::select! {
+        out = future.fuse() => Some(out),
+        _ = shutdown.changed() => None,
+    }
+}

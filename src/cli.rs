@@ -1,0 +1,106 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// chainwatch: multi-tenant detection pipeline. Telemetry in, ATT&CK chain findings out.
+#[derive(Debug, Parser)]
+#[command(name = "chainwatch", version, about)]
+pub struct Cli {
+    /// Log lines as JSON (for log shippers) instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipeline on Kafka: ingest, correlate and sink stages.
+    Run(RunArgs),
+    /// Run the same cores over files, without a broker, and print alerts.
+    Replay(ReplayArgs),
+    /// Work with rule files.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+/// `chainwatch run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The service config (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Which stages to run in this process.
+    #[arg(long, value_delimiter = ',', default_values = ["ingest", "correlate", "sink"])]
+    pub stages: Vec<StageName>,
+}
+
+/// A pipeline stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StageName {
+    /// Raw topics to `chainwatch.events`.
+    Ingest,
+    /// `chainwatch.events` to `chainwatch.alerts`.
+    Correlate,
+    /// `chainwatch.alerts` to the configured sinks.
+    Sink,
+}
+
+/// How alerts are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Readable blocks on a terminal, JSON lines on a pipe.
+    Auto,
+    /// One JSON alert per line.
+    Json,
+    /// Readable blocks.
+    Pretty,
+}
+
+/// `chainwatch replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Rule or playbook files or folders (repeatable). Without it, the shipped playbooks run.
+    #[arg(long = "rules")]
+    pub rules: Vec<PathBuf>,
+    /// The tenant every event belongs to.
+    #[arg(long, default_value = "default", conflicts_with = "tenant_field")]
+    pub tenant: String,
+    /// Take each event's tenant from this payload field (trusted files only).
+    #[arg(long)]
+    pub tenant_field: Option<String>,
+    /// Zone of time strings written without one, such as +05:00.
+    #[arg(long, default_value = "+00:00")]
+    pub timezone: String,
+    /// Write a JSON summary here: records read, events, dead letters by reason, alerts.
+    #[arg(long)]
+    pub stats: Option<PathBuf>,
+    /// Write dead-lettered records here (JSON lines with reason and provenance).
+    #[arg(long)]
+    pub dead_letter: Option<PathBuf>,
+    /// How to print alerts.
+    #[arg(long, value_enum, default_value_t = Output::Auto)]
+    pub output: Output,
+    /// How late an event may be, behind its host's newest event, and still join a chain.
+    #[arg(long, default_value = "1h")]
+    pub allowed_lateness: String,
+    /// Telemetry files or folders (JSON lines, JSON arrays, concatenated JSON documents).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// `chainwatch rules ...`.
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Load rules and report every rule that cannot be loaded, with file, rule id and reason.
+    Check {
+        /// Rule files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}

@@ -1,0 +1,167 @@
+//! `chainwatch replay`: the embedded pipeline. The same decode, normalize and correlate cores as
+//! `run`, wired over files instead of Kafka topics. Used for demos, backtests and rule tests.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use chainwatch_config::parse_duration;
+use chainwatch_config::service::InputFormat;
+use chainwatch_correlate::{Engine, EngineConfig};
+use chainwatch_ingest::{Decoder, DecoderConfig, FileRecord, TenantSource, split_records};
+use chainwatch_model::{Alert, Provenance, TenantId};
+use chainwatch_sink::render;
+use serde::Serialize;
+
+use crate::cli::{Output, ReplayArgs};
+
+/// The `--stats` summary.
+#[derive(Debug, Default, Serialize)]
+pub struct ReplayStats {
+    /// Files read.
+    pub files: u64,
+    /// Records found in them (good and bad).
+    pub records_read: u64,
+    /// Records that became events.
+    pub events_normalized: u64,
+    /// Records dead-lettered, by reason.
+    pub dead_lettered: BTreeMap<&'static str, u64>,
+    /// Rule matches.
+    pub matches: u64,
+    /// Alerts printed.
+    pub alerts: u64,
+    /// Hits dropped as duplicates.
+    pub duplicates: u64,
+    /// Hits dropped as too late.
+    pub late: u64,
+    /// Partial chains held at the end.
+    pub partial_chains: usize,
+}
+
+#[derive(Serialize)]
+struct DeadLetter<'a> {
+    reason: &'static str,
+    error: String,
+    provenance: &'a Provenance,
+    record: String,
+}
+
+fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot list {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            entries.sort();
+            let nested: Vec<PathBuf> = entries
+                .into_iter()
+                .filter(|e| e.is_dir() || matches!(e.extension().and_then(|x| x.to_str()), Some("json" | "jsonl" | "ndjson")))
+                .collect();
+            out.extend(collect_files(&nested)?);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            bail!("{} does not exist", p.display());
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a replay; alerts go to `out`.
+pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
+    let rules = Arc::new(crate::rules::load_rule_set(&args.rules)?);
+    let timezone = chainwatch_model::time::parse_offset(&args.timezone)
+        .with_context(|| format!("--timezone {:?} is not an offset such as +05:00", args.timezone))?;
+    let lateness = parse_duration(&args.allowed_lateness).map_err(anyhow::Error::msg)?;
+    let decoder = Decoder::new(DecoderConfig {
+        format: InputFormat::Auto,
+        timezone,
+        ..DecoderConfig::default()
+    })
+    .map_err(anyhow::Error::msg)?;
+    let tenant = match &args.tenant_field {
+        Some(field) => TenantSource::Field(field.clone()),
+        None => TenantSource::Fixed(TenantId::new(&args.tenant).context("--tenant")?),
+    };
+    let mut engine = Engine::new(
+        rules,
+        EngineConfig {
+            allowed_lateness: lateness,
+            ..EngineConfig::default()
+        },
+    );
+    let pretty = match args.output {
+        Output::Json => false,
+        Output::Pretty => true,
+        Output::Auto => std::io::stdout().is_terminal(),
+    };
+    let mut dead = match &args.dead_letter {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut stats = ReplayStats::default();
+    for file in collect_files(&args.files)? {
+        let data = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        stats.files += 1;
+        let path = file.display().to_string();
+        for record in split_records(&path, &data) {
+            stats.records_read += 1;
+            let (bytes, provenance, error) = match record {
+                FileRecord::Record { bytes, provenance } => match decoder.decode(bytes, &tenant, provenance.clone()) {
+                    Ok(event) => {
+                        stats.events_normalized += 1;
+                        for alert in engine.observe(&event) {
+                            emit(out, &alert, pretty)?;
+                        }
+                        continue;
+                    }
+                    Err(e) => (bytes, provenance, e),
+                },
+                FileRecord::Bad { bytes, provenance, error } => (bytes, provenance, error),
+            };
+            *stats.dead_lettered.entry(error.reason()).or_default() += 1;
+            tracing::warn!(reason = error.reason(), %provenance, "dead-lettered: {error}");
+            if let Some(w) = dead.as_mut() {
+                let line = DeadLetter {
+                    reason: error.reason(),
+                    error: error.to_string(),
+                    provenance: &provenance,
+                    record: String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into_owned(),
+                };
+                serde_json::to_writer(&mut *w, &line)?;
+                w.write_all(b"\n")?;
+            }
+        }
+    }
+    if let Some(mut w) = dead {
+        w.flush()?;
+    }
+    let es = engine.stats();
+    stats.matches = es.matches;
+    stats.alerts = es.alerts;
+    stats.duplicates = es.duplicates;
+    stats.late = es.late;
+    stats.partial_chains = engine.partial_chains();
+    Ok(stats)
+}
+
+fn emit(out: &mut dyn Write, alert: &Alert, pretty: bool) -> Result<()> {
+    if pretty {
+        writeln!(out, "{}", render::pretty(alert))?;
+    } else {
+        writeln!(out, "{}", render::json_line(alert))?;
+    }
+    Ok(())
+}
+
+/// Writes the stats file.
+pub fn write_stats(path: &Path, stats: &ReplayStats) -> Result<()> {
+    let text = serde_json::to_string_pretty(stats)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
