@@ -19,8 +19,11 @@ use tracing_subscriber::EnvFilter;
 use cli::{Cli, Command, RulesCommand};
 
 fn init_logging(json: bool, default_level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -57,7 +60,11 @@ fn main() -> ExitCode {
             command: RulesCommand::Check { paths },
         } => {
             init_logging(cli.log_json, "warn");
-            Ok(if rules::check(paths) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if rules::check(paths) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     };
     match result {

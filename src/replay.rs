@@ -59,7 +59,13 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             entries.sort();
             let nested: Vec<PathBuf> = entries
                 .into_iter()
-                .filter(|e| e.is_dir() || matches!(e.extension().and_then(|x| x.to_str()), Some("json" | "jsonl" | "ndjson")))
+                .filter(|e| {
+                    e.is_dir()
+                        || matches!(
+                            e.extension().and_then(|x| x.to_str()),
+                            Some("json" | "jsonl" | "ndjson")
+                        )
+                })
                 .collect();
             out.extend(collect_files(&nested)?);
         } else if p.is_file() {
@@ -74,8 +80,12 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// Runs a replay; alerts go to `out`.
 pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
     let rules = Arc::new(crate::rules::load_rule_set(&args.rules)?);
-    let timezone = chainwatch_model::time::parse_offset(&args.timezone)
-        .with_context(|| format!("--timezone {:?} is not an offset such as +05:00", args.timezone))?;
+    let timezone = chainwatch_model::time::parse_offset(&args.timezone).with_context(|| {
+        format!(
+            "--timezone {:?} is not an offset such as +05:00",
+            args.timezone
+        )
+    })?;
     let lateness = parse_duration(&args.allowed_lateness).map_err(anyhow::Error::msg)?;
     let decoder = Decoder::new(DecoderConfig {
         format: InputFormat::Auto,
@@ -107,23 +117,30 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
     };
     let mut stats = ReplayStats::default();
     for file in collect_files(&args.files)? {
-        let data = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let data =
+            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
         stats.files += 1;
         let path = file.display().to_string();
         for record in split_records(&path, &data) {
             stats.records_read += 1;
             let (bytes, provenance, error) = match record {
-                FileRecord::Record { bytes, provenance } => match decoder.decode(bytes, &tenant, provenance.clone()) {
-                    Ok(event) => {
-                        stats.events_normalized += 1;
-                        for alert in engine.observe(&event) {
-                            emit(out, &alert, pretty)?;
+                FileRecord::Record { bytes, provenance } => {
+                    match decoder.decode(bytes, &tenant, provenance.clone()) {
+                        Ok(event) => {
+                            stats.events_normalized += 1;
+                            for alert in engine.observe(&event) {
+                                emit(out, &alert, pretty)?;
+                            }
+                            continue;
                         }
-                        continue;
+                        Err(e) => (bytes, provenance, e),
                     }
-                    Err(e) => (bytes, provenance, e),
-                },
-                FileRecord::Bad { bytes, provenance, error } => (bytes, provenance, error),
+                }
+                FileRecord::Bad {
+                    bytes,
+                    provenance,
+                    error,
+                } => (bytes, provenance, error),
             };
             *stats.dead_lettered.entry(error.reason()).or_default() += 1;
             tracing::warn!(reason = error.reason(), %provenance, "dead-lettered: {error}");
@@ -132,7 +149,8 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
                     reason: error.reason(),
                     error: error.to_string(),
                     provenance: &provenance,
-                    record: String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into_owned(),
+                    record: String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)])
+                        .into_owned(),
                 };
                 serde_json::to_writer(&mut *w, &line)?;
                 w.write_all(b"\n")?;

@@ -44,7 +44,11 @@ pub fn load_rule_set(paths: &[PathBuf]) -> Result<RuleSet> {
 }
 
 fn describe(paths: &[PathBuf]) -> String {
-    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `chainwatch rules check`: prints every rule that cannot be loaded and a summary; `Ok(false)`
@@ -58,7 +62,12 @@ pub fn check(paths: &[PathBuf]) -> bool {
     }
     let failed = diags
         .iter()
-        .map(|d| (d.file.clone(), d.rule.clone().unwrap_or_else(|| format!("line {}", d.line))))
+        .map(|d| {
+            (
+                d.file.clone(),
+                d.rule.clone().unwrap_or_else(|| format!("line {}", d.line)),
+            )
+        })
         .collect::<std::collections::BTreeSet<_>>()
         .len();
     println!(

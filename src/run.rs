@@ -22,8 +22,14 @@ const FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs the pipeline.
 pub async fn run(args: &RunArgs) -> Result<()> {
-    let config = ServiceConfig::load(&args.config).map_err(|d| anyhow!("config {} refused, {d}", args.config.display()))?;
-    let rule_paths: Vec<_> = config.correlate.rules.iter().map(|p| config.resolve(p)).collect();
+    let config = ServiceConfig::load(&args.config)
+        .map_err(|d| anyhow!("config {} refused, {d}", args.config.display()))?;
+    let rule_paths: Vec<_> = config
+        .correlate
+        .rules
+        .iter()
+        .map(|p| config.resolve(p))
+        .collect();
     let rules = Arc::new(crate::rules::load_rule_set(&rule_paths)?);
     tracing::info!(
         detections = rules.detections.len(),
@@ -32,9 +38,12 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     );
     let topics = &config.topics;
     if config.kafka.create_topics {
-        admin::ensure_topics(&config.kafka, &[&topics.events, &topics.alerts, &topics.dead_letter])
-            .await
-            .context("creating chainwatch's topics")?;
+        admin::ensure_topics(
+            &config.kafka,
+            &[&topics.events, &topics.alerts, &topics.dead_letter],
+        )
+        .await
+        .context("creating chainwatch's topics")?;
     }
     let (stop, stopped) = watch::channel(false);
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
@@ -45,7 +54,9 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         let consumer = client::consumer(&config.kafka, &format!("{prefix}-ingest"), "ingest")?;
         let subs = core.subscriptions();
         let subs: Vec<&str> = subs.iter().map(String::as_str).collect();
-        consumer.subscribe(&subs).context("subscribing to the raw topics")?;
+        consumer
+            .subscribe(&subs)
+            .context("subscribing to the raw topics")?;
         let producer = client::producer(&config.kafka, "ingest")?;
         let rx = stopped.clone();
         tasks.spawn(async move {
@@ -60,9 +71,17 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             max_groups: config.correlate.max_groups,
             max_groups_per_tenant: config.correlate.max_groups_per_tenant,
         };
-        let mut core = CorrelateCore::new(Arc::clone(&rules), engine, &topics.alerts, &topics.dead_letter);
-        let consumer = client::consumer(&config.kafka, &format!("{prefix}-correlate"), "correlate")?;
-        consumer.subscribe(&[&topics.events]).context("subscribing to the events topic")?;
+        let mut core = CorrelateCore::new(
+            Arc::clone(&rules),
+            engine,
+            &topics.alerts,
+            &topics.dead_letter,
+        );
+        let consumer =
+            client::consumer(&config.kafka, &format!("{prefix}-correlate"), "correlate")?;
+        consumer
+            .subscribe(&[&topics.events])
+            .context("subscribing to the events topic")?;
         let producer = client::producer(&config.kafka, "correlate")?;
         let rx = stopped.clone();
         tasks.spawn(async move {
@@ -77,7 +96,9 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             let mut core = SinkCore::new(deliverer);
             let group = format!("{prefix}-sink-{}", sink.name());
             let consumer = client::consumer(&config.kafka, &group, "sink")?;
-            consumer.subscribe(&[&topics.alerts]).context("subscribing to the alerts topic")?;
+            consumer
+                .subscribe(&[&topics.alerts])
+                .context("subscribing to the alerts topic")?;
             let rx = stopped.clone();
             tasks.spawn(async move {
                 run_delivery(&consumer, &mut core, rx).await?;
@@ -122,14 +143,15 @@ pub async fn run(args: &RunArgs) -> Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

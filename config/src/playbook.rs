@@ -60,7 +60,10 @@ pub fn parse_playbook(node: &Node) -> Result<PlaybookSpec, Vec<PlaybookError>> {
             }
             other => errors.push((
                 at(k),
-                format!("unknown key '{other}' (expected one of: {})", KEYS.join(", ")),
+                format!(
+                    "unknown key '{other}' (expected one of: {})",
+                    KEYS.join(", ")
+                ),
             )),
         }
     }

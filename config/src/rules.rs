@@ -49,7 +49,12 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>, diags: &mut Diagnostics) {
     let entries = match std::fs::read_dir(path) {
         Ok(e) => e,
         Err(e) => {
-            diags.push(Diagnostic::new(path, 0, 0, format!("cannot list the folder: {e}")));
+            diags.push(Diagnostic::new(
+                path,
+                0,
+                0,
+                format!("cannot list the folder: {e}"),
+            ));
             return;
         }
     };

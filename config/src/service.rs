@@ -236,10 +236,15 @@ struct Loader<'a> {
 impl Loader<'_> {
     fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, col) = line_col(self.text, span.start);
-        self.diags.push(Diagnostic::new(self.file, line, col, message));
+        self.diags
+            .push(Diagnostic::new(self.file, line, col, message));
     }
 
-    fn section<T: DeserializeOwned>(&mut self, what: &str, value: Spanned<DeValue<'_>>) -> Option<T> {
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        what: &str,
+        value: Spanned<DeValue<'_>>,
+    ) -> Option<T> {
         let span = value.span();
         match T::deserialize(value.into_deserializer()) {
             Ok(v) => Some(v),
@@ -251,7 +256,11 @@ impl Loader<'_> {
         }
     }
 
-    fn array<T: DeserializeOwned>(&mut self, what: &str, value: Spanned<DeValue<'_>>) -> Vec<(T, Range<usize>)> {
+    fn array<T: DeserializeOwned>(
+        &mut self,
+        what: &str,
+        value: Spanned<DeValue<'_>>,
+    ) -> Vec<(T, Range<usize>)> {
         let span = value.span();
         match value.into_inner() {
             DeValue::Array(items) => items
@@ -260,11 +269,15 @@ impl Loader<'_> {
                 .enumerate()
                 .filter_map(|(i, item)| {
                     let item_span = item.span();
-                    self.section(&format!("{what}[{i}]"), item).map(|v| (v, item_span))
+                    self.section(&format!("{what}[{i}]"), item)
+                        .map(|v| (v, item_span))
                 })
                 .collect(),
             _ => {
-                self.error(span, format!("'{what}' must be an array of tables ([[{what}]])"));
+                self.error(
+                    span,
+                    format!("'{what}' must be an array of tables ([[{what}]])"),
+                );
                 Vec::new()
             }
         }
@@ -275,7 +288,12 @@ impl ServiceConfig {
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Self, Diagnostics> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostics(vec![Diagnostic::new(path, 0, 0, format!("cannot read the config file: {e}"))])
+            Diagnostics(vec![Diagnostic::new(
+                path,
+                0,
+                0,
+                format!("cannot read the config file: {e}"),
+            )])
         })?;
         Self::from_text(path, &text)
     }
@@ -317,10 +335,20 @@ impl ServiceConfig {
             l.error(root_span.start..root_span.start, "missing section [kafka]");
         }
         if correlate.is_none() && !l.diags.iter().any(|d| d.message.starts_with("correlate")) {
-            l.error(root_span.start..root_span.start, "missing section [correlate] (which rules to run)");
+            l.error(
+                root_span.start..root_span.start,
+                "missing section [correlate] (which rules to run)",
+            );
         }
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        validate(&mut l, &sources, &sinks, correlate.as_ref(), kafka.as_ref(), &base_dir);
+        validate(
+            &mut l,
+            &sources,
+            &sinks,
+            correlate.as_ref(),
+            kafka.as_ref(),
+            &base_dir,
+        );
         if !l.diags.is_empty() {
             return Err(l.diags);
         }
@@ -373,34 +401,59 @@ fn validate(
             ));
         }
         let literal = s.topics.replace("{tenant}", "");
-        if !literal.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        if !literal
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
             l.error(span.clone(), format!(
                 "sources[{i}] ({}): 'topics' may only use letters, digits, '.', '_' and '-' besides {{tenant}}",
                 s.name
             ));
         }
         if crate::parse_offset(&s.timezone).is_none() {
-            l.error(span.clone(), format!(
-                "sources[{i}] ({}): 'timezone' {:?} is not an offset such as +00:00 or -05:00",
-                s.name, s.timezone
-            ));
+            l.error(
+                span.clone(),
+                format!(
+                    "sources[{i}] ({}): 'timezone' {:?} is not an offset such as +00:00 or -05:00",
+                    s.name, s.timezone
+                ),
+            );
         }
         if s.max_record_bytes == 0 {
-            l.error(span.clone(), format!("sources[{i}] ({}): 'max_record_bytes' must be above 0", s.name));
+            l.error(
+                span.clone(),
+                format!(
+                    "sources[{i}] ({}): 'max_record_bytes' must be above 0",
+                    s.name
+                ),
+            );
         }
         if names.contains(&s.name) {
-            l.error(span.clone(), format!("sources[{i}]: the name {:?} is used twice", s.name));
+            l.error(
+                span.clone(),
+                format!("sources[{i}]: the name {:?} is used twice", s.name),
+            );
         }
         names.push(s.name.clone());
     }
     let mut sink_names = Vec::new();
     for (i, (s, span)) in sinks.iter().enumerate() {
         let name = s.name().to_owned();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-')) {
-            l.error(span.clone(), format!("sinks[{i}]: 'name' {name:?} may only use letters, digits, '-' and '_'"));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        {
+            l.error(
+                span.clone(),
+                format!("sinks[{i}]: 'name' {name:?} may only use letters, digits, '-' and '_'"),
+            );
         }
         if sink_names.contains(&name) {
-            l.error(span.clone(), format!("sinks[{i}]: the name {name:?} is used twice"));
+            l.error(
+                span.clone(),
+                format!("sinks[{i}]: the name {name:?} is used twice"),
+            );
         }
         sink_names.push(name);
     }
@@ -409,13 +462,23 @@ fn validate(
             l.error(0..0, "correlate: 'rules' lists no rule file or folder");
         }
         for r in &c.rules {
-            let p = if r.is_absolute() { r.clone() } else { base_dir.join(r) };
+            let p = if r.is_absolute() {
+                r.clone()
+            } else {
+                base_dir.join(r)
+            };
             if !p.exists() {
-                l.error(0..0, format!("correlate: rules path {} does not exist", p.display()));
+                l.error(
+                    0..0,
+                    format!("correlate: rules path {} does not exist", p.display()),
+                );
             }
         }
         if c.max_groups_per_tenant > c.max_groups {
-            l.error(0..0, "correlate: 'max_groups_per_tenant' is above 'max_groups'");
+            l.error(
+                0..0,
+                "correlate: 'max_groups_per_tenant' is above 'max_groups'",
+            );
         }
     }
 }
@@ -488,10 +551,19 @@ name = "x"
 "#;
         let diags = load(bad).unwrap_err();
         let lines: Vec<usize> = diags.iter().map(|d| d.line).collect();
-        assert!(diags.iter().any(|d| d.message.contains("colour")), "{diags}");
-        assert!(diags.iter().any(|d| d.message.contains("{tenant}")), "{diags}");
+        assert!(
+            diags.iter().any(|d| d.message.contains("colour")),
+            "{diags}"
+        );
+        assert!(
+            diags.iter().any(|d| d.message.contains("{tenant}")),
+            "{diags}"
+        );
         assert!(diags.iter().any(|d| d.message.contains("soon")), "{diags}");
-        assert!(diags.iter().any(|d| d.message.contains("carrier-pigeon")), "{diags}");
+        assert!(
+            diags.iter().any(|d| d.message.contains("carrier-pigeon")),
+            "{diags}"
+        );
         assert_eq!(diags.len(), 4, "{diags}");
         assert!(lines.contains(&4), "unknown key on line 4: {diags}");
         assert!(lines.iter().all(|&l| l > 0), "{diags}");

@@ -62,7 +62,9 @@ pub(crate) fn as_text(node: &Node) -> Option<String> {
 
 /// The value of `key` in a mapping node.
 pub(crate) fn get<'a>(node: &'a Node, key: &str) -> Option<&'a Node> {
-    entries(node)?.find(|(k, _)| as_str(k) == Some(key)).map(|(_, v)| v)
+    entries(node)?
+        .find(|(k, _)| as_str(k) == Some(key))
+        .map(|(_, v)| v)
 }
 
 /// A short name for the kind of a node, for error messages.

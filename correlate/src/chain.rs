@@ -81,7 +81,10 @@ impl OrderedChains {
             }
         }
         self.lru.insert(tick, key.clone());
-        self.per_tenant.entry(key.0.clone()).or_default().insert(tick, key.clone());
+        self.per_tenant
+            .entry(key.0.clone())
+            .or_default()
+            .insert(tick, key.clone());
     }
 
     fn remove(&mut self, key: &GroupKey) {
@@ -97,8 +100,16 @@ impl OrderedChains {
     }
 
     fn enforce(&mut self, tenant: &TenantId, keep: &GroupKey, limits: Limits) {
-        while self.per_tenant.get(tenant).is_some_and(|t| t.len() > limits.max_groups_per_tenant) {
-            let Some(victim) = self.per_tenant[tenant].values().find(|k| *k != keep).cloned() else {
+        while self
+            .per_tenant
+            .get(tenant)
+            .is_some_and(|t| t.len() > limits.max_groups_per_tenant)
+        {
+            let Some(victim) = self.per_tenant[tenant]
+                .values()
+                .find(|k| *k != keep)
+                .cloned()
+            else {
                 break;
             };
             self.remove(&victim);
@@ -114,7 +125,14 @@ impl OrderedChains {
     }
 
     /// Adds a hit for `stage` of the group `key` and looks for a complete chain.
-    pub(crate) fn observe(&mut self, key: GroupKey, stage: usize, stages: usize, hit: Hit, limits: Limits) -> Outcome {
+    pub(crate) fn observe(
+        &mut self,
+        key: GroupKey,
+        stage: usize,
+        stages: usize,
+        hit: Hit,
+        limits: Limits,
+    ) -> Outcome {
         if !self.groups.contains_key(&key) {
             self.groups.insert(
                 key.clone(),
@@ -146,7 +164,9 @@ impl OrderedChains {
 }
 
 fn observe_in_group(g: &mut Group, stage: usize, hit: Hit, limits: Limits) -> Outcome {
-    if g.consumed.iter().any(|(_, id)| *id == hit.id) || g.stages[stage].iter().any(|h| h.id == hit.id) {
+    if g.consumed.iter().any(|(_, id)| *id == hit.id)
+        || g.stages[stage].iter().any(|h| h.id == hit.id)
+    {
         return Outcome::Duplicate;
     }
     if let Some(newest) = g.newest
@@ -199,7 +219,10 @@ fn find_chain(stages: &[Vec<Hit>], timespan_ns: i64) -> Option<Vec<Hit>> {
         let mut t = first.time;
         for list in &stages[1..] {
             let from = list.partition_point(|h| h.time < t);
-            match list[from..].iter().find(|h| !picks.iter().any(|p| p.id == h.id)) {
+            match list[from..]
+                .iter()
+                .find(|h| !picks.iter().any(|p| p.id == h.id))
+            {
                 Some(h) => {
                     t = h.time;
                     picks.push(h.clone());

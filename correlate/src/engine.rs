@@ -66,7 +66,11 @@ fn nanos(d: Duration) -> i64 {
 impl Engine {
     /// An engine with empty state.
     pub fn new(rules: Arc<RuleSet>, config: EngineConfig) -> Self {
-        let chains = rules.correlations.iter().map(|_| OrderedChains::default()).collect();
+        let chains = rules
+            .correlations
+            .iter()
+            .map(|_| OrderedChains::default())
+            .collect();
         Self {
             rules,
             chains,
@@ -145,7 +149,11 @@ fn group_key(corr: &CompiledCorrelation, stage: usize, event: &Event) -> GroupKe
                 return event.host.key().into();
             }
             match field.resolve(event) {
-                Some(Resolved::Value(v)) => v.as_text().map(|t| t.to_lowercase()).unwrap_or_default().into(),
+                Some(Resolved::Value(v)) => v
+                    .as_text()
+                    .map(|t| t.to_lowercase())
+                    .unwrap_or_default()
+                    .into(),
                 Some(Resolved::Text(t)) => t.to_lowercase().into(),
                 None => Box::from(""),
             }
@@ -181,9 +189,16 @@ fn detection_alert(rule: &crate::ruleset::CompiledRule, event: &Event) -> Alert 
     }
 }
 
-fn chain_alert(rules: &RuleSet, corr: &CompiledCorrelation, key: &GroupKey, picks: Vec<Hit>) -> Alert {
+fn chain_alert(
+    rules: &RuleSet,
+    corr: &CompiledCorrelation,
+    key: &GroupKey,
+    picks: Vec<Hit>,
+) -> Alert {
     let mut h = IdHasher::new();
-    h.part(b"chain").part(corr.info.rule.id.as_bytes()).part(key.0.as_str().as_bytes());
+    h.part(b"chain")
+        .part(corr.info.rule.id.as_bytes())
+        .part(key.0.as_str().as_bytes());
     for v in key.1.iter() {
         h.part(v.as_bytes());
     }
@@ -213,7 +228,10 @@ fn chain_alert(rules: &RuleSet, corr: &CompiledCorrelation, key: &GroupKey, pick
     }
     let mut events: Vec<Evidence> = picks.iter().map(|p| (*p.evidence).clone()).collect();
     events.sort_by_key(|e| (e.time, e.id));
-    let last = picks.last().map(|p| p.host.clone()).unwrap_or_else(|| picks[0].host.clone());
+    let last = picks
+        .last()
+        .map(|p| p.host.clone())
+        .unwrap_or_else(|| picks[0].host.clone());
     let user = picks.iter().rev().find_map(|p| p.evidence.user.clone());
     Alert {
         id: h.alert_id(),
@@ -223,7 +241,11 @@ fn chain_alert(rules: &RuleSet, corr: &CompiledCorrelation, key: &GroupKey, pick
         kind: AlertKind::Chain,
         rule: corr.info.rule.clone(),
         severity: corr.severity,
-        playbook: corr.info.name.clone().or_else(|| Some(corr.info.rule.title.clone())),
+        playbook: corr
+            .info
+            .name
+            .clone()
+            .or_else(|| Some(corr.info.rule.title.clone())),
         techniques,
         first_seen: picks.first().map_or(events[0].time, |p| p.time),
         last_seen: picks.last().map_or(events[0].time, |p| p.time),
@@ -235,7 +257,11 @@ fn chain_alert(rules: &RuleSet, corr: &CompiledCorrelation, key: &GroupKey, pick
             .collect(),
         stages,
         events,
-        response: corr.playbook.as_ref().map(|p| p.response.clone()).unwrap_or_default(),
+        response: corr
+            .playbook
+            .as_ref()
+            .map(|p| p.response.clone())
+            .unwrap_or_default(),
         description: corr.info.description.clone(),
     }
 }

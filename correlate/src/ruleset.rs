@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chainwatch_config::sigma::{CorrelationRule, CorrelationType, DetectionRule, RuleDoc, RuleMeta};
+use chainwatch_config::sigma::{
+    CorrelationRule, CorrelationType, DetectionRule, RuleDoc, RuleMeta,
+};
 use chainwatch_config::{Diagnostic, Diagnostics, PlaybookSpec};
 use chainwatch_model::{Event, RuleRef, Severity, TechniqueId};
 
@@ -118,7 +120,12 @@ impl RuleSet {
             Ok(t) => Self::compile_with(docs, &t),
             Err(e) => {
                 let mut d = Diagnostics::default();
-                d.push(Diagnostic::new(std::path::Path::new("<built-in tables>"), 0, 0, e));
+                d.push(Diagnostic::new(
+                    std::path::Path::new("<built-in tables>"),
+                    0,
+                    0,
+                    e,
+                ));
                 (RuleSet::default(), d)
             }
         }
@@ -137,7 +144,11 @@ impl RuleSet {
                 if let Some(first) = seen_ids.get(id.as_str()) {
                     diags.push(problem(
                         meta,
-                        format!("duplicate rule id {id} (first in {}:{})", first.file.display(), first.line),
+                        format!(
+                            "duplicate rule id {id} (first in {}:{})",
+                            first.file.display(),
+                            first.line
+                        ),
                     ));
                     continue;
                 }
@@ -253,7 +264,13 @@ fn correlations_by_ref(docs: &[RuleDoc]) -> Vec<&str> {
             RuleDoc::Correlation(c) => Some(c),
             RuleDoc::Detection(_) => None,
         })
-        .flat_map(|c| c.meta.id.iter().chain(c.meta.name.iter()).map(String::as_str))
+        .flat_map(|c| {
+            c.meta
+                .id
+                .iter()
+                .chain(c.meta.name.iter())
+                .map(String::as_str)
+        })
         .collect()
 }
 
@@ -296,8 +313,16 @@ fn compile_correlation(
                     "unsupported feature: a correlation of correlations (rule {r:?})"
                 ));
             }
-            [] => return Err(format!("refers to rule {r:?}, which is not loaded (no rule has that id or name)")),
-            _ => return Err(format!("refers to rule {r:?}, which more than one rule is named")),
+            [] => {
+                return Err(format!(
+                    "refers to rule {r:?}, which is not loaded (no rule has that id or name)"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "refers to rule {r:?}, which more than one rule is named"
+                ));
+            }
         }
     }
     let mut group_by = Vec::new();
@@ -310,7 +335,11 @@ fn compile_correlation(
                     let stage_meta = detections[stages[si]];
                     a.fields
                         .iter()
-                        .find(|(rule, _)| Some(rule.as_str()) == stage_meta.name.as_deref() || Some(rule.as_str()) == stage_meta.id.as_deref() || rule == r)
+                        .find(|(rule, _)| {
+                            Some(rule.as_str()) == stage_meta.name.as_deref()
+                                || Some(rule.as_str()) == stage_meta.id.as_deref()
+                                || rule == r
+                        })
                         .map(|(_, f)| f.as_str())
                         .ok_or_else(|| format!("alias {g:?} gives no field for rule {r:?}"))?
                 }

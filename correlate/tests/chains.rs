@@ -1,4 +1,5 @@
 //! The chain engine on hand-built events: order, duplicates, window edges, lateness, tenants.
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -148,11 +149,22 @@ fn stage_rules_alert_only_through_the_chain_but_lone_rules_alert_alone() {
 
 #[test]
 fn generate_true_makes_stage_rules_alert_too() {
-    let rules = RULES.replace("level: critical\nplaybook:", "generate: true\nlevel: critical\nplaybook:");
+    let rules = RULES.replace(
+        "level: critical\nplaybook:",
+        "generate: true\nlevel: critical\nplaybook:",
+    );
     let mut e = engine_with(&rules, EngineConfig::default());
     let alerts = feed(&mut e, &chain("acme", "ws1", 0));
     let kinds: Vec<AlertKind> = alerts.iter().map(|a| a.kind).collect();
-    assert_eq!(kinds, [AlertKind::Detection, AlertKind::Detection, AlertKind::Detection, AlertKind::Chain]);
+    assert_eq!(
+        kinds,
+        [
+            AlertKind::Detection,
+            AlertKind::Detection,
+            AlertKind::Detection,
+            AlertKind::Chain
+        ]
+    );
 }
 
 #[test]
@@ -166,7 +178,10 @@ fn any_arrival_order_finds_the_chain_by_event_time() {
         let shuffled: Vec<Event> = order.iter().map(|&i| events[i].clone()).collect();
         let alerts = feed(&mut e, &shuffled);
         assert_eq!(alerts.len(), 1, "order {order:?}");
-        assert_eq!(alerts[0].id, expected[0].id, "same evidence, same id, order {order:?}");
+        assert_eq!(
+            alerts[0].id, expected[0].id,
+            "same evidence, same id, order {order:?}"
+        );
     }
 }
 
@@ -185,7 +200,13 @@ fn stages_out_of_event_time_order_are_not_a_chain() {
 fn duplicates_count_once() {
     let mut e = engine();
     let events = chain("acme", "ws1", 0);
-    let with_dups = [events[0].clone(), events[0].clone(), events[1].clone(), events[1].clone(), events[2].clone()];
+    let with_dups = [
+        events[0].clone(),
+        events[0].clone(),
+        events[1].clone(),
+        events[1].clone(),
+        events[2].clone(),
+    ];
     assert_eq!(feed(&mut e, &with_dups).len(), 1);
     assert_eq!(e.stats().duplicates, 2);
     // The whole chain delivered again: no second finding.
@@ -213,7 +234,12 @@ fn window_edges() {
     // A later first stage (arriving late) brings the span under the timespan: now a chain.
     let late_start = feed(&mut e, &[event("acme", "ws1", "a.exe", 200)]);
     assert_eq!(late_start.len(), 1);
-    assert_eq!(late_start[0].last_seen.nanos_since(late_start[0].first_seen), 401_000_000_000);
+    assert_eq!(
+        late_start[0]
+            .last_seen
+            .nanos_since(late_start[0].first_seen),
+        401_000_000_000
+    );
 }
 
 #[test]
@@ -242,7 +268,13 @@ fn events_later_than_the_allowed_lateness_are_dropped() {
     let mut e = engine_with(RULES, config);
     let events = chain("acme", "ws1", 0);
     // c first, then a (120 s behind c: later than 30 s allowed), then b (60 s behind).
-    assert!(feed(&mut e, &[events[2].clone(), events[0].clone(), events[1].clone()]).is_empty());
+    assert!(
+        feed(
+            &mut e,
+            &[events[2].clone(), events[0].clone(), events[1].clone()]
+        )
+        .is_empty()
+    );
     assert_eq!(e.stats().late, 2);
 }
 
@@ -257,7 +289,9 @@ fn group_limits_evict_the_noisy_tenant_first() {
     // A quiet tenant's partial chain.
     feed(&mut e, &chain("quiet", "dc01", 0)[..2]);
     // A noisy tenant floods with a thousand hosts.
-    let flood: Vec<Event> = (0..1000).map(|i| event("noisy", &format!("h{i}"), "a.exe", i)).collect();
+    let flood: Vec<Event> = (0..1000)
+        .map(|i| event("noisy", &format!("h{i}"), "a.exe", i))
+        .collect();
     feed(&mut e, &flood);
     assert!(e.partial_chains() <= 11, "{}", e.partial_chains());
     assert_eq!(e.stats().evicted, 990);
@@ -274,7 +308,10 @@ fn alert_ids_are_deterministic_across_runs() {
         let mut events = chain("acme", "ws1", 0);
         events.extend(chain("acme", "ws2", 30));
         events.push(event("acme", "ws1", "lone.exe", 5));
-        feed(&mut e, &events).into_iter().map(|a| a.id).collect::<Vec<_>>()
+        feed(&mut e, &events)
+            .into_iter()
+            .map(|a| a.id)
+            .collect::<Vec<_>>()
     };
     let first = run();
     assert_eq!(first.len(), 3);

@@ -82,7 +82,9 @@ impl Decoder {
                 limit: self.config.max_record_bytes,
             });
         }
-        let text = std::str::from_utf8(raw).map_err(|e| DecodeError::InvalidUtf8 { at: e.valid_up_to() })?;
+        let text = std::str::from_utf8(raw).map_err(|e| DecodeError::InvalidUtf8 {
+            at: e.valid_up_to(),
+        })?;
         let leaves = flatten(text, self.config.max_depth)?;
         let shape = match self.config.format {
             InputFormat::WindowsFlat => Shape::Flat,
@@ -90,7 +92,10 @@ impl Decoder {
             InputFormat::Windows | InputFormat::Auto => windows::detect_shape(&leaves),
         };
         let fields = windows::to_fields(leaves, shape);
-        if self.config.format == InputFormat::Auto && shape == Shape::Flat && windows::event_id(&fields).is_none() {
+        if self.config.format == InputFormat::Auto
+            && shape == Shape::Flat
+            && windows::event_id(&fields).is_none()
+        {
             return Err(DecodeError::UnknownFormat(
                 "neither a nested Windows event (Event.System) nor a flat one (EventID)".into(),
             ));
@@ -107,13 +112,14 @@ impl Decoder {
         };
 
         let time_names = windows::time_fields(shape);
-        let time_text = time_names
-            .iter()
-            .find_map(|f| fields.get(f))
-            .ok_or(DecodeError::NoTime(match shape {
-                Shape::Flat => "@timestamp, TimeCreated, EventTime",
-                Shape::Nested => "Event.System.TimeCreated",
-            }))?;
+        let time_text =
+            time_names
+                .iter()
+                .find_map(|f| fields.get(f))
+                .ok_or(DecodeError::NoTime(match shape {
+                    Shape::Flat => "@timestamp, TimeCreated, EventTime",
+                    Shape::Nested => "Event.System.TimeCreated",
+                }))?;
         let time_text = time_text.as_str().ok_or(DecodeError::WrongType {
             field: "event time",
             expected: "a string",
@@ -196,9 +202,15 @@ mod tests {
         assert_eq!(p.name(), Some("cmd.exe"));
         assert_eq!(p.pid, Some(0x5b60));
         assert_eq!(e.parent.as_ref().unwrap().name(), Some("w3wp.exe"));
-        assert_eq!(e.canonical(Canonical::ProcessCommandLine).as_deref(), Some("cmd /c whoami"));
+        assert_eq!(
+            e.canonical(Canonical::ProcessCommandLine).as_deref(),
+            Some("cmd /c whoami")
+        );
         assert_eq!(e.source.format, SourceFormat::WindowsFlat);
-        assert_eq!(e.fields.get_str("NewProcessName"), Some("C:\\Windows\\System32\\cmd.exe"));
+        assert_eq!(
+            e.fields.get_str("NewProcessName"),
+            Some("C:\\Windows\\System32\\cmd.exe")
+        );
     }
 
     #[test]
@@ -210,7 +222,10 @@ mod tests {
         assert_eq!(e.activity, Activity::Create);
         assert_eq!(e.host.key(), "ar-win-dc");
         assert_eq!(e.target.file.as_deref(), Some("C:\\bitsadmin.exe"));
-        assert_eq!(e.fields.get_str("Provider_Name"), Some("Microsoft-Windows-Sysmon"));
+        assert_eq!(
+            e.fields.get_str("Provider_Name"),
+            Some("Microsoft-Windows-Sysmon")
+        );
         assert_eq!(e.source.event_id, Some(11));
         assert_eq!(e.user.as_deref(), Some("ATTACKRANGE\\Administrator"));
     }
@@ -228,9 +243,11 @@ mod tests {
 
     #[test]
     fn zone_less_times_use_the_source_zone() {
-        let mut cfg = DecoderConfig::default();
-        cfg.timezone = chainwatch_model::time::parse_offset("+05:00").unwrap();
-        let d = Decoder::new(cfg).unwrap();
+        let d = Decoder::new(DecoderConfig {
+            timezone: chainwatch_model::time::parse_offset("+05:00").unwrap(),
+            ..DecoderConfig::default()
+        })
+        .unwrap();
         let raw = br#"{"EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","Hostname":"WORKSTATION5","TimeCreated":"2020-10-18 07:49:39.776"}"#;
         let e = d.decode(raw, &tenant(), prov()).unwrap();
         assert_eq!(e.time.to_string(), "2020-10-18T02:49:39.776Z");
@@ -238,7 +255,8 @@ mod tests {
 
     #[test]
     fn redelivery_keeps_the_id_and_tenants_do_not_share_it() {
-        let raw = br#"{"EventID":1,"Channel":"x","Hostname":"h","@timestamp":"2021-01-01T00:00:00Z"}"#;
+        let raw =
+            br#"{"EventID":1,"Channel":"x","Hostname":"h","@timestamp":"2021-01-01T00:00:00Z"}"#;
         let d = decoder();
         let a = d.decode(raw, &tenant(), prov()).unwrap();
         let b = d.decode(raw, &tenant(), prov()).unwrap();
@@ -253,31 +271,60 @@ mod tests {
         let d = decoder();
         let cases: [(&[u8], &str); 8] = [
             (b"{\"EventID\":1,\"Hostname\":\"h\"}", "no_time"),
-            (b"{\"EventID\":1,\"@timestamp\":\"2021-01-01T00:00:00Z\"}", "no_host"),
-            (b"{\"EventID\":1,\"Hostname\":\"h\",\"@timestamp\":\"never\"}", "bad_time"),
-            (b"{\"EventID\":1,\"Hostname\":\"h\",\"@timestamp\":5}", "wrong_type"),
+            (
+                b"{\"EventID\":1,\"@timestamp\":\"2021-01-01T00:00:00Z\"}",
+                "no_host",
+            ),
+            (
+                b"{\"EventID\":1,\"Hostname\":\"h\",\"@timestamp\":\"never\"}",
+                "bad_time",
+            ),
+            (
+                b"{\"EventID\":1,\"Hostname\":\"h\",\"@timestamp\":5}",
+                "wrong_type",
+            ),
             (b"{\"EventID\":1,", "malformed_json"),
             (b"[1]", "not_an_object"),
             (b"{\"a\":\"\xff\"}", "invalid_utf8"),
-            (b"{\"Hostname\":\"h\",\"@timestamp\":\"2021-01-01T00:00:00Z\"}", "unknown_format"),
+            (
+                b"{\"Hostname\":\"h\",\"@timestamp\":\"2021-01-01T00:00:00Z\"}",
+                "unknown_format",
+            ),
         ];
         for (raw, reason) in cases {
             let err = d.decode(raw, &tenant(), prov()).unwrap_err();
-            assert_eq!(err.reason(), reason, "{}: {err}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                err.reason(),
+                reason,
+                "{}: {err}",
+                String::from_utf8_lossy(raw)
+            );
         }
-        let mut cfg = DecoderConfig::default();
-        cfg.max_record_bytes = 10;
-        let small = Decoder::new(cfg).unwrap();
-        assert_eq!(small.decode(&[b' '; 11], &tenant(), prov()).unwrap_err().reason(), "too_large");
+        let small = Decoder::new(DecoderConfig {
+            max_record_bytes: 10,
+            ..DecoderConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            small
+                .decode(&[b' '; 11], &tenant(), prov())
+                .unwrap_err()
+                .reason(),
+            "too_large"
+        );
     }
 
     #[test]
     fn tenant_from_a_trusted_field() {
         let raw = br#"{"EventID":1,"Hostname":"h","@timestamp":"2021-01-01T00:00:00Z","customer":"acme"}"#;
         let d = decoder();
-        let e = d.decode(raw, &TenantSource::Field("customer".into()), prov()).unwrap();
+        let e = d
+            .decode(raw, &TenantSource::Field("customer".into()), prov())
+            .unwrap();
         assert_eq!(e.tenant.as_str(), "acme");
-        let err = d.decode(raw, &TenantSource::Field("org".into()), prov()).unwrap_err();
+        let err = d
+            .decode(raw, &TenantSource::Field("org".into()), prov())
+            .unwrap_err();
         assert_eq!(err.reason(), "no_tenant");
     }
 }

@@ -78,7 +78,12 @@ fn file_prov(path: &str, line: u64, record: Option<u64>) -> Provenance {
     }
 }
 
-fn split_array<'a>(path: &str, data: &'a [u8], lines: &mut LineCounter<'_>, out: &mut Vec<FileRecord<'a>>) {
+fn split_array<'a>(
+    path: &str,
+    data: &'a [u8],
+    lines: &mut LineCounter<'_>,
+    out: &mut Vec<FileRecord<'a>>,
+) {
     match serde_json::from_slice::<Vec<&RawValue>>(data) {
         Ok(items) => {
             for (i, item) in items.iter().enumerate() {
@@ -102,7 +107,13 @@ fn next_line_start(data: &[u8], from: usize) -> usize {
     memchr::memchr(b'\n', &data[from..]).map_or(data.len(), |i| from + i + 1)
 }
 
-fn split_stream<'a>(path: &str, data: &'a [u8], mut pos: usize, lines: &mut LineCounter<'_>, out: &mut Vec<FileRecord<'a>>) {
+fn split_stream<'a>(
+    path: &str,
+    data: &'a [u8],
+    mut pos: usize,
+    lines: &mut LineCounter<'_>,
+    out: &mut Vec<FileRecord<'a>>,
+) {
     while pos < data.len() {
         if data[pos].is_ascii_whitespace() {
             pos += 1;
@@ -115,7 +126,9 @@ fn split_stream<'a>(path: &str, data: &'a [u8], mut pos: usize, lines: &mut Line
             out.push(FileRecord::Bad {
                 bytes: line_bytes,
                 provenance: file_prov(path, line, None),
-                error: DecodeError::MalformedJson("a line that does not start a JSON object".into()),
+                error: DecodeError::MalformedJson(
+                    "a line that does not start a JSON object".into(),
+                ),
             });
             pos = line_end;
             continue;
@@ -131,7 +144,8 @@ fn split_stream<'a>(path: &str, data: &'a [u8], mut pos: usize, lines: &mut Line
             continue;
         }
         // A document over several lines.
-        let mut stream = serde_json::Deserializer::from_slice(&data[pos..]).into_iter::<&RawValue>();
+        let mut stream =
+            serde_json::Deserializer::from_slice(&data[pos..]).into_iter::<&RawValue>();
         match stream.next() {
             Some(Ok(raw)) => {
                 let len = stream.byte_offset();
@@ -167,8 +181,14 @@ mod tests {
         records
             .iter()
             .map(|r| match r {
-                FileRecord::Record { provenance: Provenance::File { line, .. }, .. } => (true, line.unwrap()),
-                FileRecord::Bad { provenance: Provenance::File { line, .. }, .. } => (false, line.unwrap()),
+                FileRecord::Record {
+                    provenance: Provenance::File { line, .. },
+                    ..
+                } => (true, line.unwrap()),
+                FileRecord::Bad {
+                    provenance: Provenance::File { line, .. },
+                    ..
+                } => (false, line.unwrap()),
                 _ => unreachable!(),
             })
             .collect()
@@ -186,8 +206,13 @@ mod tests {
         let data = b"{\n  \"a\": {\n    \"b\": 1\n  }\n}\n\n{\n  \"c\": 2\n}\n";
         let r = split_records("f", data);
         assert_eq!(lines_of(&r), vec![(true, 1), (true, 7)]);
-        let FileRecord::Record { bytes, .. } = &r[1] else { panic!() };
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(bytes).unwrap()["c"], 2);
+        let FileRecord::Record { bytes, .. } = &r[1] else {
+            panic!()
+        };
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(bytes).unwrap()["c"],
+            2
+        );
     }
 
     #[test]

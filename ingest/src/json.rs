@@ -272,9 +272,16 @@ impl<'de> Visitor<'de> for ItemVisitor {
         .visit_map(map)?;
         let obj: serde_json::Map<String, serde_json::Value> = leaves
             .into_iter()
-            .map(|(k, v)| (k, serde_json::to_value(&v).unwrap_or(serde_json::Value::Null)))
+            .map(|(k, v)| {
+                (
+                    k,
+                    serde_json::to_value(&v).unwrap_or(serde_json::Value::Null),
+                )
+            })
             .collect();
-        Ok(FieldValue::Str(serde_json::Value::Object(obj).to_string().into()))
+        Ok(FieldValue::Str(
+            serde_json::Value::Object(obj).to_string().into(),
+        ))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FieldValue, A::Error> {
         if self.0.depth >= self.0.max_depth {
@@ -307,19 +314,41 @@ mod tests {
         assert_eq!(leaves[0].1, FieldValue::Int(1));
         assert_eq!(
             leaves[3].1,
-            FieldValue::List(vec![FieldValue::Str("t1".into()), FieldValue::Str("t2".into())])
+            FieldValue::List(vec![
+                FieldValue::Str("t1".into()),
+                FieldValue::Str("t2".into())
+            ])
         );
     }
 
     #[test]
     fn bad_input_is_classified() {
-        assert_eq!(flatten("[1,2]", 8).unwrap_err(), DecodeError::NotAnObject("an array"));
-        assert_eq!(flatten("\"x\"", 8).unwrap_err(), DecodeError::NotAnObject("a string"));
-        assert!(matches!(flatten("{\"a\":", 8).unwrap_err(), DecodeError::MalformedJson(_)));
-        assert!(matches!(flatten("{} {}", 8).unwrap_err(), DecodeError::MalformedJson(_)));
-        let deep = format!("{}{}", "{\"a\":".repeat(40), "1".to_owned() + &"}".repeat(40));
+        assert_eq!(
+            flatten("[1,2]", 8).unwrap_err(),
+            DecodeError::NotAnObject("an array")
+        );
+        assert_eq!(
+            flatten("\"x\"", 8).unwrap_err(),
+            DecodeError::NotAnObject("a string")
+        );
+        assert!(matches!(
+            flatten("{\"a\":", 8).unwrap_err(),
+            DecodeError::MalformedJson(_)
+        ));
+        assert!(matches!(
+            flatten("{} {}", 8).unwrap_err(),
+            DecodeError::MalformedJson(_)
+        ));
+        let deep = format!(
+            "{}{}",
+            "{\"a\":".repeat(40),
+            "1".to_owned() + &"}".repeat(40)
+        );
         assert_eq!(flatten(&deep, 32).unwrap_err(), DecodeError::TooDeep(32));
         let deep_array = format!("{{\"a\":{}{}}}", "[".repeat(500), "]".repeat(500));
-        assert_eq!(flatten(&deep_array, 32).unwrap_err(), DecodeError::TooDeep(32));
+        assert_eq!(
+            flatten(&deep_array, 32).unwrap_err(),
+            DecodeError::TooDeep(32)
+        );
     }
 }

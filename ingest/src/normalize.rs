@@ -167,14 +167,25 @@ impl MappingTable {
         Self::parse(WINDOWS_TABLE)
     }
 
-    fn find(&self, channel: Option<&str>, provider: Option<&str>, id: u32, fields: &Fields) -> Option<&Entry> {
+    fn find(
+        &self,
+        channel: Option<&str>,
+        provider: Option<&str>,
+        id: u32,
+        fields: &Fields,
+    ) -> Option<&Entry> {
         let candidates = channel
             .and_then(|k| self.by_channel.get(&(k.to_ascii_lowercase(), id)))
-            .or_else(|| provider.and_then(|k| self.by_provider.get(&(k.to_ascii_lowercase(), id))))?;
+            .or_else(|| {
+                provider.and_then(|k| self.by_provider.get(&(k.to_ascii_lowercase(), id)))
+            })?;
         candidates.iter().map(|&i| &self.entries[i]).find(|e| {
-            e.when
-                .iter()
-                .all(|(f, v)| fields.get(f).and_then(|x| x.as_text()).is_some_and(|x| x.eq_ignore_ascii_case(v)))
+            e.when.iter().all(|(f, v)| {
+                fields
+                    .get(f)
+                    .and_then(|x| x.as_text())
+                    .is_some_and(|x| x.eq_ignore_ascii_case(v))
+            })
         })
     }
 
@@ -216,8 +227,14 @@ mod tests {
     #[test]
     fn templates_need_every_field() {
         let mut f = Fields::new();
-        f.push("SubjectDomainName", chainwatch_model::FieldValue::Str("CORP".into()));
-        f.push("SubjectUserName", chainwatch_model::FieldValue::Str("alice".into()));
+        f.push(
+            "SubjectDomainName",
+            chainwatch_model::FieldValue::Str("CORP".into()),
+        );
+        f.push(
+            "SubjectUserName",
+            chainwatch_model::FieldValue::Str("alice".into()),
+        );
         let s = parse_source("{SubjectDomainName}\\{SubjectUserName}").unwrap();
         assert_eq!(s.resolve(&f).as_deref(), Some("CORP\\alice"));
         let missing = parse_source("{TargetDomainName}\\{SubjectUserName}").unwrap();

@@ -59,11 +59,21 @@ mod tests {
     #[test]
     fn tenant_comes_from_the_topic_name() {
         let p = TopicPattern::new("telemetry.{tenant}.windows").unwrap();
-        assert_eq!(p.tenant_of("telemetry.acme.windows").unwrap().as_str(), "acme");
+        assert_eq!(
+            p.tenant_of("telemetry.acme.windows").unwrap().as_str(),
+            "acme"
+        );
         assert_eq!(p.tenant_of("telemetry.acme.linux"), None);
-        assert_eq!(p.tenant_of("telemetry.a.b.windows"), None, "dots are not tenant characters");
+        assert_eq!(
+            p.tenant_of("telemetry.a.b.windows"),
+            None,
+            "dots are not tenant characters"
+        );
         assert_eq!(p.tenant_of("xtelemetry.acme.windows"), None);
         assert!(p.subscription().starts_with('^'));
-        assert_eq!(p.topic_for(&TenantId::new("globex").unwrap()), "telemetry.globex.windows");
+        assert_eq!(
+            p.topic_for(&TenantId::new("globex").unwrap()),
+            "telemetry.globex.windows"
+        );
     }
 }

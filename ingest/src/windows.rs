@@ -105,14 +105,26 @@ mod tests {
 
     #[test]
     fn nested_paths_get_sigma_names() {
-        assert_eq!(nested_name("Event.System.Provider.#attributes.Name").as_deref(), Some("Provider_Name"));
-        assert_eq!(nested_name("Event.System.EventID").as_deref(), Some("EventID"));
-        assert_eq!(nested_name("Event.System.EventID.#text").as_deref(), Some("EventID"));
+        assert_eq!(
+            nested_name("Event.System.Provider.#attributes.Name").as_deref(),
+            Some("Provider_Name")
+        );
+        assert_eq!(
+            nested_name("Event.System.EventID").as_deref(),
+            Some("EventID")
+        );
+        assert_eq!(
+            nested_name("Event.System.EventID.#text").as_deref(),
+            Some("EventID")
+        );
         assert_eq!(
             nested_name("Event.System.TimeCreated.#attributes.SystemTime").as_deref(),
             Some("TimeCreated_SystemTime")
         );
-        assert_eq!(nested_name("Event.EventData.CommandLine").as_deref(), Some("CommandLine"));
+        assert_eq!(
+            nested_name("Event.EventData.CommandLine").as_deref(),
+            Some("CommandLine")
+        );
         assert_eq!(nested_name("Event.EventData.Data").as_deref(), Some("Data"));
         assert_eq!(
             nested_name("Event.UserData.LogFileCleared.SubjectUserName").as_deref(),

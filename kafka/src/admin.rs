@@ -15,7 +15,13 @@ pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), 
     let admin: AdminClient<DefaultClientContext> = crate::client::admin_config(config).create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, config.partitions, TopicReplication::Fixed(config.replication_factor)))
+        .map(|t| {
+            NewTopic::new(
+                t,
+                config.partitions,
+                TopicReplication::Fixed(config.replication_factor),
+            )
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics(&new, &opts).await? {
@@ -23,7 +29,9 @@ pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), 
             Ok(topic) => tracing::info!(topic, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(StageError::Setup(format!("cannot create topic {topic}: {code}")));
+                return Err(StageError::Setup(format!(
+                    "cannot create topic {topic}: {code}"
+                )));
             }
         }
     }

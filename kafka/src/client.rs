@@ -20,14 +20,21 @@ impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         let stage = self.stage;
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", stage, fac, "{message}")
             }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", stage, fac, "{message}"),
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", stage, fac, "{message}")
+            }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
                 tracing::info!(target: "librdkafka", stage, fac, "{message}")
             }
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", stage, fac, "{message}"),
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", stage, fac, "{message}")
+            }
         }
     }
 
@@ -37,11 +44,25 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
-    fn post_rebalance(&self, _c: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(
+        &self,
+        _c: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
         match rebalance {
-            Rebalance::Assign(tpl) => tracing::info!(stage = self.stage, partitions = tpl.count(), "partitions assigned"),
-            Rebalance::Revoke(tpl) => tracing::info!(stage = self.stage, partitions = tpl.count(), "partitions revoked"),
-            Rebalance::Error(e) => tracing::warn!(stage = self.stage, error = %e, "rebalance error"),
+            Rebalance::Assign(tpl) => tracing::info!(
+                stage = self.stage,
+                partitions = tpl.count(),
+                "partitions assigned"
+            ),
+            Rebalance::Revoke(tpl) => tracing::info!(
+                stage = self.stage,
+                partitions = tpl.count(),
+                "partitions revoked"
+            ),
+            Rebalance::Error(e) => {
+                tracing::warn!(stage = self.stage, error = %e, "rebalance error")
+            }
         }
     }
 
@@ -60,7 +81,10 @@ pub type Producer = FutureProducer<Context>;
 fn base(config: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
-        .set("client.id", format!("{}-{}", config.group_prefix, std::process::id()))
+        .set(
+            "client.id",
+            format!("{}-{}", config.group_prefix, std::process::id()),
+        )
         // Find new tenant topics within seconds, not librdkafka's default five minutes.
         .set("topic.metadata.refresh.interval.ms", "10000");
     c

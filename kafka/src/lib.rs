@@ -12,7 +12,9 @@ pub mod admin;
 pub mod client;
 pub mod stage;
 
-pub use stage::{Deliver, InMessage, LoopConfig, OutRecord, Transform, run_delivery, run_transform};
+pub use stage::{
+    Deliver, InMessage, LoopConfig, OutRecord, Transform, run_delivery, run_transform,
+};
 
 /// Why a stage stopped or could not start.
 #[derive(Debug, thiserror::Error)]

@@ -112,11 +112,16 @@ async fn send(producer: &Producer, r: &OutRecord) -> DeliveryFuture {
                 value: Some(v.as_slice()),
             });
         }
-        let record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.payload).headers(headers);
+        let record = FutureRecord::to(&r.topic)
+            .key(&r.key)
+            .payload(&r.payload)
+            .headers(headers);
         match producer.send_result(record) {
             Ok(f) => return f,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {}
-            Err((e, _)) => tracing::warn!(topic = %r.topic, error = %e, "cannot enqueue record; retrying"),
+            Err((e, _)) => {
+                tracing::warn!(topic = %r.topic, error = %e, "cannot enqueue record; retrying")
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -142,7 +147,8 @@ async fn settle(producer: &Producer, p: &mut Pending) {
                 Ok(Err((e, _))) => {
                     attempt += 1;
                     tracing::warn!(topic = %p.records[i].topic, error = %e, attempt, "record not acknowledged; sending it again");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(50)))).await;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(50))))
+                        .await;
                 }
                 Err(_canceled) => {}
             }
@@ -220,7 +226,12 @@ pub async fn run_transform<T: Transform>(
     Ok(())
 }
 
-async fn drain(consumer: &Consumer, producer: &Producer, mut pending: VecDeque<Pending>, timeout: Duration) {
+async fn drain(
+    consumer: &Consumer,
+    producer: &Producer,
+    mut pending: VecDeque<Pending>,
+    timeout: Duration,
+) {
     let work = async {
         while let Some(mut p) = pending.pop_front() {
             settle(producer, &mut p).await;
@@ -228,7 +239,9 @@ async fn drain(consumer: &Consumer, producer: &Producer, mut pending: VecDeque<P
         }
     };
     if tokio::time::timeout(timeout, work).await.is_err() {
-        tracing::warn!("shutdown: in-flight records not acknowledged in time; they will be processed again");
+        tracing::warn!(
+            "shutdown: in-flight records not acknowledged in time; they will be processed again"
+        );
     }
     commit(consumer);
 }
@@ -274,7 +287,10 @@ pub async fn run_delivery<D: Deliver>(
 }
 
 /// Polls until `future` is ready or `shutdown` turns true; `None` on shutdown.
-pub async fn until_shutdown<F: Future>(future: F, shutdown: &mut watch::Receiver<bool>) -> Option<F::Output> {
+pub async fn until_shutdown<F: Future>(
+    future: F,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<F::Output> {
     if *shutdown.borrow() {
         return None;
     }

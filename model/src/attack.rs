@@ -215,6 +215,9 @@ mod tests {
         assert_eq!(tactics()[0].shortname, "reconnaissance");
         assert_eq!(tactics()[13].shortname, "impact");
         assert!(TechniqueId::parse("T9999").unwrap().info().is_none());
-        assert_eq!(tactic_by_tag("attack.credential_access").unwrap().id, "TA0006");
+        assert_eq!(
+            tactic_by_tag("attack.credential_access").unwrap().id,
+            "TA0006"
+        );
     }
 }

@@ -427,7 +427,10 @@ impl<'de> Deserialize<'de> for Fields {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a map of field names to values")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Fields, A::Error> {
                 let mut fields = Fields::with_capacity(map.size_hint().unwrap_or(16));
                 while let Some((k, v)) = map.next_entry::<String, FieldValue>()? {
                     fields.push(k, v);

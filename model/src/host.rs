@@ -103,7 +103,10 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.key(), "workstation6");
         assert_eq!(b.display(), "workstation6.theshire.local");
-        assert_ne!(HostName::new("FS03.offsec.lan"), HostName::new("fs01.offsec.lan"));
+        assert_ne!(
+            HostName::new("FS03.offsec.lan"),
+            HostName::new("fs01.offsec.lan")
+        );
     }
 
     #[test]

@@ -21,8 +21,8 @@ pub mod tenant;
 pub mod time;
 
 pub use alert::{Alert, AlertKind, Evidence, RuleRef, Stage};
-pub use canonical::Canonical;
 pub use attack::{Tactic, TechniqueId, TechniqueInfo};
+pub use canonical::Canonical;
 pub use event::{
     Activity, Event, EventClass, FieldValue, Fields, ProcessInfo, SourceFormat, SourceMeta, Target,
 };

@@ -88,10 +88,7 @@ mod tests {
     fn accepts_safe_ids_and_rejects_others() {
         assert_eq!(TenantId::new("acme-01").unwrap().as_str(), "acme-01");
         assert_eq!(TenantId::new(""), Err(TenantError::Empty));
-        assert!(matches!(
-            TenantId::new("a.b"),
-            Err(TenantError::BadChar(_))
-        ));
+        assert!(matches!(TenantId::new("a.b"), Err(TenantError::BadChar(_))));
         assert!(matches!(
             TenantId::new(&"x".repeat(65)),
             Err(TenantError::TooLong(_))

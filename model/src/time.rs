@@ -70,7 +70,11 @@ impl Timestamp {
         if let Ok(dt) = DateTime::parse_from_rfc3339(&normalized) {
             return Self::from_chrono(dt.with_timezone(&Utc)).ok_or_else(err);
         }
-        for layout in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+        for layout in [
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M:%S",
+            "%Y-%m-%dT%H:%M",
+        ] {
             if let Ok(naive) = NaiveDateTime::parse_from_str(&normalized, layout) {
                 let local = default_offset
                     .from_local_datetime(&naive)
@@ -146,7 +150,10 @@ pub fn parse_offset(text: &str) -> Option<FixedOffset> {
     }
     let (h, m) = match digits.len() {
         2 => (digits.parse::<i32>().ok()?, 0),
-        4 => (digits[..2].parse::<i32>().ok()?, digits[2..].parse::<i32>().ok()?),
+        4 => (
+            digits[..2].parse::<i32>().ok()?,
+            digits[2..].parse::<i32>().ok()?,
+        ),
         _ => return None,
     };
     if h > 14 || m > 59 {
@@ -175,7 +182,10 @@ mod tests {
         assert_eq!(utc("2021-03-14 01:40:15.340Z"), z);
         assert_eq!(utc("2021-03-14 01:40:15.34"), z);
         assert_eq!(utc("2021-03-14T02:40:15.340+01:00"), z);
-        assert_eq!(utc("2025-10-24T23:41:48.497170Z").to_string(), "2025-10-24T23:41:48.497170000Z");
+        assert_eq!(
+            utc("2025-10-24T23:41:48.497170Z").to_string(),
+            "2025-10-24T23:41:48.497170000Z"
+        );
     }
 
     #[test]

@@ -62,7 +62,11 @@ impl Deliverer {
                 format: *format,
             }),
             SinkConfig::File { name, path } => {
-                let path = if path.is_absolute() { path.clone() } else { base_dir.join(path) };
+                let path = if path.is_absolute() {
+                    path.clone()
+                } else {
+                    base_dir.join(path)
+                };
                 Self::file(name, &path)
             }
         }
@@ -77,7 +81,11 @@ impl Deliverer {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
         Ok(Deliverer::File {
             name: name.to_owned(),
             path: path.to_path_buf(),

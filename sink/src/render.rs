@@ -9,7 +9,8 @@ use chainwatch_model::{Alert, AlertKind};
 pub fn json_line(alert: &Alert) -> String {
     // Serializing our own plain data types cannot fail (no maps with non-string keys, no
     // custom serializers that error).
-    serde_json::to_string(alert).unwrap_or_else(|e| format!("{{\"error\":\"cannot render alert: {e}\"}}"))
+    serde_json::to_string(alert)
+        .unwrap_or_else(|e| format!("{{\"error\":\"cannot render alert: {e}\"}}"))
 }
 
 /// One alert as a readable block: what happened, where, in which order, and what to do.
@@ -44,7 +45,14 @@ pub fn pretty(alert: &Alert) -> String {
     }
     for (i, stage) in alert.stages.iter().enumerate() {
         let techniques: Vec<String> = stage.techniques.iter().map(ToString::to_string).collect();
-        let _ = writeln!(out, "  stage {}  {}  {} [{}]", i + 1, stage.time, stage.rule.title, techniques.join(" "));
+        let _ = writeln!(
+            out,
+            "  stage {}  {}  {} [{}]",
+            i + 1,
+            stage.time,
+            stage.rule.title,
+            techniques.join(" ")
+        );
     }
     for e in &alert.events {
         let what = e

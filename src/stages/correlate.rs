@@ -19,7 +19,12 @@ pub struct CorrelateCore {
 
 impl CorrelateCore {
     /// A core over `rules`.
-    pub fn new(rules: Arc<RuleSet>, config: EngineConfig, alerts_topic: &str, dead_letter_topic: &str) -> Self {
+    pub fn new(
+        rules: Arc<RuleSet>,
+        config: EngineConfig,
+        alerts_topic: &str,
+        dead_letter_topic: &str,
+    ) -> Self {
         Self {
             engine: Engine::new(rules, config),
             alerts_topic: alerts_topic.to_owned(),
@@ -33,8 +38,20 @@ impl Transform for CorrelateCore {
         let event: Event = match serde_json::from_slice(msg.payload.unwrap_or_default()) {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(stage = "correlate", topic = msg.topic, partition = msg.partition, offset = msg.offset, "dead-lettered: not an event: {e}");
-                return vec![dead_letter::record(&self.dead_letter_topic, "correlate", msg, "malformed_event", &e.to_string())];
+                tracing::warn!(
+                    stage = "correlate",
+                    topic = msg.topic,
+                    partition = msg.partition,
+                    offset = msg.offset,
+                    "dead-lettered: not an event: {e}"
+                );
+                return vec![dead_letter::record(
+                    &self.dead_letter_topic,
+                    "correlate",
+                    msg,
+                    "malformed_event",
+                    &e.to_string(),
+                )];
             }
         };
         self.engine

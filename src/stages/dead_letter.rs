@@ -7,7 +7,13 @@ use chainwatch_kafka::{InMessage, OutRecord};
 pub const MAX_KEPT: usize = 64 * 1024;
 
 /// A dead-letter record for `msg`, which `stage` could not process for `reason`.
-pub fn record(topic: &str, stage: &'static str, msg: &InMessage<'_>, reason: &'static str, error: &str) -> OutRecord {
+pub fn record(
+    topic: &str,
+    stage: &'static str,
+    msg: &InMessage<'_>,
+    reason: &'static str,
+    error: &str,
+) -> OutRecord {
     let payload = msg.payload.unwrap_or_default();
     let kept = &payload[..payload.len().min(MAX_KEPT)];
     let mut headers = vec![
@@ -15,11 +21,20 @@ pub fn record(topic: &str, stage: &'static str, msg: &InMessage<'_>, reason: &'s
         ("chainwatch.error", error.as_bytes().to_vec()),
         ("chainwatch.stage", stage.as_bytes().to_vec()),
         ("chainwatch.source.topic", msg.topic.as_bytes().to_vec()),
-        ("chainwatch.source.partition", msg.partition.to_string().into_bytes()),
-        ("chainwatch.source.offset", msg.offset.to_string().into_bytes()),
+        (
+            "chainwatch.source.partition",
+            msg.partition.to_string().into_bytes(),
+        ),
+        (
+            "chainwatch.source.offset",
+            msg.offset.to_string().into_bytes(),
+        ),
     ];
     if kept.len() < payload.len() {
-        headers.push(("chainwatch.truncated.from", payload.len().to_string().into_bytes()));
+        headers.push((
+            "chainwatch.truncated.from",
+            payload.len().to_string().into_bytes(),
+        ));
     }
     OutRecord {
         topic: topic.to_owned(),

@@ -57,12 +57,28 @@ impl IngestCore {
 
     /// The subscription regexes of all sources.
     pub fn subscriptions(&self) -> Vec<String> {
-        self.sources.iter().map(|s| subscription(s.pattern.pattern())).collect()
+        self.sources
+            .iter()
+            .map(|s| subscription(s.pattern.pattern()))
+            .collect()
     }
 
     fn dead(&self, msg: &InMessage<'_>, reason: &'static str, error: &str) -> Vec<OutRecord> {
-        tracing::warn!(stage = "ingest", topic = msg.topic, partition = msg.partition, offset = msg.offset, reason, "dead-lettered: {error}");
-        vec![dead_letter::record(&self.dead_letter_topic, "ingest", msg, reason, error)]
+        tracing::warn!(
+            stage = "ingest",
+            topic = msg.topic,
+            partition = msg.partition,
+            offset = msg.offset,
+            reason,
+            "dead-lettered: {error}"
+        );
+        vec![dead_letter::record(
+            &self.dead_letter_topic,
+            "ingest",
+            msg,
+            reason,
+            error,
+        )]
     }
 }
 
@@ -73,7 +89,11 @@ impl Transform for IngestCore {
             .iter()
             .find_map(|s| s.pattern.tenant_of(msg.topic).map(|t| (s, t)))
         else {
-            return self.dead(msg, "no_tenant", "the topic name matches no source's tenant pattern");
+            return self.dead(
+                msg,
+                "no_tenant",
+                "the topic name matches no source's tenant pattern",
+            );
         };
         let Some(payload) = msg.payload else {
             return self.dead(msg, "empty", "the record has no payload");
@@ -83,7 +103,10 @@ impl Transform for IngestCore {
             partition: msg.partition,
             offset: msg.offset,
         };
-        match source.decoder.decode(payload, &TenantSource::Fixed(tenant), provenance) {
+        match source
+            .decoder
+            .decode(payload, &TenantSource::Fixed(tenant), provenance)
+        {
             Ok(event) => match serde_json::to_vec(&event) {
                 Ok(json) => vec![OutRecord {
                     topic: self.events_topic.clone(),
@@ -104,6 +127,9 @@ mod tests {
 
     #[test]
     fn subscriptions_are_simple_regexes() {
-        assert_eq!(subscription("telemetry.{tenant}.windows"), "^telemetry\\.[A-Za-z0-9_-]+\\.windows$");
+        assert_eq!(
+            subscription("telemetry.{tenant}.windows"),
+            "^telemetry\\.[A-Za-z0-9_-]+\\.windows$"
+        );
     }
 }

@@ -26,7 +26,13 @@ impl Deliver for SinkCore {
             Err(e) => {
                 // Only chainwatch writes this topic; a record that is not an alert is a bug or a
                 // foreign producer, and is not an alert to deliver.
-                tracing::error!(sink = self.deliverer.name(), topic = msg.topic, partition = msg.partition, offset = msg.offset, "skipping a record that is not an alert: {e}");
+                tracing::error!(
+                    sink = self.deliverer.name(),
+                    topic = msg.topic,
+                    partition = msg.partition,
+                    offset = msg.offset,
+                    "skipping a record that is not an alert: {e}"
+                );
                 return Ok(());
             }
         };

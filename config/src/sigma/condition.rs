@@ -310,10 +310,18 @@ mod tests {
 
     #[test]
     fn errors_say_what_is_wrong() {
-        assert!(parse_condition("selection | count() > 5").unwrap_err().contains("correlation"));
+        assert!(
+            parse_condition("selection | count() > 5")
+                .unwrap_err()
+                .contains("correlation")
+        );
         assert!(parse_condition("(a or b").unwrap_err().contains("')'"));
         assert!(parse_condition("a b").unwrap_err().contains("unexpected"));
-        assert!(parse_condition("2 of sel*").unwrap_err().contains("only '1 of'"));
+        assert!(
+            parse_condition("2 of sel*")
+                .unwrap_err()
+                .contains("only '1 of'")
+        );
         assert!(parse_condition("").is_err());
     }
 

@@ -6,8 +6,8 @@ use saphyr::{LoadableYamlNode, ScalarOwned};
 
 use super::{
     Comparison, Condition, CorrelationRule, CorrelationType, CountCondition, Detection,
-    DetectionRule, FieldAlias, FieldItem, FieldMap, LogSource, Modifier, RuleDoc, RuleMeta,
-    Search, SearchBody, SigmaValue, parse_condition,
+    DetectionRule, FieldAlias, FieldItem, FieldMap, LogSource, Modifier, RuleDoc, RuleMeta, Search,
+    SearchBody, SigmaValue, parse_condition,
 };
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::duration::parse_duration;
@@ -20,7 +20,12 @@ pub fn parse_rule_file(file: &Path) -> (Vec<RuleDoc>, Diagnostics) {
         Ok(text) => parse_rule_text(file, &text),
         Err(e) => {
             let mut d = Diagnostics::default();
-            d.push(Diagnostic::new(file, 0, 0, format!("cannot read the file: {e}")));
+            d.push(Diagnostic::new(
+                file,
+                0,
+                0,
+                format!("cannot read the file: {e}"),
+            ));
             (Vec::new(), d)
         }
     }
@@ -76,7 +81,10 @@ impl Ctx<'_> {
 
     fn document(&mut self, doc: &Node) -> Option<RuleDoc> {
         if yaml::entries(doc).is_none() {
-            self.error(doc, format!("a rule must be a mapping, found {}", yaml::kind(doc)));
+            self.error(
+                doc,
+                format!("a rule must be a mapping, found {}", yaml::kind(doc)),
+            );
             return None;
         }
         let id = yaml::get(doc, "id").and_then(yaml::as_text);
@@ -226,7 +234,10 @@ impl Ctx<'_> {
                                 ok = false;
                             }
                             None => {
-                                self.error(node, "'condition' must be a string or a list of strings");
+                                self.error(
+                                    node,
+                                    "'condition' must be a string or a list of strings",
+                                );
                                 ok = false;
                             }
                         }
@@ -277,7 +288,10 @@ impl Ctx<'_> {
         match cond {
             Condition::Search(name) => {
                 if !searches.contains(&name.as_str()) {
-                    self.error(at, format!("the condition names {name:?}, which is not a search of this rule"));
+                    self.error(
+                        at,
+                        format!("the condition names {name:?}, which is not a search of this rule"),
+                    );
                     *ok = false;
                 }
             }
@@ -289,7 +303,10 @@ impl Ctx<'_> {
             }
             Condition::OneOf(p) | Condition::AllOf(p) => {
                 if !searches.iter().any(|s| p.matches(s)) {
-                    self.error(at, format!("the condition's pattern '{p}' matches no search of this rule"));
+                    self.error(
+                        at,
+                        format!("the condition's pattern '{p}' matches no search of this rule"),
+                    );
                     *ok = false;
                 }
             }
@@ -318,7 +335,10 @@ impl Ctx<'_> {
                     line: yaml::line(node),
                 }));
             }
-            self.error(node, "a search list must hold only maps or only keywords, not both");
+            self.error(
+                node,
+                "a search list must hold only maps or only keywords, not both",
+            );
             return None;
         }
         if let Some(v) = yaml::scalar(node).and_then(|_| self.value(node)) {
@@ -329,7 +349,13 @@ impl Ctx<'_> {
                 line: yaml::line(node),
             }));
         }
-        self.error(node, format!("a search must be a map or a list, found {}", yaml::kind(node)));
+        self.error(
+            node,
+            format!(
+                "a search must be a map or a list, found {}",
+                yaml::kind(node)
+            ),
+        );
         None
     }
 
@@ -354,9 +380,17 @@ impl Ctx<'_> {
                     }
                 }
             }
-            let re_flags = [Modifier::ReIgnoreCase, Modifier::ReMultiLine, Modifier::ReDotAll];
-            if modifiers.iter().any(|m| re_flags.contains(m)) && !modifiers.contains(&Modifier::Re) {
-                self.error(key, format!("regex flags i, m and s need 're' in '{key_text}'"));
+            let re_flags = [
+                Modifier::ReIgnoreCase,
+                Modifier::ReMultiLine,
+                Modifier::ReDotAll,
+            ];
+            if modifiers.iter().any(|m| re_flags.contains(m)) && !modifiers.contains(&Modifier::Re)
+            {
+                self.error(
+                    key,
+                    format!("regex flags i, m and s need 're' in '{key_text}'"),
+                );
                 ok = false;
             }
             let values = match yaml::items(value) {
@@ -383,7 +417,10 @@ impl Ctx<'_> {
             None => {
                 self.error(
                     node,
-                    format!("a field value must be a scalar or a list of scalars, found {}", yaml::kind(node)),
+                    format!(
+                        "a field value must be a scalar or a list of scalars, found {}",
+                        yaml::kind(node)
+                    ),
                 );
                 None
             }
@@ -444,16 +481,24 @@ impl Ctx<'_> {
         let kind = kind?;
         match kind {
             CorrelationType::EventCount | CorrelationType::ValueCount if condition.is_none() => {
-                self.error(corr, format!("a {} correlation needs a 'condition'", kind.name()));
+                self.error(
+                    corr,
+                    format!("a {} correlation needs a 'condition'", kind.name()),
+                );
             }
             CorrelationType::ValueCount
                 if condition.as_ref().is_some_and(|c| c.field.is_none()) =>
             {
-                self.error(corr, "a value_count correlation needs 'field' in its condition");
+                self.error(
+                    corr,
+                    "a value_count correlation needs 'field' in its condition",
+                );
             }
             _ => {}
         }
-        let aliases = yaml::get(corr, "aliases").map(|n| self.aliases(n)).unwrap_or_default();
+        let aliases = yaml::get(corr, "aliases")
+            .map(|n| self.aliases(n))
+            .unwrap_or_default();
         let generate = [yaml::get(doc, "generate"), yaml::get(corr, "generate")]
             .into_iter()
             .flatten()
@@ -463,7 +508,8 @@ impl Ctx<'_> {
                 Ok(p) => Some(p),
                 Err(errors) => {
                     for (at, msg) in errors {
-                        let mut d = Diagnostic::new(self.file, at.0, at.1, format!("playbook: {msg}"));
+                        let mut d =
+                            Diagnostic::new(self.file, at.0, at.1, format!("playbook: {msg}"));
                         d.rule = self.rule.clone();
                         self.diags.push(d);
                     }
@@ -487,7 +533,10 @@ impl Ctx<'_> {
 
     fn count_condition(&mut self, node: &Node) -> Option<CountCondition> {
         let Some(entries) = yaml::entries(node) else {
-            self.error(node, "a correlation 'condition' must be a mapping such as {gte: 10}");
+            self.error(
+                node,
+                "a correlation 'condition' must be a mapping such as {gte: 10}",
+            );
             return None;
         };
         let mut cond = CountCondition {
@@ -507,7 +556,10 @@ impl Ctx<'_> {
                 "lte" => Comparison::Lte,
                 "eq" => Comparison::Eq,
                 other => {
-                    self.error(k, format!("unknown condition operator '{other}' (gt, gte, lt, lte, eq)"));
+                    self.error(
+                        k,
+                        format!("unknown condition operator '{other}' (gt, gte, lt, lte, eq)"),
+                    );
                     continue;
                 }
             };
@@ -521,14 +573,22 @@ impl Ctx<'_> {
 
     fn aliases(&mut self, node: &Node) -> Vec<FieldAlias> {
         let Some(entries) = yaml::entries(node) else {
-            self.error(node, "'aliases' must be a mapping of alias names to {rule: field}");
+            self.error(
+                node,
+                "'aliases' must be a mapping of alias names to {rule: field}",
+            );
             return Vec::new();
         };
         let mut out = Vec::new();
         for (name, per_rule) in entries {
-            let Some(name) = yaml::as_text(name) else { continue };
+            let Some(name) = yaml::as_text(name) else {
+                continue;
+            };
             let Some(pairs) = yaml::entries(per_rule) else {
-                self.error(per_rule, format!("alias '{name}' must map rule names to field names"));
+                self.error(
+                    per_rule,
+                    format!("alias '{name}' must map rule names to field names"),
+                );
                 continue;
             };
             let fields = pairs
@@ -596,7 +656,9 @@ detection:
             rule.detection.conditions[0],
             Condition::And(vec![
                 Condition::Search("selection".into()),
-                Condition::Not(Box::new(Condition::OneOf(Pattern::Names("filter_*".into()))))
+                Condition::Not(Box::new(Condition::OneOf(Pattern::Names(
+                    "filter_*".into()
+                ))))
             ])
         );
     }

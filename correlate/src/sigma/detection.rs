@@ -27,7 +27,9 @@ impl FieldRef {
         if let Some(v) = event.fields.get(&self.name) {
             return Some(Resolved::Value(v));
         }
-        self.fallback.and_then(|c| event.canonical(c)).map(Resolved::Text)
+        self.fallback
+            .and_then(|c| event.canonical(c))
+            .map(Resolved::Text)
     }
 
     /// The canonical field this name falls back to.
@@ -93,8 +95,18 @@ fn compile_cond(c: &Condition, names: &[&str]) -> Result<Cond, CompileError> {
                 .ok_or_else(|| format!("the condition names unknown search {name:?}"))?,
         ),
         Condition::Not(inner) => Cond::Not(Box::new(compile_cond(inner, names)?)),
-        Condition::And(terms) => Cond::And(terms.iter().map(|t| compile_cond(t, names)).collect::<Result<_, _>>()?),
-        Condition::Or(terms) => Cond::Or(terms.iter().map(|t| compile_cond(t, names)).collect::<Result<_, _>>()?),
+        Condition::And(terms) => Cond::And(
+            terms
+                .iter()
+                .map(|t| compile_cond(t, names))
+                .collect::<Result<_, _>>()?,
+        ),
+        Condition::Or(terms) => Cond::Or(
+            terms
+                .iter()
+                .map(|t| compile_cond(t, names))
+                .collect::<Result<_, _>>()?,
+        ),
         Condition::OneOf(p) => Cond::AnyOf(expand(p)),
         Condition::AllOf(p) => Cond::AllOf(expand(p)),
     })
@@ -107,7 +119,12 @@ impl CompiledDetection {
             let compiled = match &s.body {
                 SearchBody::Maps(maps) => CompiledSearch::Maps(
                     maps.iter()
-                        .map(|m| m.items.iter().map(|i| compile_item(i, tables)).collect::<Result<Vec<_>, _>>())
+                        .map(|m| {
+                            m.items
+                                .iter()
+                                .map(|i| compile_item(i, tables))
+                                .collect::<Result<Vec<_>, _>>()
+                        })
                         .collect::<Result<_, _>>()
                         .map_err(|e| format!("search '{}': {e}", s.name))?,
                 ),
@@ -118,14 +135,23 @@ impl CompiledDetection {
             searches.push(compiled);
         }
         let names: Vec<&str> = d.searches.iter().map(|s| s.name.as_str()).collect();
-        let conditions = d.conditions.iter().map(|c| compile_cond(c, &names)).collect::<Result<_, _>>()?;
-        Ok(Self { searches, conditions })
+        let conditions = d
+            .conditions
+            .iter()
+            .map(|c| compile_cond(c, &names))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            searches,
+            conditions,
+        })
     }
 
     /// Whether the event matches any of the rule's conditions.
     pub(crate) fn matches(&self, event: &Event) -> bool {
         let mut memo: Vec<Option<bool>> = vec![None; self.searches.len()];
-        self.conditions.iter().any(|c| self.eval(c, event, &mut memo))
+        self.conditions
+            .iter()
+            .any(|c| self.eval(c, event, &mut memo))
     }
 
     fn eval(&self, c: &Cond, e: &Event, memo: &mut [Option<bool>]) -> bool {
@@ -143,15 +169,19 @@ impl CompiledDetection {
         if let Some(v) = memo[i] {
             return v;
         }
-        let other = |name: &str| FieldRef {
-            name: name.into(),
-            fallback: None,
-        }
-        .resolve(e);
+        let other = |name: &str| {
+            FieldRef {
+                name: name.into(),
+                fallback: None,
+            }
+            .resolve(e)
+        };
         let hit = match &self.searches[i] {
-            CompiledSearch::Maps(maps) => maps
-                .iter()
-                .any(|tests| tests.iter().all(|t| t.values.matches(t.field.resolve(e), &other))),
+            CompiledSearch::Maps(maps) => maps.iter().any(|tests| {
+                tests
+                    .iter()
+                    .all(|t| t.values.matches(t.field.resolve(e), &other))
+            }),
             CompiledSearch::Keywords(values) => e
                 .fields
                 .iter()

@@ -87,9 +87,9 @@ impl LogsourceFilter {
                 _ => None,
             };
             let hit = by_event.unwrap_or_else(|| {
-                cat.classes
-                    .iter()
-                    .any(|(class, act)| *class == event.class && act.is_none_or(|a| a == event.activity))
+                cat.classes.iter().any(|(class, act)| {
+                    *class == event.class && act.is_none_or(|a| a == event.activity)
+                })
             });
             if !hit {
                 return false;
@@ -116,7 +116,10 @@ impl LogsourceFilter {
 
 /// Events of Windows formats always carry channel and id; the class path is for other formats.
 fn is_generic_channel(event: &Event) -> bool {
-    !matches!(event.source.format, SourceFormat::WindowsFlat | SourceFormat::WindowsNested)
+    !matches!(
+        event.source.format,
+        SourceFormat::WindowsFlat | SourceFormat::WindowsNested
+    )
 }
 
 /// The parsed tables.
@@ -138,7 +141,11 @@ fn parse_class(text: &str) -> Result<(EventClass, Option<Activity>), String> {
         .try_into()
         .map_err(|_| format!("unknown class {class:?}"))?;
     let activity = match activity {
-        Some(a) => Some(de(a).try_into().map_err(|_| format!("unknown activity {a:?}"))?),
+        Some(a) => Some(
+            de(a)
+                .try_into()
+                .map_err(|_| format!("unknown activity {a:?}"))?,
+        ),
         None => None,
     };
     Ok((class, activity))
@@ -152,24 +159,34 @@ impl Tables {
 
     /// Parses tables from text.
     pub fn parse(logsources: &str, fields: &str) -> Result<Self, String> {
-        let ls: LogsourceFile = toml::from_str(logsources).map_err(|e| format!("logsources: {e}"))?;
+        let ls: LogsourceFile =
+            toml::from_str(logsources).map_err(|e| format!("logsources: {e}"))?;
         let f: FieldsFile = toml::from_str(fields).map_err(|e| format!("sigma fields: {e}"))?;
         let mut categories = HashMap::new();
         for c in ls.category {
-            let classes = c.classes.iter().map(|s| parse_class(s)).collect::<Result<_, _>>()?;
+            let classes = c
+                .classes
+                .iter()
+                .map(|s| parse_class(s))
+                .collect::<Result<_, _>>()?;
             let events = c.events.into_iter().map(|e| (e.channel, e.ids)).collect();
             categories.insert(c.name, CategorySelector { classes, events });
         }
         let mut field_map = HashMap::new();
         for (sigma, canonical) in f.fields {
-            let c = Canonical::from_name(&canonical)
-                .ok_or_else(|| format!("sigma fields: unknown canonical field {canonical:?} for {sigma}"))?;
+            let c = Canonical::from_name(&canonical).ok_or_else(|| {
+                format!("sigma fields: unknown canonical field {canonical:?} for {sigma}")
+            })?;
             field_map.insert(sigma, c);
         }
         Ok(Self {
             products: ls.products.into_iter().collect(),
             categories,
-            services: ls.service.into_iter().map(|s| (s.name, s.channels)).collect(),
+            services: ls
+                .service
+                .into_iter()
+                .map(|s| (s.name, s.channels))
+                .collect(),
             fields: field_map,
         })
     }

@@ -114,7 +114,11 @@ pub(crate) enum Resolved<'e> {
 pub(crate) type CompileError = String;
 
 fn lower(s: &str, cased: bool) -> String {
-    if cased { s.to_owned() } else { s.to_lowercase() }
+    if cased {
+        s.to_owned()
+    } else {
+        s.to_lowercase()
+    }
 }
 
 fn compile_str(value: &str, modifiers: &[Modifier], cased: bool) -> Result<StrTest, CompileError> {
@@ -186,12 +190,16 @@ fn windash_variants(value: &str) -> Vec<String> {
 
 fn parse_cidr(text: &str) -> Result<(IpAddr, u8), CompileError> {
     let (addr, len) = text.split_once('/').unwrap_or((text, ""));
-    let ip: IpAddr = addr.trim().parse().map_err(|_| format!("invalid CIDR {text:?}"))?;
+    let ip: IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid CIDR {text:?}"))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let len = if len.is_empty() {
         max
     } else {
-        len.parse::<u8>().map_err(|_| format!("invalid CIDR {text:?}"))?
+        len.parse::<u8>()
+            .map_err(|_| format!("invalid CIDR {text:?}"))?
     };
     if len > max {
         return Err(format!("invalid CIDR prefix length in {text:?}"));
@@ -206,7 +214,11 @@ fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
             u32::from(a) & mask == u32::from(b) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             u128::from(a) & mask == u128::from(b) & mask
         }
         _ => false,
@@ -229,7 +241,10 @@ impl ValueSet {
         let m = &item.modifiers;
         for modifier in m {
             if UNSUPPORTED.contains(modifier) || matches!(modifier, Modifier::TimePart(_)) {
-                return Err(format!("unsupported feature: the '{}' modifier", modifier.name()));
+                return Err(format!(
+                    "unsupported feature: the '{}' modifier",
+                    modifier.name()
+                ));
             }
         }
         let cased = m.contains(&Modifier::Cased);
@@ -257,18 +272,33 @@ impl ValueSet {
                 matchers.push(Matcher::Cidr(net, len));
                 continue;
             }
-            if let Some(cmp) = m.iter().find(|x| matches!(x, Modifier::Lt | Modifier::Lte | Modifier::Gt | Modifier::Gte)) {
+            if let Some(cmp) = m.iter().find(|x| {
+                matches!(
+                    x,
+                    Modifier::Lt | Modifier::Lte | Modifier::Gt | Modifier::Gte
+                )
+            }) {
                 let n = match v {
                     SigmaValue::Int(i) => *i as f64,
                     SigmaValue::Float(f) => *f,
-                    SigmaValue::Str(s) => s.trim().parse().map_err(|_| format!("'{}' takes a number", cmp.name()))?,
+                    SigmaValue::Str(s) => s
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("'{}' takes a number", cmp.name()))?,
                     _ => return Err(format!("'{}' takes a number", cmp.name())),
                 };
                 matchers.push(Matcher::Compare(*cmp, n));
                 continue;
             }
             let text_mods = m.iter().any(|x| {
-                matches!(x, Modifier::Contains | Modifier::StartsWith | Modifier::EndsWith | Modifier::Re | Modifier::Windash)
+                matches!(
+                    x,
+                    Modifier::Contains
+                        | Modifier::StartsWith
+                        | Modifier::EndsWith
+                        | Modifier::Re
+                        | Modifier::Windash
+                )
             });
             match v {
                 SigmaValue::Null => matchers.push(Matcher::Null),
@@ -306,7 +336,9 @@ impl ValueSet {
     /// A keyword list: each value is searched anywhere in any field.
     pub(crate) fn keywords(item: &FieldItem) -> Result<Self, CompileError> {
         let mut with_contains = item.clone();
-        if !with_contains.modifiers.contains(&Modifier::Re) && !with_contains.modifiers.contains(&Modifier::Contains) {
+        if !with_contains.modifiers.contains(&Modifier::Re)
+            && !with_contains.modifiers.contains(&Modifier::Contains)
+        {
             with_contains.modifiers.push(Modifier::Contains);
         }
         Self::compile(&with_contains)
@@ -326,7 +358,12 @@ impl ValueSet {
         }
     }
 
-    fn one<'e>(&self, m: &Matcher, value: Option<&Resolved<'e>>, other: &dyn Fn(&str) -> Option<Resolved<'e>>) -> bool {
+    fn one<'e>(
+        &self,
+        m: &Matcher,
+        value: Option<&Resolved<'e>>,
+        other: &dyn Fn(&str) -> Option<Resolved<'e>>,
+    ) -> bool {
         match (m, value) {
             (Matcher::Exists(want), v) => v.is_some_and(|v| !is_null(v)) == *want,
             (Matcher::Null, None) => true,
@@ -335,12 +372,18 @@ impl ValueSet {
             (_, Some(Resolved::Value(FieldValue::List(items)))) => items
                 .iter()
                 .any(|i| self.one(m, Some(&Resolved::Value(i)), other)),
-            (Matcher::FieldRef(name), Some(v)) => match (text_of(v), other(name).as_ref().and_then(text_of)) {
-                (Some(a), Some(b)) => {
-                    if self.cased { a == b } else { a.to_lowercase() == b.to_lowercase() }
+            (Matcher::FieldRef(name), Some(v)) => {
+                match (text_of(v), other(name).as_ref().and_then(text_of)) {
+                    (Some(a), Some(b)) => {
+                        if self.cased {
+                            a == b
+                        } else {
+                            a.to_lowercase() == b.to_lowercase()
+                        }
+                    }
+                    _ => false,
                 }
-                _ => false,
-            },
+            }
             (Matcher::Int(i), Some(v)) => match v {
                 Resolved::Value(FieldValue::Int(x)) => x == i,
                 Resolved::Value(fv) => fv.as_i64() == Some(*i),
@@ -348,7 +391,8 @@ impl ValueSet {
             },
             (Matcher::Bool(b), Some(v)) => match v {
                 Resolved::Value(FieldValue::Bool(x)) => x == b,
-                other => text_of(other).is_some_and(|t| t.eq_ignore_ascii_case(if *b { "true" } else { "false" })),
+                other => text_of(other)
+                    .is_some_and(|t| t.eq_ignore_ascii_case(if *b { "true" } else { "false" })),
             },
             (Matcher::Compare(cmp, n), Some(v)) => {
                 let x = match v {
@@ -398,7 +442,10 @@ mod tests {
     fn item(mods: &[&str], values: &[SigmaValue]) -> FieldItem {
         FieldItem {
             field: Some("F".into()),
-            modifiers: mods.iter().map(|m| Modifier::from_name(m).unwrap()).collect(),
+            modifiers: mods
+                .iter()
+                .map(|m| Modifier::from_name(m).unwrap())
+                .collect(),
             values: values.to_vec(),
             line: 1,
         }
@@ -420,37 +467,94 @@ mod tests {
 
     #[test]
     fn plain_values_are_case_insensitive_equality() {
-        assert!(check(&[], &[s("C:\\Windows\\cmd.exe")], text("c:\\windows\\CMD.EXE")));
+        assert!(check(
+            &[],
+            &[s("C:\\Windows\\cmd.exe")],
+            text("c:\\windows\\CMD.EXE")
+        ));
         assert!(!check(&[], &[s("cmd.exe")], text("C:\\Windows\\cmd.exe")));
         assert!(!check(&["cased"], &[s("CMD.exe")], text("cmd.exe")));
     }
 
     #[test]
     fn modifiers_and_wildcards() {
-        assert!(check(&["endswith"], &[s("\\w3wp.exe")], text("C:\\Windows\\System32\\inetsrv\\W3WP.exe")));
-        assert!(check(&["startswith"], &[s("C:\\Windows")], text("c:\\windows\\x")));
-        assert!(check(&["contains"], &[s("MiniDump")], text("rundll32 comsvcs.dll, minidump 624")));
-        assert!(check(&[], &[s("*\\net?.exe")], text("C:\\Windows\\net1.exe")));
-        assert!(!check(&[], &[s("*\\net?.exe")], text("C:\\Windows\\net.exe")));
-        assert!(check(&[], &[s("a\\*b")], text("a*b")), "escaped star is literal");
+        assert!(check(
+            &["endswith"],
+            &[s("\\w3wp.exe")],
+            text("C:\\Windows\\System32\\inetsrv\\W3WP.exe")
+        ));
+        assert!(check(
+            &["startswith"],
+            &[s("C:\\Windows")],
+            text("c:\\windows\\x")
+        ));
+        assert!(check(
+            &["contains"],
+            &[s("MiniDump")],
+            text("rundll32 comsvcs.dll, minidump 624")
+        ));
+        assert!(check(
+            &[],
+            &[s("*\\net?.exe")],
+            text("C:\\Windows\\net1.exe")
+        ));
+        assert!(!check(
+            &[],
+            &[s("*\\net?.exe")],
+            text("C:\\Windows\\net.exe")
+        ));
+        assert!(
+            check(&[], &[s("a\\*b")], text("a*b")),
+            "escaped star is literal"
+        );
         assert!(!check(&[], &[s("a\\*b")], text("axxb")));
-        assert!(check(&["contains", "all"], &[s("user"), s("/add")], text("net user bob /add")));
-        assert!(!check(&["contains", "all"], &[s("user"), s("/add")], text("net user bob")));
-        assert!(check(&["contains", "windash"], &[s(" -enc ")], text("powershell /enc AAA")));
-        assert!(check(&["re"], &[s("comsvcs\\.dll,?\\s+MiniDump")], text("comsvcs.dll, MiniDump 1")));
-        assert!(!check(&["re"], &[s("minidump")], text("MiniDump")), "regexes are case-sensitive");
+        assert!(check(
+            &["contains", "all"],
+            &[s("user"), s("/add")],
+            text("net user bob /add")
+        ));
+        assert!(!check(
+            &["contains", "all"],
+            &[s("user"), s("/add")],
+            text("net user bob")
+        ));
+        assert!(check(
+            &["contains", "windash"],
+            &[s(" -enc ")],
+            text("powershell /enc AAA")
+        ));
+        assert!(check(
+            &["re"],
+            &[s("comsvcs\\.dll,?\\s+MiniDump")],
+            text("comsvcs.dll, MiniDump 1")
+        ));
+        assert!(
+            !check(&["re"], &[s("minidump")], text("MiniDump")),
+            "regexes are case-sensitive"
+        );
         assert!(check(&["re", "i"], &[s("minidump")], text("MiniDump")));
     }
 
     #[test]
     fn numbers_nulls_and_lists() {
-        assert!(check(&[], &[SigmaValue::Int(4688)], Some(FieldValue::Int(4688))));
+        assert!(check(
+            &[],
+            &[SigmaValue::Int(4688)],
+            Some(FieldValue::Int(4688))
+        ));
         assert!(check(&[], &[SigmaValue::Int(4688)], text("4688")));
         assert!(check(&[], &[SigmaValue::Null], None));
         assert!(!check(&[], &[SigmaValue::Null], text("x")));
         assert!(check(&[], &[s("")], text("")));
         assert!(!check(&[], &[s("x")], None));
-        assert!(check(&[], &[s("b")], Some(FieldValue::List(vec![FieldValue::Str("a".into()), FieldValue::Str("B".into())]))));
+        assert!(check(
+            &[],
+            &[s("b")],
+            Some(FieldValue::List(vec![
+                FieldValue::Str("a".into()),
+                FieldValue::Str("B".into())
+            ]))
+        ));
         assert!(check(&["exists"], &[SigmaValue::Bool(false)], None));
         assert!(check(&["gte"], &[SigmaValue::Int(3)], text("3")));
         assert!(check(&["cidr"], &[s("10.0.0.0/8")], text("10.1.2.3")));

@@ -1,0 +1,121 @@
+//! `chainwatch replay` on the bundled sample telemetry: the embedded default path.
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+use std::process::Command;
+
+use chainwatch_model::{Alert, AlertKind};
+
+fn replay(args: &[&str]) -> (String, String, bool) {
+    let out = Command::new(env!("CARGO_BIN_EXE_chainwatch"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("replay")
+        .args(args)
+        .output()
+        .expect("run chainwatch replay");
+    (
+        String::from_utf8(out.stdout).expect("utf-8 stdout"),
+        String::from_utf8(out.stderr).expect("utf-8 stderr"),
+        out.status.success(),
+    )
+}
+
+#[test]
+fn the_sample_intrusion_raises_exactly_the_chain_alert() {
+    let stats = tempfile::NamedTempFile::new().unwrap();
+    let (stdout, stderr, ok) = replay(&[
+        "--output",
+        "json",
+        "--tenant",
+        "contoso",
+        "--stats",
+        stats.path().to_str().unwrap(),
+        "examples/",
+    ]);
+    assert!(ok, "{stderr}");
+    let alerts: Vec<Alert> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON alert per line"))
+        .collect();
+    assert_eq!(alerts.len(), 1, "{stdout}");
+    let a = &alerts[0];
+    assert_eq!(a.kind, AlertKind::Chain);
+    assert_eq!(a.tenant.as_str(), "contoso");
+    assert_eq!(a.host.key(), "exch01");
+    assert_eq!(a.rule.title, "Exchange exploitation to ransomware");
+    let techniques: Vec<String> = a.techniques.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        techniques,
+        ["T1190", "T1505.003", "T1136", "T1003.001", "T1490", "T1486"]
+    );
+    assert_eq!(a.events.len(), 4);
+    assert!(
+        a.events.windows(2).all(|w| w[0].time <= w[1].time),
+        "evidence in event-time order"
+    );
+    assert!(!a.response.is_empty());
+    // The same input gives the same id on every run.
+    let (again, _, _) = replay(&["--output", "json", "--tenant", "contoso", "examples/"]);
+    assert_eq!(stdout, again);
+
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(stats.path()).unwrap()).unwrap();
+    assert_eq!(stats["alerts"], 1);
+    assert_eq!(stats["records_read"], stats["events_normalized"]);
+    assert!(stats["records_read"].as_u64().unwrap() > 4000);
+}
+
+#[test]
+fn bad_records_are_counted_by_reason_and_written_to_the_dead_letter_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mixed.jsonl");
+    std::fs::write(
+        &input,
+        "{\"EventID\":1,\"Hostname\":\"h\",\"@timestamp\":\"2026-01-01T00:00:00Z\"}\nnot json\n{\"EventID\":1,\"Hostname\":\"h\"}\n",
+    )
+    .unwrap();
+    let stats = dir.path().join("stats.json");
+    let dead = dir.path().join("dead.jsonl");
+    let (_, stderr, ok) = replay(&[
+        "--output",
+        "json",
+        "--stats",
+        stats.to_str().unwrap(),
+        "--dead-letter",
+        dead.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert_eq!(stats["records_read"], 3);
+    assert_eq!(stats["events_normalized"], 1);
+    assert_eq!(stats["dead_lettered"]["malformed_json"], 1);
+    assert_eq!(stats["dead_lettered"]["no_time"], 1);
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["provenance"]["line"], 2);
+    assert_eq!(dead[1]["reason"], "no_time");
+}
+
+#[test]
+fn bad_rules_refuse_to_start_with_every_problem_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("bad.yml");
+    std::fs::write(
+        &rules,
+        "title: A\nlogsource: {product: windows, category: process_creation}\ndetection:\n    sel: {Image|endswith2: x}\n    condition: sel\n---\ntitle: B\nlogsource: {product: windows, category: nope}\ndetection:\n    sel: {Image: x}\n    condition: sel\n",
+    )
+    .unwrap();
+    let (_, stderr, ok) = replay(&["--rules", rules.to_str().unwrap(), "examples/"]);
+    assert!(!ok);
+    assert!(stderr.contains("bad.yml:4"), "{stderr}");
+    assert!(stderr.contains("endswith2"), "{stderr}");
+    assert!(
+        stderr.contains("unsupported logsource category \"nope\""),
+        "{stderr}"
+    );
+}

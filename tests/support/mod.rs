@@ -1,0 +1,390 @@
+//! Shared helpers for the end-to-end tests: the broker, unique names, topics, producing and
+//! consuming records, a running chainwatch process, and fixtures.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+/// The broker the tests talk to. Tests need a real Kafka-API broker: `scripts/test.sh` starts
+/// Tansu and sets this variable. Missing is a failure, never a skip.
+pub fn brokers() -> String {
+    std::env::var("CHAINWATCH_TEST_BROKERS").unwrap_or_else(|_| {
+        panic!(
+            "CHAINWATCH_TEST_BROKERS is not set: these tests need a running Kafka-API broker. \
+             Run the whole suite with `bash scripts/test.sh`, which installs and starts Tansu."
+        )
+    })
+}
+
+/// A name no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}{}x{:x}x{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn config() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers());
+    c
+}
+
+/// Creates topics with `partitions` partitions each.
+pub async fn create_topics(topics: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for r in admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("create topics")
+    {
+        r.expect("topic created");
+    }
+}
+
+/// Produces `(key, payload)` records to `topic`, each acknowledged before returning.
+pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
+    let producer: FutureProducer = config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    for (key, payload) in records {
+        producer
+            .send(
+                FutureRecord::to(topic).key(key).payload(payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("record acknowledged");
+    }
+}
+
+/// Every record of `topic` as it stands now, read to the end of every partition, with the
+/// partition ends (the offset after each partition's last record).
+///
+/// The end is found by reading to partition EOF, not from ListOffsets: Tansu 0.6.0 reports the
+/// high watermark of a partition as the base offset of its last record batch plus one, which
+/// under-counts batched records.
+pub fn read_to_end(topic: &str) -> (Vec<Record>, HashMap<i32, i64>) {
+    let probe: BaseConsumer = config().create().expect("consumer");
+    let md = probe
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    assert!(!partitions.is_empty(), "topic {topic} has no partitions");
+    let consumer: BaseConsumer = config()
+        .set("group.id", unique("reader-"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut ends: HashMap<i32, i64> = partitions.iter().map(|p| (*p, 0)).collect();
+    let mut at_eof: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while at_eof.len() < partitions.len() {
+        assert!(
+            Instant::now() < deadline,
+            "could not read {topic} to its end"
+        );
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                at_eof.remove(&m.partition());
+                ends.insert(m.partition(), m.offset() + 1);
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        use rdkafka::message::Headers;
+                        h.iter()
+                            .map(|x| (x.key.to_owned(), x.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Record {
+                    key: m.key().unwrap_or_default().to_vec(),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_eof.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    (out, ends)
+}
+
+/// One consumed record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Every record of `topic` as it stands now.
+pub fn read_all(topic: &str) -> Vec<Record> {
+    read_to_end(topic).0
+}
+
+/// The committed offsets of `group` on `topic`.
+pub fn committed(group: &str, topic: &str, partitions: &[i32]) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = config().set("group.id", group).create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    got.elements()
+        .iter()
+        .map(|e| {
+            let off = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            (e.partition(), off)
+        })
+        .collect()
+}
+
+/// Waits until `group` has committed everything written to `topics` so far (every effect of
+/// every record is durable), or panics after `limit`. The topics must be complete: call it for
+/// a stage only after the stage that writes its input has caught up.
+pub fn await_caught_up(group: &str, topics: &[&str], limit: Duration) {
+    let ends: Vec<(&str, HashMap<i32, i64>)> =
+        topics.iter().map(|t| (*t, read_to_end(t).1)).collect();
+    let deadline = Instant::now() + limit;
+    loop {
+        let behind: Vec<String> = ends
+            .iter()
+            .flat_map(|(t, ends)| {
+                let parts: Vec<i32> = ends.keys().copied().collect();
+                let done = committed(group, t, &parts);
+                ends.iter()
+                    .filter(move |(p, end)| **end > 0 && done.get(p).copied().unwrap_or(0) < **end)
+                    .map(move |(p, end)| format!("{t}[{p}] end {end}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} did not catch up within {limit:?}: {behind:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A chainwatch process, stopped with SIGTERM (and waited for) when dropped.
+pub struct Chainwatch {
+    child: Child,
+}
+
+impl Chainwatch {
+    /// Starts `chainwatch run --config config` with extra arguments.
+    pub fn run(config: &Path, extra: &[&str]) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_chainwatch"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start chainwatch");
+        Self { child }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("wait for chainwatch")
+    }
+}
+
+impl Drop for Chainwatch {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Names of one test's topics and groups.
+pub struct Names {
+    pub prefix: String,
+    pub raw_pattern: String,
+    pub events: String,
+    pub alerts: String,
+    pub dead_letter: String,
+    pub groups: String,
+}
+
+impl Names {
+    pub fn new() -> Self {
+        let prefix = unique("t");
+        Self {
+            raw_pattern: format!("{prefix}.{{tenant}}.windows"),
+            events: format!("{prefix}.events"),
+            alerts: format!("{prefix}.alerts"),
+            dead_letter: format!("{prefix}.dead-letter"),
+            groups: format!("{prefix}-cw"),
+            prefix,
+        }
+    }
+
+    pub fn raw(&self, tenant: &str) -> String {
+        self.raw_pattern.replace("{tenant}", tenant)
+    }
+
+    /// A service config for these names, written into `dir`; returns its path.
+    pub fn write_config(&self, dir: &Path, sinks: &str) -> PathBuf {
+        let text = format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_prefix = "{groups}"
+partitions = 3
+
+[topics]
+events = "{events}"
+alerts = "{alerts}"
+dead_letter = "{dead}"
+
+[[sources]]
+name = "windows"
+topics = "{raw}"
+format = "windows"
+
+[correlate]
+rules = ["{playbooks}"]
+allowed_lateness = "2h"
+
+{sinks}
+"#,
+            brokers = brokers(),
+            groups = self.groups,
+            events = self.events,
+            alerts = self.alerts,
+            dead = self.dead_letter,
+            raw = self.raw_pattern,
+            playbooks = repo().join("playbooks").display(),
+        );
+        let path = dir.join("chainwatch.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+}
+
+/// Flat Windows JSON records of the four stages of the shipped playbook on `host`, starting at
+/// minute `start` of 2026-11-20T02:00Z. Returns (stage number, record) pairs.
+pub fn stages(host: &str, start: u32) -> Vec<(u32, Vec<u8>)> {
+    let at = |m: u32, s: u32| {
+        format!(
+            "2026-11-20T{:02}:{:02}:{:02}.000Z",
+            2 + (start + m) / 60,
+            (start + m) % 60,
+            s
+        )
+    };
+    let sysmon = "Microsoft-Windows-Sysmon/Operational";
+    let recs = [
+        serde_json::json!({"@timestamp": at(0, 5), "Hostname": host, "Channel": sysmon, "SourceName": "Microsoft-Windows-Sysmon", "EventID": 1,
+            "Image": "C:\\Windows\\System32\\cmd.exe", "CommandLine": "cmd /c whoami",
+            "ParentImage": "C:\\Windows\\System32\\inetsrv\\w3wp.exe", "User": "NT AUTHORITY\\SYSTEM"}),
+        serde_json::json!({"@timestamp": at(2, 30), "Hostname": host, "Channel": "Security", "SourceName": "Microsoft-Windows-Security-Auditing", "EventID": 4720,
+            "TargetUserName": "svc_sync", "TargetDomainName": "EXCH01", "SubjectUserName": "EXCH01$", "SubjectDomainName": "CONTOSO"}),
+        serde_json::json!({"@timestamp": at(20, 0), "Hostname": host, "Channel": sysmon, "SourceName": "Microsoft-Windows-Sysmon", "EventID": 10,
+            "SourceImage": "C:\\Windows\\System32\\rundll32.exe", "TargetImage": "C:\\Windows\\system32\\lsass.exe", "GrantedAccess": "0x1FFFFF"}),
+        serde_json::json!({"@timestamp": at(50, 0), "Hostname": host, "Channel": sysmon, "SourceName": "Microsoft-Windows-Sysmon", "EventID": 1,
+            "Image": "C:\\Windows\\System32\\vssadmin.exe", "CommandLine": "vssadmin.exe delete shadows /all /quiet",
+            "ParentImage": "C:\\Windows\\System32\\cmd.exe", "User": "EXCH01\\svc_sync"}),
+    ];
+    recs.into_iter()
+        .enumerate()
+        .map(|(i, r)| (i as u32 + 1, serde_json::to_vec(&r).expect("json")))
+        .collect()
+}
+
+/// Benign records on `host` (no rule matches them).
+pub fn noise(host: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            serde_json::to_vec(&serde_json::json!({
+                "@timestamp": format!("2026-11-20T02:{:02}:{:02}.000Z", (i / 60) % 60, i % 60),
+                "Hostname": host, "Channel": "Microsoft-Windows-Sysmon/Operational",
+                "SourceName": "Microsoft-Windows-Sysmon", "EventID": 1,
+                "Image": "C:\\Windows\\System32\\svchost.exe", "CommandLine": format!("svchost.exe -k netsvcs {i}"),
+                "ParentImage": "C:\\Windows\\System32\\services.exe"
+            }))
+            .expect("json")
+        })
+        .collect()
+}
