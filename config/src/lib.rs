@@ -22,6 +22,6 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::parse_duration;
 pub use playbook::PlaybookSpec;
 pub use rules::{LoadedRules, load_rule_paths};
-pub use service::ServiceConfig;
+pub use service::{ServiceConfig, TenantConfig, TenantsFile};
 
 pub(crate) use chainwatch_model::time::parse_offset;

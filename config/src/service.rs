@@ -31,6 +31,8 @@ pub struct ServiceConfig {
     pub correlate: CorrelateConfig,
     /// `[[sinks]]`: where alerts are delivered.
     pub sinks: Vec<SinkConfig>,
+    /// `[tenants.NAME]`: per-tenant playbook overrides.
+    pub tenants: BTreeMap<String, TenantConfig>,
     /// The directory of the config file; relative paths in it are relative to this.
     pub base_dir: PathBuf,
 }
@@ -82,6 +84,94 @@ impl Default for TopicsConfig {
             dead_letter: default_dead_letter_topic(),
         }
     }
+}
+
+/// `[tenants.NAME]`: what one customer runs differently.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Playbooks (correlation `name` or `id`) that run for this tenant; all when absent.
+    pub playbooks: Option<Vec<String>>,
+    /// Priority overrides per playbook (`name` or `id`), e.g. `{ exchange_to_ransomware = "high" }`.
+    #[serde(default)]
+    pub priority: BTreeMap<String, chainwatch_model::Severity>,
+    /// Host roles: role name to host names, e.g. `{ exchange = ["EXCH01", "EXCH02"] }`. A
+    /// playbook scoped to a role runs only on those hosts.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Known-good activity: matches of these are dropped for this tenant.
+    #[serde(default)]
+    pub exclude: Vec<ExclusionConfig>,
+}
+
+/// `[[tenants.NAME.exclude]]`: a field value that makes a rule's match not count.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExclusionConfig {
+    /// The rule (`name` or `id`) it applies to; every rule when absent.
+    pub rule: Option<String>,
+    /// The field, by Sigma name (`Image`, `SourceImage`, `User`, `CommandLine`, ...).
+    pub field: String,
+    /// Values, compared as Sigma compares: case-insensitive, `*` and `?` wildcards.
+    pub values: Vec<String>,
+}
+
+/// A file holding only `[tenants.NAME]` tables (for `chainwatch replay --tenants`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsFile {
+    /// The tenants.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+impl TenantsFile {
+    /// Reads a tenants file; every problem with its line.
+    pub fn load(path: &Path) -> Result<Self, Diagnostics> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics(vec![Diagnostic::new(path, 0, 0, format!("cannot read: {e}"))])
+        })?;
+        let mut l = Loader {
+            file: path,
+            text: &text,
+            diags: Diagnostics::default(),
+        };
+        let (root, syntax) = DeTable::parse_recoverable(&text);
+        for e in syntax {
+            l.error(e.span().unwrap_or(0..0), format!("TOML syntax: {}", e.message().trim()));
+        }
+        if !l.diags.is_empty() {
+            return Err(l.diags);
+        }
+        let mut tenants = BTreeMap::new();
+        for (key, value) in root.into_inner() {
+            match key.get_ref().as_ref() {
+                "tenants" => tenants = tenants_section(&mut l, value),
+                other => l.error(key.span(), format!("unknown section '{other}' (expected tenants)")),
+            }
+        }
+        if l.diags.is_empty() { Ok(Self { tenants }) } else { Err(l.diags) }
+    }
+}
+
+fn tenants_section(l: &mut Loader<'_>, value: Spanned<DeValue<'_>>) -> BTreeMap<String, TenantConfig> {
+    let span = value.span();
+    let mut out = BTreeMap::new();
+    match value.into_inner() {
+        DeValue::Table(t) => {
+            for (k, v) in t {
+                let name = k.get_ref().to_string();
+                if chainwatch_model::TenantId::new(&name).is_err() {
+                    l.error(k.span(), format!("tenants: {name:?} is not a valid tenant id (letters, digits, '-', '_')"));
+                }
+                if let Some(c) = l.section::<TenantConfig>(&format!("tenants.{name}"), v) {
+                    out.insert(name, c);
+                }
+            }
+        }
+        _ => l.error(span, "'tenants' must be a table of [tenants.NAME] tables"),
+    }
+    out
 }
 
 /// The record format of a source.
@@ -316,6 +406,7 @@ impl ServiceConfig {
         let root_span = root.span();
         let (mut kafka, mut topics, mut correlate) = (None, None, None);
         let (mut sources, mut sinks) = (Vec::new(), Vec::new());
+        let mut tenants = BTreeMap::new();
         for (key, value) in root.into_inner() {
             match key.get_ref().as_ref() {
                 "kafka" => kafka = l.section::<KafkaConfig>("kafka", value),
@@ -323,10 +414,11 @@ impl ServiceConfig {
                 "correlate" => correlate = l.section::<CorrelateConfig>("correlate", value),
                 "sources" => sources = l.array::<SourceConfig>("sources", value),
                 "sinks" => sinks = l.array::<SinkConfig>("sinks", value),
+                "tenants" => tenants = tenants_section(&mut l, value),
                 other => l.error(
                     key.span(),
                     format!(
-                        "unknown section '{other}' (expected kafka, topics, sources, correlate, sinks)"
+                        "unknown section '{other}' (expected kafka, topics, sources, correlate, sinks, tenants)"
                     ),
                 ),
             }
@@ -361,6 +453,7 @@ impl ServiceConfig {
             sources: sources.into_iter().map(|(s, _)| s).collect(),
             correlate,
             sinks: sinks.into_iter().map(|(s, _)| s).collect(),
+            tenants,
             base_dir,
         })
     }
@@ -567,6 +660,33 @@ name = "x"
         assert_eq!(diags.len(), 4, "{diags}");
         assert!(lines.contains(&4), "unknown key on line 4: {diags}");
         assert!(lines.iter().all(|&l| l > 0), "{diags}");
+    }
+
+    #[test]
+    fn tenant_overrides() {
+        let text = format!(
+            "{GOOD}{}",
+            r#"
+[tenants.acme]
+playbooks = ["exchange_to_ransomware"]
+priority = { exchange_to_ransomware = "high" }
+roles = { exchange = ["EXCH01"] }
+
+[[tenants.acme.exclude]]
+rule = "lsass_memory_dump"
+field = "SourceImage"
+values = ['C:\Program Files\Tanium\*']
+"#
+        );
+        let c = load(&text).unwrap();
+        let acme = &c.tenants["acme"];
+        assert_eq!(acme.playbooks.as_deref(), Some(&["exchange_to_ransomware".to_owned()][..]));
+        assert_eq!(acme.priority["exchange_to_ransomware"], chainwatch_model::Severity::High);
+        assert_eq!(acme.roles["exchange"], ["EXCH01"]);
+        assert_eq!(acme.exclude[0].field, "SourceImage");
+        let bad = load(&format!("{GOOD}\n[tenants.\"a.b\"]\nplaybook = []\n")).unwrap_err();
+        assert!(bad.iter().any(|d| d.message.contains("not a valid tenant id")), "{bad}");
+        assert!(bad.iter().any(|d| d.message.contains("playbook")), "{bad}");
     }
 
     #[test]

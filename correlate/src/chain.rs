@@ -1,65 +1,160 @@
-//! Ordered chains (`temporal_ordered`): per tenant and group key, the hits of each stage, and
-//! the search for stages in event-time order within the timespan.
+//! Ordered chains: Sigma's `temporal_ordered`, extended by playbooks.
 //!
-//! State is bounded: events older than the group's newest event by more than the allowed
-//! lateness are late and dropped; hits older than lateness + timespan behind the newest are
-//! pruned; groups beyond the per-tenant or global limit are evicted least-recently-updated
-//! first, the per-tenant limit first, so one noisy tenant evicts its own groups, not others'.
+//! Per correlation, tenant and group key, a [`Group`] keeps the hits of each stage (and of each
+//! absent rule) sorted by event time. After each hit, [`solve`] looks for placements of the
+//! stages in order:
+//!
+//! - each stage has *candidates* `(t, s, hits)`: it is satisfied at time `t` by `hits`, the
+//!   earliest of which is at `s`. A plain stage's candidates are its hits (`s = t`); a counting
+//!   stage (`min_count`, `distinct`, `within`) or a group of rules ("N of these M") completes at
+//!   the hit that brings it to its threshold, counting back from there;
+//! - a placement of stage `k` follows a placement of the previous stage at `p` when `p <= s`
+//!   (a different event when equal), `t - p <= max_gap`, and the chain from its start to `t`
+//!   fits the timespan; optional stages may be skipped;
+//! - the solution is computed layer by layer, keeping per completion time the latest possible
+//!   start (it leaves the most room for the timespan), so the search is a dynamic program, not a
+//!   backtracking search.
+//!
+//! Arrival order never matters: only event times do. Partial findings, suppression and
+//! absence deadlines are decided here too; the engine turns [`Emission`]s into alerts.
+//!
+//! State is bounded: events later than the allowed lateness behind the group's newest event are
+//! dropped; hits older than lateness + timespan are pruned; each stage keeps at most
+//! [`Limits::max_hits`] hits; groups beyond the per-tenant or global limit are evicted least
+//! recently updated first, the per-tenant limit first, so one noisy tenant evicts its own
+//! groups, not others'.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chainwatch_model::{EventId, Evidence, HostName, TenantId, Timestamp};
+use chainwatch_model::{EventId, Evidence, HostName, Severity, TenantId, Timestamp};
 
 /// The key of a group: the tenant and the group-by values.
 pub(crate) type GroupKey = (TenantId, Box<[Box<str>]>);
 
-/// One event that showed one stage.
+/// One event that matched one stage (or absent) rule.
 #[derive(Debug, Clone)]
 pub(crate) struct Hit {
     pub(crate) time: Timestamp,
     pub(crate) id: EventId,
     pub(crate) host: HostName,
+    /// Position of the matched rule within its stage's rules.
+    pub(crate) rule: usize,
+    /// The value counted for `distinct`, when the stage counts distinct values.
+    pub(crate) value: Option<Box<str>>,
     pub(crate) evidence: Box<Evidence>,
 }
 
-#[derive(Debug, Default)]
-struct Group {
-    /// Per stage, hits sorted by (time, id).
-    stages: Vec<Vec<Hit>>,
-    /// Events already used by a finding (or seen before it), so redelivery cannot reuse them.
-    consumed: Vec<(Timestamp, EventId)>,
-    newest: Option<Timestamp>,
-    touched: u64,
+/// How one stage is satisfied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StageSpec {
+    /// Distinct rules needed among the stage's rules (1 unless the stage is a group).
+    pub(crate) min_rules: usize,
+    /// Matches (or distinct values) needed.
+    pub(crate) min_count: usize,
+    /// The counted matches fall inside this window.
+    pub(crate) within_ns: Option<i64>,
+    /// At most this long after the previous placed stage.
+    pub(crate) max_gap_ns: Option<i64>,
+    /// May be skipped.
+    pub(crate) optional: bool,
+}
+
+/// An absent rule: no hit within `within_ns` after stage `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AbsenceSpec {
+    pub(crate) after: usize,
+    pub(crate) within_ns: i64,
+}
+
+/// A chain's shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChainSpec {
+    pub(crate) stages: Vec<StageSpec>,
+    pub(crate) absences: Vec<AbsenceSpec>,
+    /// (stage index, priority), sorted by stage index.
+    pub(crate) milestones: Vec<(usize, Severity)>,
+    pub(crate) suppress_ns: Option<i64>,
+    pub(crate) timespan_ns: i64,
+}
+
+/// One placed stage of a solution.
+#[derive(Debug, Clone)]
+pub(crate) struct Pick {
+    pub(crate) stage: usize,
+    pub(crate) time: Timestamp,
+    pub(crate) hits: Vec<Hit>,
+}
+
+/// A finding to raise.
+#[derive(Debug, Clone)]
+pub(crate) struct Emission {
+    /// Seed of the finding's id: the first event of the chain (stable across updates).
+    pub(crate) seed: EventId,
+    pub(crate) revision: u32,
+    pub(crate) partial: bool,
+    /// The priority of a partial finding; `None` for a complete one (the correlation's).
+    pub(crate) priority: Option<Severity>,
+    pub(crate) picks: Vec<Pick>,
 }
 
 /// What happened to one hit.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// Stored; no complete chain yet.
-    Stored,
-    /// Already held (a redelivery).
-    Duplicate,
-    /// Too far behind the group's newest event.
-    Late,
-    /// A chain completed: one hit per stage, in order.
-    Complete(Vec<Hit>),
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub(crate) duplicate: bool,
+    pub(crate) late: bool,
+    pub(crate) emissions: Vec<Emission>,
 }
 
 /// Limits of one correlation's state.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub(crate) lateness_ns: i64,
-    pub(crate) timespan_ns: i64,
     pub(crate) max_groups: usize,
     pub(crate) max_groups_per_tenant: usize,
+    pub(crate) max_hits: usize,
 }
 
-/// The state of one ordered correlation.
+/// The finding being built for a group.
+#[derive(Debug, Clone)]
+struct Open {
+    seed: EventId,
+    first_seen: Timestamp,
+    revision: u32,
+    /// Index into the milestones of the last partial finding raised (`None`: none yet).
+    milestone: Option<usize>,
+    complete: bool,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    stages: Vec<Vec<Hit>>,
+    absent: Vec<Vec<Hit>>,
+    /// Events used by a finding, so redelivery cannot reuse them.
+    consumed: Vec<(Timestamp, EventId)>,
+    newest: Option<Timestamp>,
+    touched: u64,
+    open: Option<Open>,
+    /// The earliest absence deadline a complete chain waits for.
+    waiting: Option<Timestamp>,
+}
+
+/// Where a hit goes in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// A stage of the chain.
+    Stage(usize),
+    /// An absent rule.
+    Absent(usize),
+}
+
+/// The state of one correlation.
 #[derive(Debug, Default)]
 pub(crate) struct OrderedChains {
     groups: HashMap<GroupKey, Group>,
     lru: BTreeMap<u64, GroupKey>,
     per_tenant: HashMap<TenantId, BTreeMap<u64, GroupKey>>,
+    /// Groups whose complete chain waits for an absence deadline, by deadline.
+    deadlines: BTreeSet<(Timestamp, GroupKey)>,
     tick: u64,
     pub(crate) evicted: u64,
 }
@@ -90,6 +185,9 @@ impl OrderedChains {
     fn remove(&mut self, key: &GroupKey) {
         if let Some(g) = self.groups.remove(key) {
             self.lru.remove(&g.touched);
+            if let Some(w) = g.waiting {
+                self.deadlines.remove(&(w, key.clone()));
+            }
             if let Some(t) = self.per_tenant.get_mut(&key.0) {
                 t.remove(&g.touched);
                 if t.is_empty() {
@@ -124,117 +222,462 @@ impl OrderedChains {
         }
     }
 
-    /// Adds a hit for `stage` of the group `key` and looks for a complete chain.
+    /// Adds a hit to the group `key` and decides what to raise. `watermark` is the engine's
+    /// event-time watermark (absence deadlines before it have passed).
     pub(crate) fn observe(
         &mut self,
         key: GroupKey,
-        stage: usize,
-        stages: usize,
+        slot: Slot,
         hit: Hit,
+        spec: &ChainSpec,
         limits: Limits,
+        watermark: Timestamp,
     ) -> Outcome {
         if !self.groups.contains_key(&key) {
             self.groups.insert(
                 key.clone(),
                 Group {
-                    stages: vec![Vec::new(); stages],
+                    stages: vec![Vec::new(); spec.stages.len()],
+                    absent: vec![Vec::new(); spec.absences.len()],
                     ..Group::default()
                 },
             );
         }
         self.touch(&key);
-        let outcome = {
+        let (outcome, old_wait, new_wait) = {
             let Some(g) = self.groups.get_mut(&key) else {
-                return Outcome::Stored;
+                return Outcome::default();
             };
-            observe_in_group(g, stage, hit, limits)
+            let old_wait = g.waiting;
+            let outcome = add_hit(g, slot, hit, spec, limits, watermark);
+            (outcome, old_wait, g.waiting)
         };
-        let empty = self
-            .groups
-            .get(&key)
-            .is_some_and(|g| g.stages.iter().all(Vec::is_empty) && g.consumed.is_empty());
+        self.rewait(&key, old_wait, new_wait);
+        self.settle(&key, limits);
+        outcome
+    }
+
+    /// Raises the complete chains whose absence deadlines `watermark` has passed.
+    pub(crate) fn advance(&mut self, spec: &ChainSpec, watermark: Timestamp) -> Vec<(GroupKey, Emission)> {
+        let due: Vec<GroupKey> = self
+            .deadlines
+            .iter()
+            .take_while(|(d, _)| *d <= watermark)
+            .map(|(_, k)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for key in due {
+            let (emissions, old_wait, new_wait) = {
+                let Some(g) = self.groups.get_mut(&key) else {
+                    continue;
+                };
+                let old_wait = g.waiting;
+                let emissions = decide(g, spec, watermark);
+                (emissions, old_wait, g.waiting)
+            };
+            self.rewait(&key, old_wait, new_wait);
+            out.extend(emissions.into_iter().map(|e| (key.clone(), e)));
+        }
+        out
+    }
+
+    fn rewait(&mut self, key: &GroupKey, old: Option<Timestamp>, new: Option<Timestamp>) {
+        if old != new {
+            if let Some(o) = old {
+                self.deadlines.remove(&(o, key.clone()));
+            }
+            if let Some(n) = new {
+                self.deadlines.insert((n, key.clone()));
+            }
+        }
+    }
+
+    fn settle(&mut self, key: &GroupKey, limits: Limits) {
+        let empty = self.groups.get(key).is_some_and(|g| {
+            g.stages.iter().all(Vec::is_empty) && g.consumed.is_empty() && g.open.is_none()
+        });
         if empty {
-            self.remove(&key);
+            self.remove(key);
         } else {
             let tenant = key.0.clone();
-            self.enforce(&tenant, &key, limits);
+            self.enforce(&tenant, key, limits);
         }
-        outcome
     }
 }
 
-fn observe_in_group(g: &mut Group, stage: usize, hit: Hit, limits: Limits) -> Outcome {
-    if g.consumed.iter().any(|(_, id)| *id == hit.id)
-        || g.stages[stage].iter().any(|h| h.id == hit.id)
-    {
-        return Outcome::Duplicate;
+fn add_hit(g: &mut Group, slot: Slot, hit: Hit, spec: &ChainSpec, limits: Limits, watermark: Timestamp) -> Outcome {
+    let mut out = Outcome::default();
+    let list = match slot {
+        Slot::Stage(i) => &g.stages[i],
+        Slot::Absent(i) => &g.absent[i],
+    };
+    if g.consumed.iter().any(|(_, id)| *id == hit.id) || list.iter().any(|h| h.id == hit.id) {
+        out.duplicate = true;
+        return out;
     }
     if let Some(newest) = g.newest
         && hit.time < newest.add_nanos(-limits.lateness_ns)
     {
-        return Outcome::Late;
+        out.late = true;
+        return out;
     }
     let newest = g.newest.map_or(hit.time, |n| n.max(hit.time));
     g.newest = Some(newest);
-    let list = &mut g.stages[stage];
+    let list = match slot {
+        Slot::Stage(i) => &mut g.stages[i],
+        Slot::Absent(i) => &mut g.absent[i],
+    };
     let at = list.partition_point(|h| (h.time, h.id) < (hit.time, hit.id));
     list.insert(at, hit);
+    if list.len() > limits.max_hits {
+        // Keep the newest: old hits are the first to age out anyway.
+        list.remove(0);
+    }
 
     // Prune what can no longer join a chain.
-    let horizon = newest.add_nanos(-(limits.lateness_ns.saturating_add(limits.timespan_ns)));
-    for list in &mut g.stages {
+    let horizon = newest.add_nanos(-(limits.lateness_ns.saturating_add(spec.timespan_ns)));
+    for list in g.stages.iter_mut().chain(g.absent.iter_mut()) {
         list.retain(|h| h.time >= horizon);
     }
     g.consumed.retain(|(t, _)| *t >= horizon);
-
-    match find_chain(&g.stages, limits.timespan_ns) {
-        Some(picks) => {
-            let end = picks.last().map_or(newest, |h| h.time);
-            // The window up to the end of the chain is used up: a second finding needs new
-            // evidence for every stage.
-            for list in &mut g.stages {
-                list.retain(|h| {
-                    if h.time <= end {
-                        g.consumed.push((h.time, h.id));
-                        false
-                    } else {
-                        true
-                    }
-                });
-            }
-            Outcome::Complete(picks)
+    if let Some(o) = &g.open {
+        let expired = match spec.suppress_ns {
+            Some(w) => newest.nanos_since(o.first_seen) > w.max(spec.timespan_ns),
+            None => o.first_seen < horizon,
+        };
+        if expired {
+            g.open = None;
         }
-        None => Outcome::Stored,
+    }
+
+    out.emissions = decide(g, spec, watermark);
+    out
+}
+
+/// Solves the group and decides what to raise: a complete finding (when no absence deadline
+/// is pending), or a partial one when a new milestone is reached.
+fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission> {
+    g.waiting = None;
+    let solution = solve(&g.stages, spec);
+    let mut out = Vec::new();
+    if let Some(picks) = solution.complete {
+        // Absence: the chain counts only if no absent rule matched within its deadline.
+        let mut deadline: Option<Timestamp> = None;
+        let mut cancelled = false;
+        for (ai, a) in spec.absences.iter().enumerate() {
+            let anchor = picks
+                .iter()
+                .filter(|p| p.stage <= a.after)
+                .map(|p| p.time)
+                .next_back()
+                .unwrap_or(picks[0].time);
+            let end = anchor.add_nanos(a.within_ns);
+            if g.absent[ai].iter().any(|h| h.time > anchor && h.time <= end) {
+                cancelled = true;
+            }
+            deadline = Some(deadline.map_or(end, |d| d.max(end)));
+        }
+        if !cancelled {
+            match deadline {
+                Some(d) if d > watermark => g.waiting = Some(d),
+                _ => {
+                    out.push(emit(g, spec, picks.clone(), false, None));
+                    consume(g, &picks, spec);
+                    return out;
+                }
+            }
+        }
+    }
+    // Partial findings: the furthest milestone the chain has reached.
+    let reached = spec
+        .milestones
+        .iter()
+        .enumerate()
+        .filter(|(_, (stage, _))| solution.prefix.get(*stage).is_some_and(Option::is_some))
+        .map(|(i, _)| i)
+        .next_back();
+    if let Some(mi) = reached {
+        let already = g.open.as_ref().and_then(|o| o.milestone);
+        let done = g.open.as_ref().is_some_and(|o| o.complete);
+        if !done && already.is_none_or(|a| mi > a) {
+            let stage = spec.milestones[mi].0;
+            let picks = solution.prefix[stage].clone().unwrap_or_default();
+            let priority = spec.milestones[mi].1;
+            let e = emit(g, spec, picks, true, Some(priority));
+            if let Some(o) = g.open.as_mut() {
+                o.milestone = Some(mi);
+            }
+            out.push(e);
+        }
+    }
+    out
+}
+
+fn emit(g: &mut Group, spec: &ChainSpec, picks: Vec<Pick>, partial: bool, priority: Option<Severity>) -> Emission {
+    let first = picks
+        .iter()
+        .flat_map(|p| p.hits.iter())
+        .min_by_key(|h| (h.time, h.id))
+        .map(|h| (h.id, h.time));
+    let (first_id, first_time) = first.unwrap_or((EventId::from_u128(0), Timestamp::from_nanos(0)));
+    let reuse = match &g.open {
+        Some(_) if spec.suppress_ns.is_some() => true,
+        Some(o) => !o.complete,
+        None => false,
+    };
+    let open = if reuse {
+        let Some(o) = g.open.as_mut() else {
+            unreachable!("reuse implies an open finding")
+        };
+        o.revision += 1;
+        o
+    } else {
+        g.open.insert(Open {
+            seed: first_id,
+            first_seen: first_time,
+            revision: 0,
+            milestone: None,
+            complete: false,
+        })
+    };
+    if !partial {
+        open.complete = true;
+    }
+    Emission {
+        seed: open.seed,
+        revision: open.revision,
+        partial,
+        priority,
+        picks,
     }
 }
 
-/// The earliest-starting chain: one hit per stage, each at or after the previous one in time,
-/// all distinct events, spanning at most `timespan_ns`.
-fn find_chain(stages: &[Vec<Hit>], timespan_ns: i64) -> Option<Vec<Hit>> {
-    if stages.iter().any(Vec::is_empty) {
-        return None;
-    }
-    'start: for first in &stages[0] {
-        let mut picks = vec![first.clone()];
-        let mut t = first.time;
-        for list in &stages[1..] {
-            let from = list.partition_point(|h| h.time < t);
-            match list[from..]
-                .iter()
-                .find(|h| !picks.iter().any(|p| p.id == h.id))
-            {
-                Some(h) => {
-                    t = h.time;
-                    picks.push(h.clone());
-                }
-                // Later starts only make this stage harder to place.
-                None => return None,
+/// After a complete finding: every hit up to its end is used up, so a second finding needs new
+/// evidence for every stage. Without suppression the finding is closed.
+fn consume(g: &mut Group, picks: &[Pick], spec: &ChainSpec) {
+    let end = picks.iter().map(|p| p.time).max().unwrap_or(Timestamp::from_nanos(i64::MIN));
+    for list in g.stages.iter_mut().chain(g.absent.iter_mut()) {
+        list.retain(|h| {
+            if h.time <= end {
+                g.consumed.push((h.time, h.id));
+                false
+            } else {
+                true
             }
-            if t.nanos_since(first.time) > timespan_ns {
-                continue 'start;
+        });
+    }
+    if spec.suppress_ns.is_none() {
+        g.open = None;
+    }
+}
+
+/// A stage satisfied at `t` by `hits`, the earliest at `s`.
+#[derive(Debug, Clone)]
+struct Candidate {
+    t: Timestamp,
+    s: Timestamp,
+    /// Indices into the stage's hits.
+    hits: Vec<usize>,
+}
+
+/// The candidates of one stage: every hit at which the stage's thresholds are met, counting
+/// back from it.
+fn candidates(hits: &[Hit], spec: &StageSpec) -> Vec<Candidate> {
+    let simple = spec.min_rules <= 1 && spec.min_count <= 1;
+    let mut out = Vec::with_capacity(hits.len());
+    for (j, h) in hits.iter().enumerate() {
+        if simple {
+            out.push(Candidate {
+                t: h.time,
+                s: h.time,
+                hits: vec![j],
+            });
+            continue;
+        }
+        let mut rules: Vec<usize> = Vec::new();
+        let mut values: Vec<&str> = Vec::new();
+        let mut count = 0usize;
+        let mut used = Vec::new();
+        for i in (0..=j).rev() {
+            let x = &hits[i];
+            if spec.within_ns.is_some_and(|w| h.time.nanos_since(x.time) > w) {
+                break;
+            }
+            let new_value = match &x.value {
+                Some(v) => {
+                    if values.contains(&&**v) {
+                        false
+                    } else {
+                        values.push(v);
+                        true
+                    }
+                }
+                None => true,
+            };
+            if new_value {
+                count += 1;
+            }
+            if !rules.contains(&x.rule) {
+                rules.push(x.rule);
+            }
+            used.push(i);
+            if count >= spec.min_count && rules.len() >= spec.min_rules {
+                used.reverse();
+                out.push(Candidate {
+                    t: h.time,
+                    s: x.time,
+                    hits: used,
+                });
+                break;
             }
         }
-        return Some(picks);
     }
-    None
+    out
+}
+
+/// A placement in the dynamic program.
+#[derive(Debug, Clone)]
+struct Node {
+    /// Time of the last placed stage.
+    t: Timestamp,
+    /// The last placed event (to tell apart two stages met by one event at the same time).
+    last: Option<EventId>,
+    /// Start of the chain; `None` while nothing is placed.
+    start: Option<Timestamp>,
+    /// Back-pointer: (layer, node) of the predecessor.
+    prev: Option<(usize, usize)>,
+    /// The candidate placed in this layer (`None`: the stage was skipped).
+    placed: Option<Candidate>,
+}
+
+/// The result of solving a group.
+#[derive(Debug, Default)]
+pub(crate) struct Solution {
+    /// A complete chain.
+    pub(crate) complete: Option<Vec<Pick>>,
+    /// Per stage, the earliest chain reaching it (placed or skipped), if any.
+    pub(crate) prefix: Vec<Option<Vec<Pick>>>,
+}
+
+fn reconstruct(layers: &[Vec<Node>], stages: &[Vec<Hit>], mut at: (usize, usize)) -> Vec<Pick> {
+    let mut picks = Vec::new();
+    loop {
+        let node = &layers[at.0][at.1];
+        if let Some(c) = &node.placed {
+            picks.push(Pick {
+                stage: at.0,
+                time: c.t,
+                hits: c.hits.iter().map(|&i| stages[at.0][i].clone()).collect(),
+            });
+        }
+        match node.prev {
+            Some(p) => at = p,
+            None => break,
+        }
+    }
+    picks.reverse();
+    picks
+}
+
+/// Finds the earliest complete chain and the earliest chain reaching each stage.
+pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
+    let n = spec.stages.len();
+    let mut solution = Solution {
+        complete: None,
+        prefix: vec![None; n],
+    };
+    // Layer "before the first stage": one node, nothing placed.
+    let origin = Node {
+        t: Timestamp::from_nanos(i64::MIN),
+        last: None,
+        start: None,
+        prev: None,
+        placed: None,
+    };
+    let mut layers: Vec<Vec<Node>> = Vec::with_capacity(n);
+    let mut prev_layer: Vec<Node> = vec![origin];
+    let mut prev_index: Option<usize> = None;
+    for (k, stage) in spec.stages.iter().enumerate() {
+        let cands = candidates(&stages[k], stage);
+        // For each candidate, the predecessor leaving the latest start.
+        let mut best: BTreeMap<(Timestamp, Timestamp), Node> = BTreeMap::new();
+        for c in &cands {
+            let mut chosen: Option<(usize, Option<Timestamp>)> = None;
+            for (pi, p) in prev_layer.iter().enumerate() {
+                let first_hit = stages[k][c.hits[0]].id;
+                let after = p.t < c.s || (p.t == c.s && p.last != Some(first_hit));
+                if !after {
+                    continue;
+                }
+                if p.start.is_some()
+                    && let Some(gap) = stage.max_gap_ns
+                    && c.t.nanos_since(p.t) > gap
+                {
+                    continue;
+                }
+                let start = p.start.unwrap_or(c.s);
+                if c.t.nanos_since(start) > spec.timespan_ns {
+                    continue;
+                }
+                if chosen.is_none_or(|(_, s)| s.is_none_or(|s| start > s)) {
+                    chosen = Some((pi, Some(start)));
+                }
+            }
+            if let Some((pi, start)) = chosen {
+                let node = Node {
+                    t: c.t,
+                    last: c.hits.last().map(|&i| stages[k][i].id),
+                    start,
+                    prev: prev_index.map(|l| (l, pi)),
+                    placed: Some(c.clone()),
+                };
+                let key = (c.t, start.unwrap_or(c.s));
+                best.entry(key).or_insert(node);
+            }
+        }
+        let mut layer: Vec<Node> = best.into_values().collect();
+        // Keep per completion time only the latest start (it dominates).
+        layer.sort_by_key(|x| (x.t, std::cmp::Reverse(x.start)));
+        layer.dedup_by_key(|x| x.t);
+        if stage.optional {
+            // Skipping: carry the previous layer's placements forward.
+            for (pi, p) in prev_layer.iter().enumerate() {
+                layer.push(Node {
+                    t: p.t,
+                    last: p.last,
+                    start: p.start,
+                    prev: prev_index.map(|l| (l, pi)),
+                    placed: None,
+                });
+            }
+        }
+        if layer.is_empty() {
+            layers.push(layer);
+            return solution;
+        }
+        layers.push(layer);
+        let li = layers.len() - 1;
+        // The earliest chain reaching this stage with something placed.
+        if let Some(ni) = earliest(&layers[li]) {
+            solution.prefix[k] = Some(reconstruct(&layers, stages, (li, ni)));
+        }
+        prev_layer = layers[li].clone();
+        prev_index = Some(li);
+    }
+    if let Some(li) = prev_index
+        && let Some(ni) = earliest(&layers[li])
+    {
+        solution.complete = Some(reconstruct(&layers, stages, (li, ni)));
+    }
+    solution
+}
+
+/// The node of a layer with the earliest time among those with something placed.
+fn earliest(layer: &[Node]) -> Option<usize> {
+    layer
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.start.is_some())
+        .min_by_key(|(_, x)| (x.t, std::cmp::Reverse(x.start)))
+        .map(|(i, _)| i)
 }

@@ -11,8 +11,10 @@
 
 mod chain;
 pub mod engine;
+pub mod policy;
 pub mod ruleset;
 pub mod sigma;
 
 pub use engine::{Engine, EngineConfig, EngineStats};
+pub use policy::Policies;
 pub use ruleset::{CompiledCorrelation, CompiledRule, RuleInfo, RuleSet};

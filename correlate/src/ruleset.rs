@@ -8,7 +8,10 @@ use chainwatch_config::sigma::{
     CorrelationRule, CorrelationType, DetectionRule, RuleDoc, RuleMeta,
 };
 use chainwatch_config::{Diagnostic, Diagnostics, PlaybookSpec};
+use chainwatch_model::id::IdHasher;
 use chainwatch_model::{Event, RuleRef, Severity, TechniqueId};
+
+use crate::chain::{AbsenceSpec, ChainSpec, Slot, StageSpec};
 
 use crate::sigma::Tables;
 use crate::sigma::detection::{CompiledDetection, FieldRef};
@@ -59,8 +62,17 @@ pub struct CompiledRule {
     pub(crate) detection: CompiledDetection,
     /// Alerts on its own: not referenced by a correlation, or referenced with `generate: true`.
     pub standalone: bool,
-    /// (correlation index, stage index) pairs this rule feeds.
-    pub(crate) feeds: Vec<(usize, usize)>,
+    /// Where its matches go: (correlation index, slot, position among the stage's rules).
+    pub(crate) feeds: Vec<Feed>,
+}
+
+/// One place a detection rule's matches go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Feed {
+    pub(crate) correlation: usize,
+    pub(crate) slot: Slot,
+    /// Position of the rule among its stage's rules (0 for plain stages and absent rules).
+    pub(crate) position: usize,
 }
 
 impl CompiledRule {
@@ -70,29 +82,63 @@ impl CompiledRule {
     }
 }
 
-/// One group-by key of a correlation, resolved per stage (aliases give one field per rule).
+/// One group-by key of a correlation: the field it is read from, per detection rule (aliases
+/// give one field per rule), and the field for rules the aliases do not name.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupField {
     pub(crate) name: String,
-    pub(crate) per_stage: Vec<FieldRef>,
+    pub(crate) default: FieldRef,
+    pub(crate) per_rule: HashMap<usize, FieldRef>,
 }
 
-/// A compiled correlation rule.
+impl GroupField {
+    pub(crate) fn field_for(&self, rule: usize) -> &FieldRef {
+        self.per_rule.get(&rule).unwrap_or(&self.default)
+    }
+}
+
+/// One stage of a compiled chain, as alerts name it.
+#[derive(Debug, Clone)]
+pub struct StageInfo {
+    /// The rule name (or id) from `correlation.rules`, or the group's name.
+    pub name: String,
+    /// The detection rules of the stage (indices into the rule set's detections).
+    pub rules: Vec<usize>,
+    /// The field counted for `distinct`.
+    pub(crate) distinct: Option<FieldRef>,
+}
+
+/// A compiled correlation rule (with its playbook, when it carries one).
 #[derive(Debug, Clone)]
 pub struct CompiledCorrelation {
     /// What alerts say of it.
     pub info: RuleInfo,
     /// Its type.
     pub kind: CorrelationType,
-    /// The detection rules of its stages, in order (indices into the rule set's detections).
-    pub stages: Vec<usize>,
+    /// Its stages, in order.
+    pub stages: Vec<StageInfo>,
+    /// Absent rules (indices into the detections).
+    pub absent_rules: Vec<usize>,
+    pub(crate) chain: ChainSpec,
     pub(crate) group_by: Vec<GroupField>,
     /// The timespan.
     pub timespan: Duration,
     /// The playbook it carries.
     pub playbook: Option<PlaybookSpec>,
-    /// Severity of its findings: the playbook's priority, else its level.
+    /// Severity of complete findings: the playbook's priority, else its level.
     pub severity: Severity,
+    /// Host roles the playbook is scoped to (empty: every host).
+    pub roles: Vec<String>,
+    /// A hash of the correlation and its rules as written: equal across reloads when nothing
+    /// changed, so partial chains survive.
+    pub fingerprint: u128,
+}
+
+impl CompiledCorrelation {
+    /// The names it is known by: its `name` and its `id`.
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.info.name.as_deref() == Some(name) || self.info.rule.id == name
+    }
 }
 
 /// Every compiled rule.
@@ -106,6 +152,8 @@ pub struct RuleSet {
     by_event: HashMap<(String, u32), Vec<usize>>,
     /// Rules that may match any event their logsource allows.
     general: Vec<usize>,
+    /// The tables the rules were compiled with (exclusions compile against them too).
+    pub(crate) tables: Option<Tables>,
 }
 
 fn problem(meta: &RuleMeta, message: impl Into<String>) -> Diagnostic {
@@ -136,6 +184,7 @@ impl RuleSet {
         let mut diags = Diagnostics::default();
         let mut detections = Vec::new();
         let mut detection_metas: Vec<&RuleMeta> = Vec::new();
+        let mut detection_docs: Vec<&DetectionRule> = Vec::new();
         let mut seen_ids: HashMap<&str, &RuleMeta> = HashMap::new();
         let mut correlations_src: Vec<&CorrelationRule> = Vec::new();
         for doc in docs {
@@ -159,6 +208,7 @@ impl RuleSet {
                     Ok(c) => {
                         detections.push(c);
                         detection_metas.push(meta);
+                        detection_docs.push(rule);
                     }
                     Err(e) => diags.push(problem(meta, e)),
                 },
@@ -168,12 +218,24 @@ impl RuleSet {
         let mut correlations = Vec::new();
         let correlation_refs = correlations_by_ref(docs);
         for corr in correlations_src {
-            match compile_correlation(corr, &detection_metas, &correlation_refs, tables) {
+            match compile_correlation(corr, &detection_metas, &detection_docs, &correlation_refs, tables) {
                 Ok(c) => {
                     let ci = correlations.len();
-                    for (si, &di) in c.stages.iter().enumerate() {
-                        let d: &mut CompiledRule = &mut detections[di];
-                        d.feeds.push((ci, si));
+                    for (si, stage) in c.stages.iter().enumerate() {
+                        for (pos, &di) in stage.rules.iter().enumerate() {
+                            detections[di].feeds.push(Feed {
+                                correlation: ci,
+                                slot: Slot::Stage(si),
+                                position: pos,
+                            });
+                        }
+                    }
+                    for (ai, &di) in c.absent_rules.iter().enumerate() {
+                        detections[di].feeds.push(Feed {
+                            correlation: ci,
+                            slot: Slot::Absent(ai),
+                            position: 0,
+                        });
                     }
                     correlations.push((c, corr.generate));
                 }
@@ -182,7 +244,7 @@ impl RuleSet {
         }
         // Sigma: a rule a correlation refers to alerts only through it, unless `generate`.
         for d in &mut detections {
-            d.standalone = d.feeds.is_empty() || d.feeds.iter().any(|(ci, _)| correlations[*ci].1);
+            d.standalone = d.feeds.is_empty() || d.feeds.iter().any(|f| correlations[f.correlation].1);
         }
         let mut by_event: HashMap<(String, u32), Vec<usize>> = HashMap::new();
         let mut general = Vec::new();
@@ -202,6 +264,7 @@ impl RuleSet {
                 correlations: correlations.into_iter().map(|(c, _)| c).collect(),
                 by_event,
                 general,
+                tables: Some(tables.clone()),
             },
             diags,
         )
@@ -286,9 +349,43 @@ fn compile_detection(rule: &DetectionRule, tables: &Tables) -> Result<CompiledRu
     })
 }
 
+/// Finds a detection rule by the `id` or `name` a correlation uses.
+fn find_rule(detections: &[&RuleMeta], name: &str, correlation_refs: &[&str]) -> Result<usize, String> {
+    let hits: Vec<usize> = detections
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.id.as_deref() == Some(name) || m.name.as_deref() == Some(name))
+        .map(|(i, _)| i)
+        .collect();
+    match hits.as_slice() {
+        [i] => Ok(*i),
+        [] if correlation_refs.contains(&name) => Err(format!(
+            "unsupported feature: a correlation of correlations (rule {name:?})"
+        )),
+        [] => Err(format!(
+            "refers to rule {name:?}, which is not loaded (no rule has that id or name)"
+        )),
+        _ => Err(format!("refers to rule {name:?}, which more than one rule is named")),
+    }
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn fingerprint(corr: &CorrelationRule, rules: &[&DetectionRule]) -> u128 {
+    let mut h = IdHasher::new();
+    h.part(format!("{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}", corr.meta.id, corr.kind, corr.rules, corr.group_by, corr.timespan, corr.aliases, corr.playbook).as_bytes());
+    for r in rules {
+        h.part(format!("{:?}|{:?}|{:?}|{:?}|{:?}", r.meta.id, r.meta.name, r.meta.tags, r.logsource, r.detection).as_bytes());
+    }
+    h.alert_id().as_u128()
+}
+
 fn compile_correlation(
     corr: &CorrelationRule,
     detections: &[&RuleMeta],
+    detection_docs: &[&DetectionRule],
     correlation_refs: &[&str],
     tables: &Tables,
 ) -> Result<CompiledCorrelation, String> {
@@ -298,74 +395,102 @@ fn compile_correlation(
             corr.kind.name()
         ));
     }
-    let mut stages = Vec::new();
-    for r in &corr.rules {
-        let hits: Vec<usize> = detections
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.id.as_deref() == Some(r) || m.name.as_deref() == Some(r))
-            .map(|(i, _)| i)
-            .collect();
-        match hits.as_slice() {
-            [i] => stages.push(*i),
-            [] if correlation_refs.contains(&r.as_str()) => {
-                return Err(format!(
-                    "unsupported feature: a correlation of correlations (rule {r:?})"
-                ));
-            }
-            [] => {
-                return Err(format!(
-                    "refers to rule {r:?}, which is not loaded (no rule has that id or name)"
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "refers to rule {r:?}, which more than one rule is named"
-                ));
-            }
+    let empty = PlaybookSpec::default();
+    let pb = corr.playbook.as_ref().unwrap_or(&empty);
+    // Stages: each rule of `correlation.rules`, except that a group's rules form one stage.
+    let mut stages: Vec<StageInfo> = Vec::new();
+    let mut specs: Vec<StageSpec> = Vec::new();
+    let mut i = 0;
+    while i < corr.rules.len() {
+        let name = &corr.rules[i];
+        let (stage_name, rule_names, min_rules): (String, Vec<&String>, usize) =
+            match pb.groups.iter().find(|g| g.rules.contains(name)) {
+                Some(g) => (g.name.clone(), g.rules.iter().collect(), g.min),
+                None => (name.clone(), vec![name], 1),
+            };
+        let mut rules = Vec::new();
+        for r in &rule_names {
+            rules.push(find_rule(detections, r, correlation_refs)?);
         }
+        let settings = pb.stages.get(&stage_name).cloned().unwrap_or_default();
+        stages.push(StageInfo {
+            name: stage_name,
+            rules,
+            distinct: settings.distinct.as_deref().map(|f| FieldRef::new(f, tables)),
+        });
+        specs.push(StageSpec {
+            min_rules,
+            min_count: settings.min_count as usize,
+            within_ns: settings.within.map(nanos),
+            max_gap_ns: settings.max_gap.map(nanos),
+            optional: settings.optional,
+        });
+        i += rule_names.len();
     }
+    if specs.iter().all(|s| s.optional) {
+        return Err("every stage of the chain is optional".into());
+    }
+    let stage_index = |name: &str| stages.iter().position(|s| s.name == name);
+    let mut absent_rules = Vec::new();
+    let mut absences = Vec::new();
+    for a in &pb.absent {
+        absent_rules.push(find_rule(detections, &a.rule, correlation_refs)?);
+        absences.push(AbsenceSpec {
+            after: stage_index(&a.after).ok_or_else(|| format!("absent: no stage named {:?}", a.after))?,
+            within_ns: nanos(a.within),
+        });
+    }
+    let mut milestones = Vec::new();
+    for m in &pb.partial {
+        let at = stage_index(&m.after).ok_or_else(|| format!("partial: no stage named {:?}", m.after))?;
+        milestones.push((at, m.priority));
+    }
+    milestones.sort_by_key(|(s, _)| *s);
+
+    // Group-by fields, per rule when aliases say so.
+    let every_rule: Vec<usize> = stages.iter().flat_map(|s| s.rules.iter().copied()).chain(absent_rules.iter().copied()).collect();
     let mut group_by = Vec::new();
     for g in &corr.group_by {
-        let alias = corr.aliases.iter().find(|a| &a.name == g);
-        let mut per_stage = Vec::new();
-        for (si, r) in corr.rules.iter().enumerate() {
-            let field = match alias {
-                Some(a) => {
-                    let stage_meta = detections[stages[si]];
-                    a.fields
-                        .iter()
-                        .find(|(rule, _)| {
-                            Some(rule.as_str()) == stage_meta.name.as_deref()
-                                || Some(rule.as_str()) == stage_meta.id.as_deref()
-                                || rule == r
-                        })
-                        .map(|(_, f)| f.as_str())
-                        .ok_or_else(|| format!("alias {g:?} gives no field for rule {r:?}"))?
-                }
-                None => g.as_str(),
-            };
-            per_stage.push(FieldRef::new(field, tables));
+        let mut per_rule = HashMap::new();
+        if let Some(alias) = corr.aliases.iter().find(|a| &a.name == g) {
+            for (rule, field) in &alias.fields {
+                let di = find_rule(detections, rule, correlation_refs)
+                    .map_err(|e| format!("alias {g:?}: {e}"))?;
+                per_rule.insert(di, FieldRef::new(field, tables));
+            }
+            if let Some(missing) = every_rule.iter().find(|r| !per_rule.contains_key(r)) {
+                return Err(format!(
+                    "alias {g:?} gives no field for rule {:?}",
+                    detections[*missing].key()
+                ));
+            }
         }
         group_by.push(GroupField {
             name: g.clone(),
-            per_stage,
+            default: FieldRef::new(g, tables),
+            per_rule,
         });
     }
     let info = RuleInfo::of(&corr.meta);
-    let severity = corr
-        .playbook
-        .as_ref()
-        .and_then(|p| p.priority)
-        .or(corr.meta.level)
-        .unwrap_or(Severity::High);
+    let severity = pb.priority.or(corr.meta.level).unwrap_or(Severity::High);
+    let docs: Vec<&DetectionRule> = every_rule.iter().map(|&i| detection_docs[i]).collect();
     Ok(CompiledCorrelation {
         info,
         kind: corr.kind,
         stages,
+        absent_rules,
+        chain: ChainSpec {
+            stages: specs,
+            absences,
+            milestones,
+            suppress_ns: pb.suppress.map(nanos),
+            timespan_ns: nanos(corr.timespan),
+        },
         group_by,
         timespan: corr.timespan,
         playbook: corr.playbook.clone(),
         severity,
+        roles: pb.scope.roles.clone(),
+        fingerprint: fingerprint(corr, &docs),
     })
 }

@@ -33,7 +33,10 @@ pub enum AlertKind {
 /// One stage of a chain, in the correlation's order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stage {
-    /// The detection rule of this stage.
+    /// The stage's name: its rule's `name` (or id), or the name of a group of rules.
+    #[serde(default)]
+    pub name: String,
+    /// The detection rule of this stage (for a group, a reference naming the group).
     pub rule: RuleRef,
     /// ATT&CK techniques of this stage (from the rule's tags).
     pub techniques: Vec<TechniqueId>,
@@ -108,6 +111,13 @@ pub struct Alert {
     pub user: Option<String>,
     /// Detection or chain.
     pub kind: AlertKind,
+    /// 0 for the first version of a finding; each update of the same finding (a partial chain
+    /// that progressed, a suppressed repeat) carries the same id and the next revision.
+    #[serde(default)]
+    pub revision: u32,
+    /// True while the chain is not complete (a partial finding).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
     /// The rule that fired: the correlation rule for a chain.
     pub rule: RuleRef,
     /// How urgent: the playbook's priority, else the rule's level.

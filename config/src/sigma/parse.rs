@@ -504,7 +504,7 @@ impl Ctx<'_> {
             .flatten()
             .any(|n| yaml::scalar(n) == Some(&ScalarOwned::Boolean(true)));
         let playbook = match yaml::get(doc, "playbook") {
-            Some(node) => match parse_playbook(node) {
+            Some(node) => match parse_playbook(node, &rules) {
                 Ok(p) => Some(p),
                 Err(errors) => {
                     for (at, msg) in errors {
@@ -691,6 +691,7 @@ playbook:
         assert!(!c.generate);
         let pb = c.playbook.as_ref().unwrap();
         assert_eq!(pb.response, vec!["Isolate the host"]);
+        assert_eq!(pb.priority, Some(chainwatch_model::Severity::Critical));
     }
 
     #[test]
@@ -703,6 +704,88 @@ playbook:
         assert!(diags.0[0].message.contains("endswithh"));
         assert!(diags.0[1].message.contains("\"other\""));
         assert_eq!(diags.0[0].rule.as_deref(), Some("bad-1"));
+    }
+
+    const CHAIN: &str = r#"
+title: Chain
+correlation:
+    type: temporal_ordered
+    rules: [a, b, c, d]
+    group-by: [Computer]
+    timespan: 24h
+playbook:
+"#;
+
+    #[test]
+    fn reads_every_playbook_extension() {
+        let text = format!(
+            "{CHAIN}{}",
+            r#"    priority: critical
+    scope: {roles: [exchange]}
+    groups:
+        - {name: recon, rules: [b, c], min: 1}
+    stages:
+        a: {optional: true}
+        recon: {max_gap: 1h}
+        d: {min_count: 20, distinct: TargetFilename, within: 1m}
+    absent:
+        - {rule: cleanup, after: a, within: 30m}
+    partial:
+        - {after: a, priority: medium}
+        - {after: recon, priority: high}
+    suppress: 24h
+    references: [https://example.org]
+    fixtures:
+        - name: positive
+          input: fixtures/p.jsonl
+          tenant: acme
+          expect:
+              - {stages: [a, recon, d], host: EXCH01, priority: critical}
+        - {name: negative, input: fixtures/n.jsonl, expect: []}
+"#
+        );
+        let (docs, diags) = parse(&text);
+        assert!(diags.is_empty(), "{diags}");
+        let RuleDoc::Correlation(c) = &docs[0] else { panic!() };
+        let pb = c.playbook.as_ref().unwrap();
+        assert_eq!(pb.scope.roles, ["exchange"]);
+        assert_eq!(pb.groups[0].rules, ["b", "c"]);
+        assert!(pb.stages["a"].optional);
+        assert_eq!(pb.stages["recon"].max_gap.unwrap().as_secs(), 3600);
+        assert_eq!(pb.stages["d"].min_count, 20);
+        assert_eq!(pb.stages["d"].distinct.as_deref(), Some("TargetFilename"));
+        assert_eq!(pb.absent[0].rule, "cleanup");
+        assert_eq!(pb.partial[1].priority, chainwatch_model::Severity::High);
+        assert_eq!(pb.suppress.unwrap().as_secs(), 86400);
+        assert_eq!(pb.fixtures.len(), 2);
+        assert_eq!(pb.fixtures[0].expect[0].stages, ["a", "recon", "d"]);
+        assert!(pb.fixtures[1].expect.is_empty());
+    }
+
+    #[test]
+    fn playbook_mistakes_are_all_reported() {
+        let text = format!(
+            "{CHAIN}{}",
+            r#"    priority: urgent
+    stages:
+        z: {optional: true}
+        a: {min_count: 1, within: 1m, colour: red}
+    groups:
+        - {name: g, rules: [a, c]}
+    partial:
+        - {after: nowhere, priority: high}
+    absent:
+        - {rule: b, after: a, within: 1m}
+    respond: [typo]
+"#
+        );
+        let (docs, diags) = parse(&text);
+        assert!(docs.is_empty());
+        let all = diags.to_string();
+        for needle in ["urgent", "'z' is not a stage", "colour", "only make sense", "consecutive", "nowhere", "'b' is a stage", "respond"] {
+            assert!(all.contains(needle), "missing {needle:?} in {all}");
+        }
+        assert!(diags.iter().all(|d| d.line > 8), "{all}");
     }
 
     #[test]

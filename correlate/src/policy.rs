@@ -1,0 +1,160 @@
+//! Per-tenant policy: which playbooks run for a customer, its known-good exclusions, priority
+//! overrides, and the roles of its hosts (a playbook scoped to `exchange` runs only on hosts the
+//! customer's config lists as Exchange servers).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use chainwatch_config::TenantConfig;
+use chainwatch_config::sigma::{FieldItem, SigmaValue};
+use chainwatch_config::{Diagnostic, Diagnostics};
+use chainwatch_model::host::host_key;
+use chainwatch_model::{Event, Severity, TenantId};
+
+use crate::ruleset::{CompiledCorrelation, RuleSet};
+use crate::sigma::detection::FieldRef;
+use crate::sigma::value::ValueSet;
+
+/// A compiled exclusion: matches of `rule` (or of every rule) whose `field` matches a value do
+/// not count for the tenant.
+#[derive(Debug, Clone)]
+struct Exclusion {
+    rule: Option<usize>,
+    field: FieldRef,
+    values: ValueSet,
+}
+
+/// One tenant's policy.
+#[derive(Debug, Clone, Default)]
+pub struct TenantPolicy {
+    /// Correlations that run (indices); `None`: all.
+    playbooks: Option<HashSet<usize>>,
+    /// Priority overrides by correlation index.
+    priority: HashMap<usize, Severity>,
+    /// Role name to host keys.
+    roles: HashMap<String, HashSet<String>>,
+    exclusions: Vec<Exclusion>,
+}
+
+/// Every tenant's policy; tenants without one get the default (everything runs).
+#[derive(Debug, Clone, Default)]
+pub struct Policies {
+    tenants: HashMap<TenantId, TenantPolicy>,
+    default: TenantPolicy,
+}
+
+impl Policies {
+    /// Compiles tenant configs against a rule set. `file` is where the configs came from, for
+    /// problems (names of playbooks or rules that do not exist, bad exclusion values).
+    pub fn compile(configs: &std::collections::BTreeMap<String, TenantConfig>, rules: &RuleSet, file: &Path) -> Result<Self, Diagnostics> {
+        let mut diags = Diagnostics::default();
+        let mut tenants = HashMap::new();
+        let find_corr = |name: &str| rules.correlations.iter().position(|c: &CompiledCorrelation| c.answers_to(name));
+        let find_rule = |name: &str| {
+            rules
+                .detections
+                .iter()
+                .position(|d| d.info.name.as_deref() == Some(name) || d.info.rule.id == name)
+        };
+        for (name, cfg) in configs {
+            let mut err = |m: String| diags.push(Diagnostic::new(file, 0, 0, format!("tenants.{name}: {m}")));
+            let Ok(tenant) = TenantId::new(name) else {
+                err("not a valid tenant id".into());
+                continue;
+            };
+            let mut p = TenantPolicy::default();
+            if let Some(list) = &cfg.playbooks {
+                let mut set = HashSet::new();
+                for pb in list {
+                    match find_corr(pb) {
+                        Some(i) => {
+                            set.insert(i);
+                        }
+                        None => err(format!("playbooks: no loaded playbook is named {pb:?}")),
+                    }
+                }
+                p.playbooks = Some(set);
+            }
+            for (pb, sev) in &cfg.priority {
+                match find_corr(pb) {
+                    Some(i) => {
+                        p.priority.insert(i, *sev);
+                    }
+                    None => err(format!("priority: no loaded playbook is named {pb:?}")),
+                }
+            }
+            for (role, hosts) in &cfg.roles {
+                p.roles.insert(role.clone(), hosts.iter().map(|h| host_key(h)).collect());
+            }
+            for (i, x) in cfg.exclude.iter().enumerate() {
+                let rule = match &x.rule {
+                    Some(r) => match find_rule(r) {
+                        Some(i) => Some(i),
+                        None => {
+                            err(format!("exclude[{i}]: no loaded rule is named {r:?}"));
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
+                let Some(tables) = rules.tables.as_ref() else {
+                    continue;
+                };
+                let item = FieldItem {
+                    field: Some(x.field.clone()),
+                    modifiers: Vec::new(),
+                    values: x.values.iter().map(|v| SigmaValue::Str(v.clone())).collect(),
+                    line: 0,
+                };
+                match ValueSet::compile(&item) {
+                    Ok(values) => p.exclusions.push(Exclusion {
+                        rule,
+                        field: FieldRef::new(&x.field, tables),
+                        values,
+                    }),
+                    Err(e) => err(format!("exclude[{i}]: {e}")),
+                }
+            }
+            tenants.insert(tenant, p);
+        }
+        if diags.is_empty() {
+            Ok(Self {
+                tenants,
+                default: TenantPolicy::default(),
+            })
+        } else {
+            Err(diags)
+        }
+    }
+
+    fn of(&self, tenant: &TenantId) -> &TenantPolicy {
+        self.tenants.get(tenant).unwrap_or(&self.default)
+    }
+
+    /// Whether a match of detection `rule` on `event` is excluded for its tenant.
+    pub(crate) fn excluded(&self, rule: usize, event: &Event) -> bool {
+        let none = |_: &str| None;
+        self.of(&event.tenant).exclusions.iter().any(|x| {
+            x.rule.is_none_or(|r| r == rule) && x.values.matches(x.field.resolve(event), &none)
+        })
+    }
+
+    /// Whether correlation `ci` runs for `event` (enabled for its tenant, and its host has one
+    /// of the playbook's roles when it is scoped).
+    pub(crate) fn applies(&self, ci: usize, corr: &CompiledCorrelation, event: &Event) -> bool {
+        let p = self.of(&event.tenant);
+        if p.playbooks.as_ref().is_some_and(|set| !set.contains(&ci)) {
+            return false;
+        }
+        corr.roles.is_empty()
+            || corr
+                .roles
+                .iter()
+                .any(|r| p.roles.get(r).is_some_and(|hosts| hosts.contains(event.host.key())))
+    }
+
+    /// The priority of correlation `ci`'s findings for `tenant`, if overridden.
+    pub(crate) fn priority(&self, ci: usize, tenant: &TenantId) -> Option<Severity> {
+        self.of(tenant).priority.get(&ci).copied()
+    }
+}
