@@ -27,6 +27,25 @@ pub enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Work with playbooks.
+    Playbook {
+        #[command(subcommand)]
+        command: PlaybookCommand,
+    },
+}
+
+/// `chainwatch playbook ...`.
+#[derive(Debug, Subcommand)]
+pub enum PlaybookCommand {
+    /// Run each playbook's fixtures: the findings each must raise, exactly.
+    Test {
+        /// Playbook files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Also write a JUnit XML report here (for CI).
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
 }
 
 /// `chainwatch run`.
@@ -77,6 +96,10 @@ pub struct ReplayArgs {
     /// Zone of time strings written without one, such as +05:00.
     #[arg(long, default_value = "+00:00")]
     pub timezone: String,
+    /// Per-tenant overrides: a TOML file of [tenants.NAME] tables (playbooks, exclusions,
+    /// priorities, host roles), as in the service config.
+    #[arg(long)]
+    pub tenants: Option<PathBuf>,
     /// Write a JSON summary here: records read, events, dead letters by reason, alerts.
     #[arg(long)]
     pub stats: Option<PathBuf>,

@@ -5,6 +5,8 @@
 //! - `rules check`: load rules and report every problem ([`rules`]).
 
 mod cli;
+mod playbook_test;
+mod reload;
 mod replay;
 mod rules;
 mod run;
@@ -16,7 +18,7 @@ use anyhow::Result;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, RulesCommand};
+use cli::{Cli, Command, PlaybookCommand, RulesCommand};
 
 fn init_logging(json: bool, default_level: &str) {
     let filter =
@@ -64,6 +66,18 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
+            })
+        }
+        Command::Playbook {
+            command: PlaybookCommand::Test { paths, junit },
+        } => {
+            init_logging(cli.log_json, "error");
+            playbook_test::test(paths, junit.as_deref()).map(|ok| {
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
             })
         }
     };

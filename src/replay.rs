@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use chainwatch_config::TenantsFile;
 use chainwatch_config::parse_duration;
 use chainwatch_config::service::InputFormat;
-use chainwatch_correlate::{Engine, EngineConfig};
+use chainwatch_correlate::{Engine, EngineConfig, Policies, RuleSet};
 use chainwatch_ingest::{Decoder, DecoderConfig, FileRecord, TenantSource, split_records};
 use chainwatch_model::{Alert, Provenance, TenantId};
 use chainwatch_sink::render;
@@ -40,12 +41,17 @@ pub struct ReplayStats {
     pub partial_chains: usize,
 }
 
-#[derive(Serialize)]
-struct DeadLetter<'a> {
-    reason: &'static str,
-    error: String,
-    provenance: &'a Provenance,
-    record: String,
+/// A record that could not become an event, as the dead-letter file writes it.
+#[derive(Debug, Serialize)]
+pub struct DeadLetter<'a> {
+    /// The reason label.
+    pub reason: &'static str,
+    /// The message.
+    pub error: String,
+    /// Where the record was.
+    pub provenance: &'a Provenance,
+    /// The record (up to 64 KiB).
+    pub record: String,
 }
 
 fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -77,46 +83,29 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Runs a replay; alerts go to `out`.
-pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
-    let rules = Arc::new(crate::rules::load_rule_set(&args.rules)?);
-    let timezone = chainwatch_model::time::parse_offset(&args.timezone).with_context(|| {
-        format!(
-            "--timezone {:?} is not an offset such as +05:00",
-            args.timezone
-        )
-    })?;
-    let lateness = parse_duration(&args.allowed_lateness).map_err(anyhow::Error::msg)?;
-    let decoder = Decoder::new(DecoderConfig {
-        format: InputFormat::Auto,
-        timezone,
-        ..DecoderConfig::default()
-    })
-    .map_err(anyhow::Error::msg)?;
-    let tenant = match &args.tenant_field {
-        Some(field) => TenantSource::Field(field.clone()),
-        None => TenantSource::Fixed(TenantId::new(&args.tenant).context("--tenant")?),
+/// Reads a tenants file (`--tenants`) and compiles its policies against `rules`.
+pub fn load_policies(path: Option<&Path>, rules: &RuleSet) -> Result<Policies> {
+    let Some(path) = path else {
+        return Ok(Policies::default());
     };
-    let mut engine = Engine::new(
-        rules,
-        EngineConfig {
-            allowed_lateness: lateness,
-            ..EngineConfig::default()
-        },
-    );
-    let pretty = match args.output {
-        Output::Json => false,
-        Output::Pretty => true,
-        Output::Auto => std::io::stdout().is_terminal(),
-    };
-    let mut dead = match &args.dead_letter {
-        Some(p) => Some(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        )),
-        None => None,
-    };
-    let mut stats = ReplayStats::default();
-    for file in collect_files(&args.files)? {
+    let file = TenantsFile::load(path).map_err(|d| anyhow::anyhow!("tenants file refused, {d}"))?;
+    Policies::compile(&file.tenants, rules, path)
+        .map_err(|d| anyhow::anyhow!("tenants file refused, {d}"))
+}
+
+/// Feeds every record of `files` through `decoder` and `engine`: alerts go to `on_alert`, dead
+/// letters to `on_dead`, counts to `stats`. This is the whole embedded pipeline; `replay` and
+/// `playbook test` both run it.
+pub fn feed_files(
+    files: &[PathBuf],
+    decoder: &Decoder,
+    tenant: &TenantSource,
+    engine: &mut Engine,
+    stats: &mut ReplayStats,
+    on_alert: &mut dyn FnMut(Alert) -> Result<()>,
+    on_dead: &mut dyn FnMut(DeadLetter<'_>) -> Result<()>,
+) -> Result<()> {
+    for file in collect_files(files)? {
         let data =
             std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
         stats.files += 1;
@@ -125,11 +114,11 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
             stats.records_read += 1;
             let (bytes, provenance, error) = match record {
                 FileRecord::Record { bytes, provenance } => {
-                    match decoder.decode(bytes, &tenant, provenance.clone()) {
+                    match decoder.decode(bytes, tenant, provenance.clone()) {
                         Ok(event) => {
                             stats.events_normalized += 1;
                             for alert in engine.observe(&event) {
-                                emit(out, &alert, pretty)?;
+                                on_alert(alert)?;
                             }
                             continue;
                         }
@@ -144,21 +133,13 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
             };
             *stats.dead_lettered.entry(error.reason()).or_default() += 1;
             tracing::warn!(reason = error.reason(), %provenance, "dead-lettered: {error}");
-            if let Some(w) = dead.as_mut() {
-                let line = DeadLetter {
-                    reason: error.reason(),
-                    error: error.to_string(),
-                    provenance: &provenance,
-                    record: String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)])
-                        .into_owned(),
-                };
-                serde_json::to_writer(&mut *w, &line)?;
-                w.write_all(b"\n")?;
-            }
+            on_dead(DeadLetter {
+                reason: error.reason(),
+                error: error.to_string(),
+                provenance: &provenance,
+                record: String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into_owned(),
+            })?;
         }
-    }
-    if let Some(mut w) = dead {
-        w.flush()?;
     }
     let es = engine.stats();
     stats.matches = es.matches;
@@ -166,6 +147,69 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
     stats.duplicates = es.duplicates;
     stats.late = es.late;
     stats.partial_chains = engine.partial_chains();
+    Ok(())
+}
+
+/// A decoder for files of unknown format in zone `timezone`.
+pub fn file_decoder(timezone: &str) -> Result<Decoder> {
+    let timezone = chainwatch_model::time::parse_offset(timezone)
+        .with_context(|| format!("--timezone {timezone:?} is not an offset such as +05:00"))?;
+    Decoder::new(DecoderConfig {
+        format: InputFormat::Auto,
+        timezone,
+        ..DecoderConfig::default()
+    })
+    .map_err(anyhow::Error::msg)
+}
+
+/// Runs a replay; alerts go to `out`.
+pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
+    let rules = Arc::new(crate::rules::load_rule_set(&args.rules)?);
+    let policies = load_policies(args.tenants.as_deref(), &rules)?;
+    let lateness = parse_duration(&args.allowed_lateness).map_err(anyhow::Error::msg)?;
+    let decoder = file_decoder(&args.timezone)?;
+    let tenant = match &args.tenant_field {
+        Some(field) => TenantSource::Field(field.clone()),
+        None => TenantSource::Fixed(TenantId::new(&args.tenant).context("--tenant")?),
+    };
+    let mut engine = Engine::new(
+        rules,
+        EngineConfig {
+            allowed_lateness: lateness,
+            ..EngineConfig::default()
+        },
+    );
+    engine.set_policies(Arc::new(policies));
+    let pretty = match args.output {
+        Output::Json => false,
+        Output::Pretty => true,
+        Output::Auto => std::io::stdout().is_terminal(),
+    };
+    let mut dead = match &args.dead_letter {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut stats = ReplayStats::default();
+    feed_files(
+        &args.files,
+        &decoder,
+        &tenant,
+        &mut engine,
+        &mut stats,
+        &mut |alert| emit(out, &alert, pretty),
+        &mut |letter| {
+            if let Some(w) = dead.as_mut() {
+                serde_json::to_writer(&mut *w, &letter)?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(mut w) = dead {
+        w.flush()?;
+    }
     Ok(stats)
 }
 

@@ -30,12 +30,14 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         .iter()
         .map(|p| config.resolve(p))
         .collect();
-    let rules = Arc::new(crate::rules::load_rule_set(&rule_paths)?);
+    let loaded = crate::reload::load(&rule_paths, &config.tenants, &args.config)?;
     tracing::info!(
-        detections = rules.detections.len(),
-        correlations = rules.correlations.len(),
+        detections = loaded.rules.detections.len(),
+        correlations = loaded.rules.correlations.len(),
+        tenants = config.tenants.len(),
         "rules loaded"
     );
+    let (rules_tx, rules_rx) = watch::channel(Arc::new(loaded));
     let topics = &config.topics;
     if config.kafka.create_topics {
         admin::ensure_topics(
@@ -70,13 +72,22 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             allowed_lateness: config.correlate.allowed_lateness,
             max_groups: config.correlate.max_groups,
             max_groups_per_tenant: config.correlate.max_groups_per_tenant,
+            ..EngineConfig::default()
         };
         let mut core = CorrelateCore::new(
-            Arc::clone(&rules),
+            rules_rx.clone(),
             engine,
             &topics.alerts,
             &topics.dead_letter,
         );
+        tokio::spawn(crate::reload::watch(
+            rule_paths.clone(),
+            config.tenants.clone(),
+            args.config.clone(),
+            config.correlate.reload_interval,
+            rules_tx.clone(),
+            stopped.clone(),
+        ));
         let consumer =
             client::consumer(&config.kafka, &format!("{prefix}-correlate"), "correlate")?;
         consumer

@@ -175,7 +175,8 @@ impl Reader<'_> {
                 .filter_map(|(k, v)| match yaml::as_text(k) {
                     Some(key) => Some((k, v, key)),
                     None => {
-                        self.errors.push((at(k), format!("{what}: keys must be strings")));
+                        self.errors
+                            .push((at(k), format!("{what}: keys must be strings")));
                         None
                     }
                 })
@@ -188,7 +189,13 @@ impl Reader<'_> {
     }
 
     fn unknown(&mut self, k: &Node, key: &str, what: &str, known: &[&str]) {
-        self.err(k, format!("{what}: unknown key '{key}' (expected one of: {})", known.join(", ")));
+        self.err(
+            k,
+            format!(
+                "{what}: unknown key '{key}' (expected one of: {})",
+                known.join(", ")
+            ),
+        );
     }
 
     fn strings(&mut self, v: &Node, what: &str) -> Vec<String> {
@@ -248,12 +255,15 @@ impl Reader<'_> {
         if !self.chain.iter().any(|r| r == name) && !groups.iter().any(|g| g.name == name) {
             self.err(
                 n,
-                format!("{what}: '{name}' is not a stage of this chain (its correlation rules are {})", self.chain.join(", ")),
+                format!(
+                    "{what}: '{name}' is not a stage of this chain (its correlation rules are {})",
+                    self.chain.join(", ")
+                ),
             );
         }
     }
 
-    fn stage_settings(&mut self, node: &Node) -> StageSettings {
+    fn stage_settings(&mut self, node: &Node, is_group: bool) -> StageSettings {
         const KEYS: [&str; 5] = ["max_gap", "min_count", "distinct", "within", "optional"];
         let mut s = StageSettings::default();
         for (k, v, key) in self.entries(node, "a stage") {
@@ -272,8 +282,11 @@ impl Reader<'_> {
                 other => self.unknown(k, other, "stage", &KEYS),
             }
         }
-        if (s.distinct.is_some() || s.within.is_some()) && s.min_count < 2 {
-            self.err(node, "'distinct' and 'within' only make sense with 'min_count' of 2 or more");
+        if s.distinct.is_some() && s.min_count < 2 {
+            self.err(node, "'distinct' only makes sense with 'min_count' of 2 or more");
+        }
+        if s.within.is_some() && s.min_count < 2 && !is_group {
+            self.err(node, "'within' only makes sense with 'min_count' of 2 or more, or on a group");
         }
         s
     }
@@ -307,16 +320,33 @@ impl Reader<'_> {
             }
             let min = min.unwrap_or(1);
             if min > rules.len() {
-                self.err(item, format!("group '{name}': min {min} is more than its {} rules", rules.len()));
+                self.err(
+                    item,
+                    format!(
+                        "group '{name}': min {min} is more than its {} rules",
+                        rules.len()
+                    ),
+                );
             }
-            let positions: Vec<Option<usize>> = rules.iter().map(|r| self.chain.iter().position(|c| c == r)).collect();
+            let positions: Vec<Option<usize>> = rules
+                .iter()
+                .map(|r| self.chain.iter().position(|c| c == r))
+                .collect();
             if positions.iter().any(Option::is_none) {
-                self.err(item, format!("group '{name}': every rule must be one of the correlation's rules"));
+                self.err(
+                    item,
+                    format!("group '{name}': every rule must be one of the correlation's rules"),
+                );
             } else {
                 let mut p: Vec<usize> = positions.into_iter().flatten().collect();
                 p.sort_unstable();
                 if p.windows(2).any(|w| w[1] != w[0] + 1) {
-                    self.err(item, format!("group '{name}': its rules must be consecutive in correlation.rules"));
+                    self.err(
+                        item,
+                        format!(
+                            "group '{name}': its rules must be consecutive in correlation.rules"
+                        ),
+                    );
                 }
             }
             out.push(StageGroup { name, rules, min });
@@ -371,7 +401,8 @@ pub fn parse_playbook(node: &Node, chain: &[String]) -> Result<PlaybookSpec, Vec
             "stages" => {
                 for (k2, v2, name) in r.entries(v, "'stages'") {
                     r.check_stage(k2, &name, &spec.groups, "stages");
-                    let s = r.stage_settings(v2);
+                    let is_group = spec.groups.iter().any(|g| g.name == name);
+                    let s = r.stage_settings(v2, is_group);
                     spec.stages.insert(name, s);
                 }
             }
@@ -406,7 +437,9 @@ pub fn parse_playbook(node: &Node, chain: &[String]) -> Result<PlaybookSpec, Vec
                                 "rule" => rule = r.text(v2, "rule"),
                                 "after" => after = r.text(v2, "after").map(|a| (a, k2)),
                                 "within" => within = r.duration(v2, "within"),
-                                other => r.unknown(k2, other, "absent", &["rule", "after", "within"]),
+                                other => {
+                                    r.unknown(k2, other, "absent", &["rule", "after", "within"])
+                                }
                             }
                         }
                         match (rule, after, within) {
@@ -415,7 +448,11 @@ pub fn parse_playbook(node: &Node, chain: &[String]) -> Result<PlaybookSpec, Vec
                                 if chain.contains(&rule) {
                                     r.err(item, format!("absent: '{rule}' is a stage of the chain; an absent rule must be another rule of the file"));
                                 }
-                                spec.absent.push(Absence { rule, after, within });
+                                spec.absent.push(Absence {
+                                    rule,
+                                    after,
+                                    within,
+                                });
                             }
                             _ => r.err(item, "an absence needs 'rule', 'after' and 'within'"),
                         }
@@ -427,7 +464,11 @@ pub fn parse_playbook(node: &Node, chain: &[String]) -> Result<PlaybookSpec, Vec
             other => r.unknown(k, other, "playbook", &KEYS),
         }
     }
-    if r.errors.is_empty() { Ok(spec) } else { Err(r.errors) }
+    if r.errors.is_empty() {
+        Ok(spec)
+    } else {
+        Err(r.errors)
+    }
 }
 
 fn fixtures(r: &mut Reader<'_>, node: &Node, groups: &[StageGroup]) -> Vec<Fixture> {

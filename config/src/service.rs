@@ -129,7 +129,12 @@ impl TenantsFile {
     /// Reads a tenants file; every problem with its line.
     pub fn load(path: &Path) -> Result<Self, Diagnostics> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostics(vec![Diagnostic::new(path, 0, 0, format!("cannot read: {e}"))])
+            Diagnostics(vec![Diagnostic::new(
+                path,
+                0,
+                0,
+                format!("cannot read: {e}"),
+            )])
         })?;
         let mut l = Loader {
             file: path,
@@ -138,7 +143,10 @@ impl TenantsFile {
         };
         let (root, syntax) = DeTable::parse_recoverable(&text);
         for e in syntax {
-            l.error(e.span().unwrap_or(0..0), format!("TOML syntax: {}", e.message().trim()));
+            l.error(
+                e.span().unwrap_or(0..0),
+                format!("TOML syntax: {}", e.message().trim()),
+            );
         }
         if !l.diags.is_empty() {
             return Err(l.diags);
@@ -147,14 +155,24 @@ impl TenantsFile {
         for (key, value) in root.into_inner() {
             match key.get_ref().as_ref() {
                 "tenants" => tenants = tenants_section(&mut l, value),
-                other => l.error(key.span(), format!("unknown section '{other}' (expected tenants)")),
+                other => l.error(
+                    key.span(),
+                    format!("unknown section '{other}' (expected tenants)"),
+                ),
             }
         }
-        if l.diags.is_empty() { Ok(Self { tenants }) } else { Err(l.diags) }
+        if l.diags.is_empty() {
+            Ok(Self { tenants })
+        } else {
+            Err(l.diags)
+        }
     }
 }
 
-fn tenants_section(l: &mut Loader<'_>, value: Spanned<DeValue<'_>>) -> BTreeMap<String, TenantConfig> {
+fn tenants_section(
+    l: &mut Loader<'_>,
+    value: Spanned<DeValue<'_>>,
+) -> BTreeMap<String, TenantConfig> {
     let span = value.span();
     let mut out = BTreeMap::new();
     match value.into_inner() {
@@ -162,7 +180,12 @@ fn tenants_section(l: &mut Loader<'_>, value: Spanned<DeValue<'_>>) -> BTreeMap<
             for (k, v) in t {
                 let name = k.get_ref().to_string();
                 if chainwatch_model::TenantId::new(&name).is_err() {
-                    l.error(k.span(), format!("tenants: {name:?} is not a valid tenant id (letters, digits, '-', '_')"));
+                    l.error(
+                        k.span(),
+                        format!(
+                            "tenants: {name:?} is not a valid tenant id (letters, digits, '-', '_')"
+                        ),
+                    );
                 }
                 if let Some(c) = l.section::<TenantConfig>(&format!("tenants.{name}"), v) {
                     out.insert(name, c);
@@ -225,6 +248,9 @@ pub struct CorrelateConfig {
     /// Most groups tracked per correlation rule for one tenant.
     #[serde(default = "default_max_groups_per_tenant")]
     pub max_groups_per_tenant: usize,
+    /// How often rule files are checked for changes (they are also reloaded on SIGHUP).
+    #[serde(default = "default_reload_interval", with = "serde_human")]
+    pub reload_interval: Duration,
 }
 
 /// The form alerts are written in.
@@ -304,6 +330,9 @@ fn default_max_groups() -> usize {
 fn default_max_groups_per_tenant() -> usize {
     100_000
 }
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(2)
+}
 
 impl Default for CorrelateConfig {
     fn default() -> Self {
@@ -312,6 +341,7 @@ impl Default for CorrelateConfig {
             allowed_lateness: default_lateness(),
             max_groups: default_max_groups(),
             max_groups_per_tenant: default_max_groups_per_tenant(),
+            reload_interval: default_reload_interval(),
         }
     }
 }
@@ -680,12 +710,22 @@ values = ['C:\Program Files\Tanium\*']
         );
         let c = load(&text).unwrap();
         let acme = &c.tenants["acme"];
-        assert_eq!(acme.playbooks.as_deref(), Some(&["exchange_to_ransomware".to_owned()][..]));
-        assert_eq!(acme.priority["exchange_to_ransomware"], chainwatch_model::Severity::High);
+        assert_eq!(
+            acme.playbooks.as_deref(),
+            Some(&["exchange_to_ransomware".to_owned()][..])
+        );
+        assert_eq!(
+            acme.priority["exchange_to_ransomware"],
+            chainwatch_model::Severity::High
+        );
         assert_eq!(acme.roles["exchange"], ["EXCH01"]);
         assert_eq!(acme.exclude[0].field, "SourceImage");
         let bad = load(&format!("{GOOD}\n[tenants.\"a.b\"]\nplaybook = []\n")).unwrap_err();
-        assert!(bad.iter().any(|d| d.message.contains("not a valid tenant id")), "{bad}");
+        assert!(
+            bad.iter()
+                .any(|d| d.message.contains("not a valid tenant id")),
+            "{bad}"
+        );
         assert!(bad.iter().any(|d| d.message.contains("playbook")), "{bad}");
     }
 

@@ -258,7 +258,11 @@ impl OrderedChains {
     }
 
     /// Raises the complete chains whose absence deadlines `watermark` has passed.
-    pub(crate) fn advance(&mut self, spec: &ChainSpec, watermark: Timestamp) -> Vec<(GroupKey, Emission)> {
+    pub(crate) fn advance(
+        &mut self,
+        spec: &ChainSpec,
+        watermark: Timestamp,
+    ) -> Vec<(GroupKey, Emission)> {
         let due: Vec<GroupKey> = self
             .deadlines
             .iter()
@@ -305,7 +309,14 @@ impl OrderedChains {
     }
 }
 
-fn add_hit(g: &mut Group, slot: Slot, hit: Hit, spec: &ChainSpec, limits: Limits, watermark: Timestamp) -> Outcome {
+fn add_hit(
+    g: &mut Group,
+    slot: Slot,
+    hit: Hit,
+    spec: &ChainSpec,
+    limits: Limits,
+    watermark: Timestamp,
+) -> Outcome {
     let mut out = Outcome::default();
     let list = match slot {
         Slot::Stage(i) => &g.stages[i],
@@ -372,7 +383,10 @@ fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission
                 .next_back()
                 .unwrap_or(picks[0].time);
             let end = anchor.add_nanos(a.within_ns);
-            if g.absent[ai].iter().any(|h| h.time > anchor && h.time <= end) {
+            if g.absent[ai]
+                .iter()
+                .any(|h| h.time > anchor && h.time <= end)
+            {
                 cancelled = true;
             }
             deadline = Some(deadline.map_or(end, |d| d.max(end)));
@@ -413,7 +427,13 @@ fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission
     out
 }
 
-fn emit(g: &mut Group, spec: &ChainSpec, picks: Vec<Pick>, partial: bool, priority: Option<Severity>) -> Emission {
+fn emit(
+    g: &mut Group,
+    spec: &ChainSpec,
+    picks: Vec<Pick>,
+    partial: bool,
+    priority: Option<Severity>,
+) -> Emission {
     let first = picks
         .iter()
         .flat_map(|p| p.hits.iter())
@@ -455,7 +475,11 @@ fn emit(g: &mut Group, spec: &ChainSpec, picks: Vec<Pick>, partial: bool, priori
 /// After a complete finding: every hit up to its end is used up, so a second finding needs new
 /// evidence for every stage. Without suppression the finding is closed.
 fn consume(g: &mut Group, picks: &[Pick], spec: &ChainSpec) {
-    let end = picks.iter().map(|p| p.time).max().unwrap_or(Timestamp::from_nanos(i64::MIN));
+    let end = picks
+        .iter()
+        .map(|p| p.time)
+        .max()
+        .unwrap_or(Timestamp::from_nanos(i64::MIN));
     for list in g.stages.iter_mut().chain(g.absent.iter_mut()) {
         list.retain(|h| {
             if h.time <= end {
@@ -500,7 +524,10 @@ fn candidates(hits: &[Hit], spec: &StageSpec) -> Vec<Candidate> {
         let mut used = Vec::new();
         for i in (0..=j).rev() {
             let x = &hits[i];
-            if spec.within_ns.is_some_and(|w| h.time.nanos_since(x.time) > w) {
+            if spec
+                .within_ns
+                .is_some_and(|w| h.time.nanos_since(x.time) > w)
+            {
                 break;
             }
             let new_value = match &x.value {

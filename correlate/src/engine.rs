@@ -78,7 +78,11 @@ fn nanos(d: Duration) -> i64 {
 impl Engine {
     /// An engine with empty state and default tenant policies.
     pub fn new(rules: Arc<RuleSet>, config: EngineConfig) -> Self {
-        let chains = rules.correlations.iter().map(|_| OrderedChains::default()).collect();
+        let chains = rules
+            .correlations
+            .iter()
+            .map(|_| OrderedChains::default())
+            .collect();
         Self {
             rules,
             policies: Arc::new(Policies::default()),
@@ -158,7 +162,8 @@ impl Engine {
 
     /// The event-time watermark: the newest event seen, less the allowed lateness.
     pub fn watermark(&self) -> Option<Timestamp> {
-        self.newest.map(|n| n.add_nanos(-nanos(self.config.allowed_lateness)))
+        self.newest
+            .map(|n| n.add_nanos(-nanos(self.config.allowed_lateness)))
     }
 
     /// Feeds one event; returns the alerts it raises, in a deterministic order.
@@ -191,11 +196,18 @@ impl Engine {
                 }
                 let key = group_key(corr, ri, event);
                 let value = match feed.slot {
-                    Slot::Stage(s) => corr.stages[s].distinct.as_ref().and_then(|f| match f.resolve(event) {
-                        Some(Resolved::Value(v)) => v.as_text().map(|t| t.to_lowercase().into()),
-                        Some(Resolved::Text(t)) => Some(t.to_lowercase().into()),
-                        None => None,
-                    }),
+                    Slot::Stage(s) => {
+                        corr.stages[s]
+                            .distinct
+                            .as_ref()
+                            .and_then(|f| match f.resolve(event) {
+                                Some(Resolved::Value(v)) => {
+                                    v.as_text().map(|t| t.to_lowercase().into())
+                                }
+                                Some(Resolved::Text(t)) => Some(t.to_lowercase().into()),
+                                None => None,
+                            })
+                    }
                     Slot::Absent(_) => None,
                 };
                 let hit = Hit {
@@ -206,7 +218,14 @@ impl Engine {
                     value,
                     evidence: Box::new(Evidence::of(event, &rule.info.rule.id)),
                 };
-                let out = self.chains[ci].observe(key.clone(), feed.slot, hit, &corr.chain, limits, watermark);
+                let out = self.chains[ci].observe(
+                    key.clone(),
+                    feed.slot,
+                    hit,
+                    &corr.chain,
+                    limits,
+                    watermark,
+                );
                 self.stats.duplicates += u64::from(out.duplicate);
                 self.stats.late += u64::from(out.late);
                 let priority = policies.priority(ci, &event.tenant);
@@ -259,7 +278,11 @@ fn group_key(corr: &CompiledCorrelation, rule: usize, event: &Event) -> GroupKey
                 return event.host.key().into();
             }
             match field.resolve(event) {
-                Some(Resolved::Value(v)) => v.as_text().map(|t| t.to_lowercase()).unwrap_or_default().into(),
+                Some(Resolved::Value(v)) => v
+                    .as_text()
+                    .map(|t| t.to_lowercase())
+                    .unwrap_or_default()
+                    .into(),
                 Some(Resolved::Text(t)) => t.to_lowercase().into(),
                 None => Box::from(""),
             }
@@ -305,9 +328,17 @@ fn push_unique(list: &mut Vec<TechniqueId>, items: &[TechniqueId]) {
     }
 }
 
-fn chain_alert(rules: &RuleSet, corr: &CompiledCorrelation, key: &GroupKey, e: Emission, priority: Option<Severity>) -> Alert {
+fn chain_alert(
+    rules: &RuleSet,
+    corr: &CompiledCorrelation,
+    key: &GroupKey,
+    e: Emission,
+    priority: Option<Severity>,
+) -> Alert {
     let mut h = IdHasher::new();
-    h.part(b"chain").part(corr.info.rule.id.as_bytes()).part(key.0.as_str().as_bytes());
+    h.part(b"chain")
+        .part(corr.info.rule.id.as_bytes())
+        .part(key.0.as_str().as_bytes());
     for v in key.1.iter() {
         h.part(v.as_bytes());
     }
@@ -322,13 +353,19 @@ fn chain_alert(rules: &RuleSet, corr: &CompiledCorrelation, key: &GroupKey, e: E
         matched.sort_unstable();
         matched.dedup();
         for di in &matched {
-            push_unique(&mut stage_techniques, &rules.detections[*di].info.techniques);
+            push_unique(
+                &mut stage_techniques,
+                &rules.detections[*di].info.techniques,
+            );
         }
         push_unique(&mut techniques, &stage_techniques);
         let rule = if info.rules.len() == 1 {
             rules.detections[info.rules[0]].info.rule.clone()
         } else {
-            let titles: Vec<&str> = matched.iter().map(|d| rules.detections[*d].info.rule.title.as_str()).collect();
+            let titles: Vec<&str> = matched
+                .iter()
+                .map(|d| rules.detections[*d].info.rule.title.as_str())
+                .collect();
             RuleRef {
                 id: info.name.clone(),
                 title: titles.join(" + "),
@@ -352,7 +389,9 @@ fn chain_alert(rules: &RuleSet, corr: &CompiledCorrelation, key: &GroupKey, e: E
     events.sort_by_key(|x| (x.time, x.id));
     events.dedup_by_key(|x| x.id);
     let last = e.picks.last().and_then(|p| p.hits.last());
-    let host = last.map(|h| h.host.clone()).unwrap_or_else(|| chainwatch_model::HostName::new(""));
+    let host = last
+        .map(|h| h.host.clone())
+        .unwrap_or_else(|| chainwatch_model::HostName::new(""));
     let user = events.iter().rev().find_map(|x| x.user.clone());
     let severity = priority.unwrap_or(match e.priority {
         Some(p) => p,
@@ -372,7 +411,11 @@ fn chain_alert(rules: &RuleSet, corr: &CompiledCorrelation, key: &GroupKey, e: E
         partial: e.partial,
         rule: corr.info.rule.clone(),
         severity,
-        playbook: corr.info.name.clone().or_else(|| Some(corr.info.rule.title.clone())),
+        playbook: corr
+            .info
+            .name
+            .clone()
+            .or_else(|| Some(corr.info.rule.title.clone())),
         techniques,
         first_seen,
         last_seen,
@@ -384,7 +427,11 @@ fn chain_alert(rules: &RuleSet, corr: &CompiledCorrelation, key: &GroupKey, e: E
             .collect(),
         stages,
         events,
-        response: corr.playbook.as_ref().map(|p| p.response.clone()).unwrap_or_default(),
+        response: corr
+            .playbook
+            .as_ref()
+            .map(|p| p.response.clone())
+            .unwrap_or_default(),
         description: corr.info.description.clone(),
     }
 }

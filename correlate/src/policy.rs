@@ -46,10 +46,19 @@ pub struct Policies {
 impl Policies {
     /// Compiles tenant configs against a rule set. `file` is where the configs came from, for
     /// problems (names of playbooks or rules that do not exist, bad exclusion values).
-    pub fn compile(configs: &std::collections::BTreeMap<String, TenantConfig>, rules: &RuleSet, file: &Path) -> Result<Self, Diagnostics> {
+    pub fn compile(
+        configs: &std::collections::BTreeMap<String, TenantConfig>,
+        rules: &RuleSet,
+        file: &Path,
+    ) -> Result<Self, Diagnostics> {
         let mut diags = Diagnostics::default();
         let mut tenants = HashMap::new();
-        let find_corr = |name: &str| rules.correlations.iter().position(|c: &CompiledCorrelation| c.answers_to(name));
+        let find_corr = |name: &str| {
+            rules
+                .correlations
+                .iter()
+                .position(|c: &CompiledCorrelation| c.answers_to(name))
+        };
         let find_rule = |name: &str| {
             rules
                 .detections
@@ -57,7 +66,8 @@ impl Policies {
                 .position(|d| d.info.name.as_deref() == Some(name) || d.info.rule.id == name)
         };
         for (name, cfg) in configs {
-            let mut err = |m: String| diags.push(Diagnostic::new(file, 0, 0, format!("tenants.{name}: {m}")));
+            let mut err =
+                |m: String| diags.push(Diagnostic::new(file, 0, 0, format!("tenants.{name}: {m}")));
             let Ok(tenant) = TenantId::new(name) else {
                 err("not a valid tenant id".into());
                 continue;
@@ -84,7 +94,8 @@ impl Policies {
                 }
             }
             for (role, hosts) in &cfg.roles {
-                p.roles.insert(role.clone(), hosts.iter().map(|h| host_key(h)).collect());
+                p.roles
+                    .insert(role.clone(), hosts.iter().map(|h| host_key(h)).collect());
             }
             for (i, x) in cfg.exclude.iter().enumerate() {
                 let rule = match &x.rule {
@@ -103,7 +114,11 @@ impl Policies {
                 let item = FieldItem {
                     field: Some(x.field.clone()),
                     modifiers: Vec::new(),
-                    values: x.values.iter().map(|v| SigmaValue::Str(v.clone())).collect(),
+                    values: x
+                        .values
+                        .iter()
+                        .map(|v| SigmaValue::Str(v.clone()))
+                        .collect(),
                     line: 0,
                 };
                 match ValueSet::compile(&item) {
@@ -147,10 +162,11 @@ impl Policies {
             return false;
         }
         corr.roles.is_empty()
-            || corr
-                .roles
-                .iter()
-                .any(|r| p.roles.get(r).is_some_and(|hosts| hosts.contains(event.host.key())))
+            || corr.roles.iter().any(|r| {
+                p.roles
+                    .get(r)
+                    .is_some_and(|hosts| hosts.contains(event.host.key()))
+            })
     }
 
     /// The priority of correlation `ci`'s findings for `tenant`, if overridden.

@@ -218,7 +218,13 @@ impl RuleSet {
         let mut correlations = Vec::new();
         let correlation_refs = correlations_by_ref(docs);
         for corr in correlations_src {
-            match compile_correlation(corr, &detection_metas, &detection_docs, &correlation_refs, tables) {
+            match compile_correlation(
+                corr,
+                &detection_metas,
+                &detection_docs,
+                &correlation_refs,
+                tables,
+            ) {
                 Ok(c) => {
                     let ci = correlations.len();
                     for (si, stage) in c.stages.iter().enumerate() {
@@ -244,7 +250,8 @@ impl RuleSet {
         }
         // Sigma: a rule a correlation refers to alerts only through it, unless `generate`.
         for d in &mut detections {
-            d.standalone = d.feeds.is_empty() || d.feeds.iter().any(|f| correlations[f.correlation].1);
+            d.standalone =
+                d.feeds.is_empty() || d.feeds.iter().any(|f| correlations[f.correlation].1);
         }
         let mut by_event: HashMap<(String, u32), Vec<usize>> = HashMap::new();
         let mut general = Vec::new();
@@ -350,7 +357,11 @@ fn compile_detection(rule: &DetectionRule, tables: &Tables) -> Result<CompiledRu
 }
 
 /// Finds a detection rule by the `id` or `name` a correlation uses.
-fn find_rule(detections: &[&RuleMeta], name: &str, correlation_refs: &[&str]) -> Result<usize, String> {
+fn find_rule(
+    detections: &[&RuleMeta],
+    name: &str,
+    correlation_refs: &[&str],
+) -> Result<usize, String> {
     let hits: Vec<usize> = detections
         .iter()
         .enumerate()
@@ -365,7 +376,9 @@ fn find_rule(detections: &[&RuleMeta], name: &str, correlation_refs: &[&str]) ->
         [] => Err(format!(
             "refers to rule {name:?}, which is not loaded (no rule has that id or name)"
         )),
-        _ => Err(format!("refers to rule {name:?}, which more than one rule is named")),
+        _ => Err(format!(
+            "refers to rule {name:?}, which more than one rule is named"
+        )),
     }
 }
 
@@ -375,9 +388,27 @@ fn nanos(d: Duration) -> i64 {
 
 fn fingerprint(corr: &CorrelationRule, rules: &[&DetectionRule]) -> u128 {
     let mut h = IdHasher::new();
-    h.part(format!("{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}", corr.meta.id, corr.kind, corr.rules, corr.group_by, corr.timespan, corr.aliases, corr.playbook).as_bytes());
+    h.part(
+        format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            corr.meta.id,
+            corr.kind,
+            corr.rules,
+            corr.group_by,
+            corr.timespan,
+            corr.aliases,
+            corr.playbook
+        )
+        .as_bytes(),
+    );
     for r in rules {
-        h.part(format!("{:?}|{:?}|{:?}|{:?}|{:?}", r.meta.id, r.meta.name, r.meta.tags, r.logsource, r.detection).as_bytes());
+        h.part(
+            format!(
+                "{:?}|{:?}|{:?}|{:?}|{:?}",
+                r.meta.id, r.meta.name, r.meta.tags, r.logsource, r.detection
+            )
+            .as_bytes(),
+        );
     }
     h.alert_id().as_u128()
 }
@@ -396,7 +427,7 @@ fn compile_correlation(
         ));
     }
     let empty = PlaybookSpec::default();
-    let pb = corr.playbook.as_ref().unwrap_or(&empty);
+    let pb = corr.playbook.as_deref().unwrap_or(&empty);
     // Stages: each rule of `correlation.rules`, except that a group's rules form one stage.
     let mut stages: Vec<StageInfo> = Vec::new();
     let mut specs: Vec<StageSpec> = Vec::new();
@@ -416,7 +447,10 @@ fn compile_correlation(
         stages.push(StageInfo {
             name: stage_name,
             rules,
-            distinct: settings.distinct.as_deref().map(|f| FieldRef::new(f, tables)),
+            distinct: settings
+                .distinct
+                .as_deref()
+                .map(|f| FieldRef::new(f, tables)),
         });
         specs.push(StageSpec {
             min_rules,
@@ -436,19 +470,25 @@ fn compile_correlation(
     for a in &pb.absent {
         absent_rules.push(find_rule(detections, &a.rule, correlation_refs)?);
         absences.push(AbsenceSpec {
-            after: stage_index(&a.after).ok_or_else(|| format!("absent: no stage named {:?}", a.after))?,
+            after: stage_index(&a.after)
+                .ok_or_else(|| format!("absent: no stage named {:?}", a.after))?,
             within_ns: nanos(a.within),
         });
     }
     let mut milestones = Vec::new();
     for m in &pb.partial {
-        let at = stage_index(&m.after).ok_or_else(|| format!("partial: no stage named {:?}", m.after))?;
+        let at = stage_index(&m.after)
+            .ok_or_else(|| format!("partial: no stage named {:?}", m.after))?;
         milestones.push((at, m.priority));
     }
     milestones.sort_by_key(|(s, _)| *s);
 
     // Group-by fields, per rule when aliases say so.
-    let every_rule: Vec<usize> = stages.iter().flat_map(|s| s.rules.iter().copied()).chain(absent_rules.iter().copied()).collect();
+    let every_rule: Vec<usize> = stages
+        .iter()
+        .flat_map(|s| s.rules.iter().copied())
+        .chain(absent_rules.iter().copied())
+        .collect();
     let mut group_by = Vec::new();
     for g in &corr.group_by {
         let mut per_rule = HashMap::new();
@@ -488,7 +528,7 @@ fn compile_correlation(
         },
         group_by,
         timespan: corr.timespan,
-        playbook: corr.playbook.clone(),
+        playbook: corr.playbook.as_deref().cloned(),
         severity,
         roles: pb.scope.roles.clone(),
         fingerprint: fingerprint(corr, &docs),

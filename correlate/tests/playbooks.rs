@@ -99,14 +99,25 @@ fn stage_names(a: &Alert) -> Vec<&str> {
 
 #[test]
 fn a_stage_must_follow_the_previous_one_within_its_gap() {
-    let text = playbook(&["a", "b"], "1d", "    stages:\n        b: {max_gap: 10m}", &[]);
+    let text = playbook(
+        &["a", "b"],
+        "1d",
+        "    stages:\n        b: {max_gap: 10m}",
+        &[],
+    );
     let mut e = engine(&text);
-    assert!(feed(&mut e, &[ev("a", 0), ev("b", 601)]).is_empty(), "b is 10m01s after a");
+    assert!(
+        feed(&mut e, &[ev("a", 0), ev("b", 601)]).is_empty(),
+        "b is 10m01s after a"
+    );
     let mut e = engine(&text);
     assert_eq!(feed(&mut e, &[ev("a", 0), ev("b", 600)]).len(), 1);
     // A later first stage brings b within the gap.
     let mut e = engine(&text);
-    assert_eq!(feed(&mut e, &[ev("a", 0), ev("b", 1000), ev("a", 500)]).len(), 1);
+    assert_eq!(
+        feed(&mut e, &[ev("a", 0), ev("b", 1000), ev("a", 500)]).len(),
+        1
+    );
 }
 
 #[test]
@@ -117,14 +128,17 @@ fn counting_stages_need_distinct_values_inside_their_window() {
         "    stages:\n        r: {min_count: 5, distinct: TargetFilename, within: 1m}",
         &[],
     );
-    let rename = |secs, file: &str| event_on("acme", "h1", "r.exe", secs, &[("TargetFilename", file)]);
+    let rename =
+        |secs, file: &str| event_on("acme", "h1", "r.exe", secs, &[("TargetFilename", file)]);
     let mut e = engine(&text);
     let mut events = vec![ev("a", 0)];
     // Five renames of the same file: one distinct value.
     events.extend((0..5).map(|i| rename(10 + i, "C:\\d\\same.docx")));
     assert!(feed(&mut e, &events).is_empty());
     // Five distinct files, but spread over more than a minute.
-    let spread: Vec<Event> = (0..5).map(|i| rename(100 + i * 20, &format!("C:\\d\\f{i}.docx"))).collect();
+    let spread: Vec<Event> = (0..5)
+        .map(|i| rename(100 + i * 20, &format!("C:\\d\\f{i}.docx")))
+        .collect();
     assert!(feed(&mut e, &spread).is_empty());
     // Inside the last minute of 181 s: f2, f3, f4 and f9 are four.
     assert!(feed(&mut e, &[rename(181, "C:\\d\\f9.docx")]).is_empty());
@@ -132,12 +146,21 @@ fn counting_stages_need_distinct_values_inside_their_window() {
     let alerts = feed(&mut e, &[rename(182, "C:\\d\\f10.docx")]);
     assert_eq!(alerts.len(), 1);
     assert_eq!(stage_names(&alerts[0]), ["a", "r"]);
-    assert_eq!(alerts[0].stages[1].events.len(), 5, "the evidence is the five counted renames");
+    assert_eq!(
+        alerts[0].stages[1].events.len(),
+        5,
+        "the evidence is the five counted renames"
+    );
 }
 
 #[test]
 fn optional_stages_may_be_skipped_but_are_kept_when_present() {
-    let text = playbook(&["a", "b", "c"], "1h", "    stages:\n        b: {optional: true}", &[]);
+    let text = playbook(
+        &["a", "b", "c"],
+        "1h",
+        "    stages:\n        b: {optional: true}",
+        &[],
+    );
     let mut e = engine(&text);
     let alerts = feed(&mut e, &[ev("a", 0), ev("c", 60)]);
     assert_eq!(stage_names(&alerts[0]), ["a", "c"]);
@@ -155,13 +178,19 @@ fn a_group_is_one_stage_met_by_n_of_its_rules_in_any_order() {
         &[],
     );
     let mut e = engine(&text);
-    assert!(feed(&mut e, &[ev("a", 0), ev("z", 10), ev("d", 30)]).is_empty(), "one of three is not two");
+    assert!(
+        feed(&mut e, &[ev("a", 0), ev("z", 10), ev("d", 30)]).is_empty(),
+        "one of three is not two"
+    );
     // x arrives late (event time 20): z and x make the group, complete at 20, before d at 30.
     let alerts = feed(&mut e, &[ev("x", 20)]);
     assert_eq!(alerts.len(), 1);
     assert_eq!(stage_names(&alerts[0]), ["a", "recon", "d"]);
     assert_eq!(alerts[0].stages[1].events.len(), 2);
-    assert_eq!(alerts[0].stages[1].rule.title, "Stage x + Stage z", "rules in the group's order");
+    assert_eq!(
+        alerts[0].stages[1].rule.title, "Stage x + Stage z",
+        "rules in the group's order"
+    );
 }
 
 #[test]
@@ -192,19 +221,43 @@ fn absence_is_judged_on_event_time_once_the_deadline_has_passed() {
     // After the window it does not.
     let mut e = Engine::new(rule_set(&text), config);
     assert!(feed(&mut e, &[ev("a", 0), ev("b", 60), ev("undo", 700)]).is_empty());
-    assert_eq!(feed(&mut e, &[event_on("acme", "other", "noise.exe", 5000, &[])]).len(), 1);
+    assert_eq!(
+        feed(&mut e, &[event_on("acme", "other", "noise.exe", 5000, &[])]).len(),
+        1
+    );
     // The absent rule alone raises nothing.
     let mut e = Engine::new(rule_set(&text), config);
-    assert!(feed(&mut e, &[ev("undo", 0), event_on("acme", "other", "noise.exe", 9000, &[])]).is_empty());
+    assert!(
+        feed(
+            &mut e,
+            &[
+                ev("undo", 0),
+                event_on("acme", "other", "noise.exe", 9000, &[])
+            ]
+        )
+        .is_empty()
+    );
 }
 
 #[test]
 fn absence_deadlines_also_pass_by_advancing_the_watermark() {
-    let text = playbook(&["a", "b"], "1h", "    absent:\n        - {rule: undo, after: b, within: 10m}", &["undo"]);
+    let text = playbook(
+        &["a", "b"],
+        "1h",
+        "    absent:\n        - {rule: undo, after: b, within: 10m}",
+        &["undo"],
+    );
     let mut e = engine(&text);
     assert!(feed(&mut e, &[ev("a", 0), ev("b", 60)]).is_empty());
-    assert!(e.advance(Timestamp::from_millis(1_700_000_000_000 + 600_000)).is_empty());
-    assert_eq!(e.advance(Timestamp::from_millis(1_700_000_000_000 + 660_000)).len(), 1);
+    assert!(
+        e.advance(Timestamp::from_millis(1_700_000_000_000 + 600_000))
+            .is_empty()
+    );
+    assert_eq!(
+        e.advance(Timestamp::from_millis(1_700_000_000_000 + 660_000))
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -225,12 +278,18 @@ fn partial_findings_rise_in_priority_and_keep_their_id() {
     assert!(feed(&mut e, &[ev("a", 5)]).is_empty());
     let second = feed(&mut e, &[ev("b", 10)]);
     assert_eq!(second.len(), 1);
-    assert_eq!((second[0].severity, second[0].revision), (Severity::High, 1));
+    assert_eq!(
+        (second[0].severity, second[0].revision),
+        (Severity::High, 1)
+    );
     assert_eq!(second[0].id, first[0].id);
     let done = feed(&mut e, &[ev("c", 20)]);
     assert_eq!(done.len(), 1);
     assert!(!done[0].partial);
-    assert_eq!((done[0].severity, done[0].revision), (Severity::Critical, 2));
+    assert_eq!(
+        (done[0].severity, done[0].revision),
+        (Severity::Critical, 2)
+    );
     assert_eq!(done[0].id, first[0].id);
     assert_eq!(stage_names(&done[0]), ["a", "b", "c"]);
     // Stages arriving together jump straight to the highest milestone reached.
@@ -256,7 +315,13 @@ fn suppression_updates_one_finding_per_window() {
     assert_eq!(three[0].revision, 0);
     // Without suppression, every chain is its own finding.
     let mut e = engine(&playbook(&["a", "b"], "1h", "", &[]));
-    let ids: Vec<_> = feed(&mut e, &[ev("a", 0), ev("b", 60), ev("a", 3600), ev("b", 3660)]).into_iter().map(|a| a.id).collect();
+    let ids: Vec<_> = feed(
+        &mut e,
+        &[ev("a", 0), ev("b", 60), ev("a", 3600), ev("b", 3660)],
+    )
+    .into_iter()
+    .map(|a| a.id)
+    .collect();
     assert_eq!(ids.len(), 2);
     assert_ne!(ids[0], ids[1]);
 }
@@ -286,26 +351,60 @@ fn tenant_exclusions_drop_known_good_activity() {
         });
     });
     let mut e = with_policy(&text, &cfg);
-    let admin = event_on("acme", "h1", "b.exe", 60, &[("CommandLine", "b.exe --from Backup-Agent nightly")]);
+    let admin = event_on(
+        "acme",
+        "h1",
+        "b.exe",
+        60,
+        &[("CommandLine", "b.exe --from Backup-Agent nightly")],
+    );
     assert!(feed(&mut e, &[ev("a", 0), admin]).is_empty());
     assert_eq!(e.stats().excluded, 1);
     assert_eq!(feed(&mut e, &[ev("b", 90)]).len(), 1);
     // Another tenant has no such exclusion.
-    let other = event_on("globex", "h1", "b.exe", 60, &[("CommandLine", "b.exe --from Backup-Agent")]);
-    assert_eq!(feed(&mut e, &[event_on("globex", "h1", "a.exe", 0, &[]), other]).len(), 1);
+    let other = event_on(
+        "globex",
+        "h1",
+        "b.exe",
+        60,
+        &[("CommandLine", "b.exe --from Backup-Agent")],
+    );
+    assert_eq!(
+        feed(&mut e, &[event_on("globex", "h1", "a.exe", 0, &[]), other]).len(),
+        1
+    );
 }
 
 #[test]
 fn scoped_playbooks_run_only_on_hosts_with_the_role() {
     let text = playbook(&["a", "b"], "1h", "    scope: {roles: [exchange]}", &[]);
     let cfg = tenant_cfg(|c| {
-        c.roles.insert("exchange".into(), vec!["EXCH01.corp.local".into()]);
+        c.roles
+            .insert("exchange".into(), vec!["EXCH01.corp.local".into()]);
     });
     let mut e = with_policy(&text, &cfg);
-    let on = |host: &str| vec![event_on("acme", host, "a.exe", 0, &[]), event_on("acme", host, "b.exe", 60, &[])];
-    assert!(feed(&mut e, &on("ws-01")).is_empty(), "not an Exchange server");
+    let on = |host: &str| {
+        vec![
+            event_on("acme", host, "a.exe", 0, &[]),
+            event_on("acme", host, "b.exe", 60, &[]),
+        ]
+    };
+    assert!(
+        feed(&mut e, &on("ws-01")).is_empty(),
+        "not an Exchange server"
+    );
     assert_eq!(feed(&mut e, &on("exch01")).len(), 1);
-    assert!(feed(&mut e, &[event_on("globex", "exch01", "a.exe", 0, &[]), event_on("globex", "exch01", "b.exe", 60, &[])]).is_empty(), "globex lists no Exchange server");
+    assert!(
+        feed(
+            &mut e,
+            &[
+                event_on("globex", "exch01", "a.exe", 0, &[]),
+                event_on("globex", "exch01", "b.exe", 60, &[])
+            ]
+        )
+        .is_empty(),
+        "globex lists no Exchange server"
+    );
 }
 
 #[test]
@@ -318,7 +417,10 @@ fn tenants_choose_playbooks_and_priorities() {
         c.priority.insert("chain".into(), Severity::Low);
     });
     let mut e = with_policy(&text, &lower);
-    assert_eq!(feed(&mut e, &[ev("a", 0), ev("b", 60)])[0].severity, Severity::Low);
+    assert_eq!(
+        feed(&mut e, &[ev("a", 0), ev("b", 60)])[0].severity,
+        Severity::Low
+    );
     let unknown = tenant_cfg(|c| c.playbooks = Some(vec!["nope".into()]));
     let err = Policies::compile(&unknown, &rule_set(&text), Path::new("t.toml")).unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
@@ -338,7 +440,9 @@ correlation:
     timespan: 1h
 playbook:
     priority: high
-".to_owned() + &stage_rules(&["x", "y"]);
+"
+    .to_owned()
+        + &stage_rules(&["x", "y"]);
     let mut e = engine(&format!("{chain_ab}{other}"));
     assert!(feed(&mut e, &[ev("a", 0), ev("x", 0)]).is_empty());
     // Reload with "other" changed (a longer timespan) and "chain" unchanged.
@@ -352,10 +456,25 @@ playbook:
 
 #[test]
 fn the_same_host_name_in_two_tenants_stays_apart_in_playbooks_too() {
-    let text = playbook(&["a", "b"], "1h", "    partial:\n        - {after: a, priority: low}", &[]);
+    let text = playbook(
+        &["a", "b"],
+        "1h",
+        "    partial:\n        - {after: a, priority: low}",
+        &[],
+    );
     let mut e = engine(&text);
-    let alerts = feed(&mut e, &[event_on("t1", "exch01", "a.exe", 0, &[]), event_on("t2", "EXCH01", "b.exe", 60, &[])]);
-    assert!(alerts.iter().all(|a| a.partial && a.kind == AlertKind::Chain), "{alerts:?}");
+    let alerts = feed(
+        &mut e,
+        &[
+            event_on("t1", "exch01", "a.exe", 0, &[]),
+            event_on("t2", "EXCH01", "b.exe", 60, &[]),
+        ],
+    );
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a.partial && a.kind == AlertKind::Chain),
+        "{alerts:?}"
+    );
     assert_eq!(alerts.len(), 1, "only t1's partial finding");
 }
-

@@ -3,30 +3,36 @@
 
 use std::sync::Arc;
 
-use chainwatch_correlate::{Engine, EngineConfig, RuleSet};
+use chainwatch_correlate::{Engine, EngineConfig};
 use chainwatch_kafka::{InMessage, OutRecord, Transform};
 use chainwatch_model::Event;
 use chainwatch_sink::render;
 
 use super::dead_letter;
+use crate::reload::Loaded;
 
 /// The correlate core.
 pub struct CorrelateCore {
     engine: Engine,
+    rules: tokio::sync::watch::Receiver<Arc<Loaded>>,
     alerts_topic: String,
     dead_letter_topic: String,
 }
 
 impl CorrelateCore {
-    /// A core over `rules`.
+    /// A core over the rules `rules` holds now, taking each reload as it comes.
     pub fn new(
-        rules: Arc<RuleSet>,
+        mut rules: tokio::sync::watch::Receiver<Arc<Loaded>>,
         config: EngineConfig,
         alerts_topic: &str,
         dead_letter_topic: &str,
     ) -> Self {
+        let loaded = Arc::clone(&rules.borrow_and_update());
+        let mut engine = Engine::new(Arc::clone(&loaded.rules), config);
+        engine.set_policies(Arc::clone(&loaded.policies));
         Self {
-            engine: Engine::new(rules, config),
+            engine,
+            rules,
             alerts_topic: alerts_topic.to_owned(),
             dead_letter_topic: dead_letter_topic.to_owned(),
         }
@@ -35,6 +41,16 @@ impl CorrelateCore {
 
 impl Transform for CorrelateCore {
     fn process(&mut self, msg: &InMessage<'_>) -> Vec<OutRecord> {
+        if self.rules.has_changed().unwrap_or(false) {
+            let loaded = Arc::clone(&self.rules.borrow_and_update());
+            let kept = self.engine.reload(Arc::clone(&loaded.rules));
+            self.engine.set_policies(Arc::clone(&loaded.policies));
+            tracing::info!(
+                stage = "correlate",
+                kept,
+                "new rules in effect; partial chains of unchanged playbooks kept"
+            );
+        }
         let event: Event = match serde_json::from_slice(msg.payload.unwrap_or_default()) {
             Ok(e) => e,
             Err(e) => {

@@ -332,8 +332,9 @@ pub struct CorrelationRule {
     pub aliases: Vec<FieldAlias>,
     /// `generate`: the referenced rules also alert on their own.
     pub generate: bool,
-    /// The `playbook` custom attribute: what chainwatch adds to Sigma.
-    pub playbook: Option<PlaybookSpec>,
+    /// The `playbook` custom attribute: what chainwatch adds to Sigma (boxed: most
+    /// correlations have none, and it is large).
+    pub playbook: Option<Box<PlaybookSpec>>,
 }
 
 /// The four correlation types of the specification.

@@ -505,7 +505,7 @@ impl Ctx<'_> {
             .any(|n| yaml::scalar(n) == Some(&ScalarOwned::Boolean(true)));
         let playbook = match yaml::get(doc, "playbook") {
             Some(node) => match parse_playbook(node, &rules) {
-                Ok(p) => Some(p),
+                Ok(p) => Some(Box::new(p)),
                 Err(errors) => {
                     for (at, msg) in errors {
                         let mut d =
@@ -746,7 +746,9 @@ playbook:
         );
         let (docs, diags) = parse(&text);
         assert!(diags.is_empty(), "{diags}");
-        let RuleDoc::Correlation(c) = &docs[0] else { panic!() };
+        let RuleDoc::Correlation(c) = &docs[0] else {
+            panic!()
+        };
         let pb = c.playbook.as_ref().unwrap();
         assert_eq!(pb.scope.roles, ["exchange"]);
         assert_eq!(pb.groups[0].rules, ["b", "c"]);
@@ -782,7 +784,16 @@ playbook:
         let (docs, diags) = parse(&text);
         assert!(docs.is_empty());
         let all = diags.to_string();
-        for needle in ["urgent", "'z' is not a stage", "colour", "only make sense", "consecutive", "nowhere", "'b' is a stage", "respond"] {
+        for needle in [
+            "urgent",
+            "'z' is not a stage",
+            "colour",
+            "only makes sense",
+            "consecutive",
+            "nowhere",
+            "'b' is a stage",
+            "respond",
+        ] {
             assert!(all.contains(needle), "missing {needle:?} in {all}");
         }
         assert!(diags.iter().all(|d| d.line > 8), "{all}");
