@@ -118,7 +118,19 @@ pub async fn watch(
                 );
                 let _ = tx.send(Arc::new(loaded));
             }
-            Ok(Err(e)) => tracing::error!(reason, "reload rejected, the running rules stay: {e:#}"),
+            Ok(Err(e)) => {
+                // One log line: every problem, joined, so log shippers keep it together.
+                let problems = format!("{e:#}")
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tracing::error!(
+                    reason,
+                    "reload rejected, the running rules stay: {problems}"
+                );
+            }
             Err(e) => tracing::error!(reason, "reload failed: {e}"),
         }
     }

@@ -7,11 +7,30 @@ use chainwatch_config::sigma::{RuleDoc, parse_rule_text};
 use chainwatch_config::{Diagnostics, load_rule_paths};
 use chainwatch_correlate::RuleSet;
 
-/// The playbooks shipped with chainwatch, embedded so the binary runs anywhere.
-pub const BUILTIN_PLAYBOOKS: &[(&str, &str)] = &[(
-    "playbooks/exchange-to-ransomware.yml",
-    include_str!("../playbooks/exchange-to-ransomware.yml"),
-)];
+/// The playbooks shipped with chainwatch, embedded so the binary runs anywhere. A test checks
+/// that every file in `playbooks/` is listed here.
+pub const BUILTIN_PLAYBOOKS: &[(&str, &str)] = &[
+    (
+        "playbooks/credential-theft-after-exploitation.yml",
+        include_str!("../playbooks/credential-theft-after-exploitation.yml"),
+    ),
+    (
+        "playbooks/exchange-to-ransomware.yml",
+        include_str!("../playbooks/exchange-to-ransomware.yml"),
+    ),
+    (
+        "playbooks/lateral-movement-account-creation.yml",
+        include_str!("../playbooks/lateral-movement-account-creation.yml"),
+    ),
+    (
+        "playbooks/proxylogon.yml",
+        include_str!("../playbooks/proxylogon.yml"),
+    ),
+    (
+        "playbooks/proxyshell.yml",
+        include_str!("../playbooks/proxyshell.yml"),
+    ),
+];
 
 /// Reads rule specs from paths, or the built-in playbooks when `paths` is empty.
 pub fn read_specs(paths: &[PathBuf]) -> (Vec<RuleDoc>, Diagnostics, usize) {
@@ -79,4 +98,29 @@ pub fn check(paths: &[PathBuf]) -> bool {
         failed,
     );
     diags.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_playbook_is_embedded() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yml") || n.ends_with(".yaml"))
+            .map(|n| format!("playbooks/{n}"))
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<String> = BUILTIN_PLAYBOOKS
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .collect();
+        assert_eq!(embedded, on_disk);
+        let set = load_rule_set(&[]).unwrap();
+        assert_eq!(set.correlations.len(), on_disk.len());
+    }
 }

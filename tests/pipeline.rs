@@ -91,8 +91,18 @@ async fn one_tenant_one_host_one_chain_alert() {
             alert
         })
         .collect();
-    assert_eq!(alerts.len(), 1, "{alerts:#?}");
-    let alert = &alerts[0];
+    // Findings are updated in place: the latest revision of each id is the finding.
+    let mut findings: Vec<Alert> = Vec::new();
+    for a in alerts {
+        match findings.iter_mut().find(|f| f.id == a.id) {
+            Some(f) if a.revision > f.revision => *f = a,
+            Some(_) => {}
+            None => findings.push(a),
+        }
+    }
+    let complete: Vec<&Alert> = findings.iter().filter(|a| !a.partial).collect();
+    assert_eq!(complete.len(), 1, "{findings:#?}");
+    let alert = complete[0];
     assert_eq!(alert.kind, AlertKind::Chain);
     assert_eq!(alert.tenant.as_str(), "tenant-a");
     assert_eq!(alert.host.key(), "exch01");
@@ -118,6 +128,14 @@ async fn one_tenant_one_host_one_chain_alert() {
             e.provenance
         );
     }
+    // Tenant B's host of the same name had a web shell and an account: a partial finding of its
+    // own. Tenant C's stages 3-4, without a web shell before them, raise nothing.
+    let others: Vec<(&str, bool, usize)> = findings
+        .iter()
+        .filter(|f| f.id != alert.id)
+        .map(|f| (f.tenant.as_str(), f.partial, f.stages.len()))
+        .collect();
+    assert_eq!(others, [("tenant-b", true, 1)], "{findings:#?}");
 
     // Normalized events are keyed by tenant and host.
     let events = read_all(&names.events);
@@ -142,14 +160,20 @@ async fn one_tenant_one_host_one_chain_alert() {
     );
     assert_eq!(dead[0].payload, b"{\"EventID\": 1, truncated");
 
-    // The file sink holds the same alert.
+    // The file sink holds every alert of the topic.
     let lines = std::fs::read_to_string(&alerts_file).unwrap();
-    let filed: Vec<Alert> = lines
+    let mut filed: Vec<Alert> = lines
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(filed.len(), 1);
-    assert_eq!(filed[0].id, alert.id);
+    let mut read: Vec<Alert> = read_all(&names.alerts)
+        .iter()
+        .map(|r| serde_json::from_slice(&r.payload).unwrap())
+        .collect();
+    filed.sort_by_key(|a| (a.id, a.revision));
+    read.sort_by_key(|a| (a.id, a.revision));
+    assert_eq!(filed, read);
+    assert!(filed.iter().any(|f| f.id == alert.id && !f.partial));
 
     assert!(cw.stop().success(), "chainwatch exits cleanly on SIGTERM");
 }

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use chainwatch_model::{Alert, AlertKind};
+use chainwatch_model::{Alert, AlertKind, Severity};
 
 fn replay(args: &[&str]) -> (String, String, bool) {
     let out = Command::new(env!("CARGO_BIN_EXE_chainwatch"))
@@ -20,7 +20,7 @@ fn replay(args: &[&str]) -> (String, String, bool) {
 }
 
 #[test]
-fn the_sample_intrusion_raises_exactly_the_chain_alert() {
+fn the_sample_intrusion_raises_one_finding_that_grows_to_the_whole_chain() {
     let stats = tempfile::NamedTempFile::new().unwrap();
     let (stdout, stderr, ok) = replay(&[
         "--output",
@@ -36,8 +36,21 @@ fn the_sample_intrusion_raises_exactly_the_chain_alert() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON alert per line"))
         .collect();
-    assert_eq!(alerts.len(), 1, "{stdout}");
-    let a = &alerts[0];
+    // One finding: raised at the web shell, updated at the dump, complete at the backups.
+    assert!(alerts.iter().all(|a| a.id == alerts[0].id), "{stdout}");
+    let revisions: Vec<(u32, bool, Severity)> = alerts
+        .iter()
+        .map(|a| (a.revision, a.partial, a.severity))
+        .collect();
+    assert_eq!(
+        revisions,
+        [
+            (0, true, Severity::High),
+            (1, true, Severity::Critical),
+            (2, false, Severity::Critical)
+        ]
+    );
+    let a = alerts.last().unwrap();
     assert_eq!(a.kind, AlertKind::Chain);
     assert_eq!(a.tenant.as_str(), "contoso");
     assert_eq!(a.host.key(), "exch01");
@@ -47,21 +60,68 @@ fn the_sample_intrusion_raises_exactly_the_chain_alert() {
         techniques,
         ["T1190", "T1505.003", "T1136", "T1003.001", "T1490", "T1486"]
     );
+    let stages: Vec<&str> = a.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        stages,
+        [
+            "iis_worker_spawns_shell",
+            "account_created",
+            "lsass_memory_dump",
+            "recovery_inhibited"
+        ]
+    );
     assert_eq!(a.events.len(), 4);
     assert!(
         a.events.windows(2).all(|w| w[0].time <= w[1].time),
         "evidence in event-time order"
     );
     assert!(!a.response.is_empty());
-    // The same input gives the same id on every run.
+    // The same input gives the same ids on every run.
     let (again, _, _) = replay(&["--output", "json", "--tenant", "contoso", "examples/"]);
     assert_eq!(stdout, again);
 
     let stats: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(stats.path()).unwrap()).unwrap();
-    assert_eq!(stats["alerts"], 1);
+    assert_eq!(stats["alerts"], 3);
     assert_eq!(stats["records_read"], stats["events_normalized"]);
     assert!(stats["records_read"].as_u64().unwrap() > 4000);
+}
+
+#[test]
+fn tenant_overrides_apply_in_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = dir.path().join("tenants.toml");
+    // contoso does not run the ransomware playbook; the sample then raises nothing.
+    std::fs::write(
+        &tenants,
+        "[tenants.contoso]\nplaybooks = [\"proxylogon\"]\n",
+    )
+    .unwrap();
+    let (stdout, stderr, ok) = replay(&[
+        "--output",
+        "json",
+        "--tenant",
+        "contoso",
+        "--tenants",
+        tenants.to_str().unwrap(),
+        "examples/",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "");
+    std::fs::write(
+        &tenants,
+        "[tenants.contoso]\nplaybooks = [\"no_such_playbook\"]\n",
+    )
+    .unwrap();
+    let (_, stderr, ok) = replay(&[
+        "--tenants",
+        tenants.to_str().unwrap(),
+        "--tenant",
+        "contoso",
+        "examples/",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("no_such_playbook"), "{stderr}");
 }
 
 #[test]

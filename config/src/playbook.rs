@@ -283,10 +283,16 @@ impl Reader<'_> {
             }
         }
         if s.distinct.is_some() && s.min_count < 2 {
-            self.err(node, "'distinct' only makes sense with 'min_count' of 2 or more");
+            self.err(
+                node,
+                "'distinct' only makes sense with 'min_count' of 2 or more",
+            );
         }
         if s.within.is_some() && s.min_count < 2 && !is_group {
-            self.err(node, "'within' only makes sense with 'min_count' of 2 or more, or on a group");
+            self.err(
+                node,
+                "'within' only makes sense with 'min_count' of 2 or more, or on a group",
+            );
         }
         s
     }

@@ -122,7 +122,13 @@ struct Open {
     revision: u32,
     /// Index into the milestones of the last partial finding raised (`None`: none yet).
     milestone: Option<usize>,
+    /// The chain is complete (its required stages are placed).
     complete: bool,
+    /// Stages placed in the last version raised.
+    placed: usize,
+    /// The complete chain can grow no more (every stage placed, or its timespan is over) and
+    /// its evidence is used up.
+    closed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -366,7 +372,8 @@ fn add_hit(
 }
 
 /// Solves the group and decides what to raise: a complete finding (when no absence deadline
-/// is pending), or a partial one when a new milestone is reached.
+/// is pending), updates of it while optional stages still join, or a partial one when a new
+/// milestone is reached.
 fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission> {
     g.waiting = None;
     let solution = solve(&g.stages, spec);
@@ -395,8 +402,33 @@ fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission
             match deadline {
                 Some(d) if d > watermark => g.waiting = Some(d),
                 _ => {
-                    out.push(emit(g, spec, picks.clone(), false, None));
-                    consume(g, &picks, spec);
+                    let placed = picks.len();
+                    let open_chain = g.open.as_ref().is_some_and(|o| o.complete && !o.closed);
+                    if open_chain {
+                        // The same chain, still open: raise it again only if it grew.
+                        if g.open.as_ref().is_some_and(|o| placed > o.placed) {
+                            out.push(emit(g, spec, picks.clone(), false, None, true));
+                        }
+                    } else {
+                        let reuse = g
+                            .open
+                            .as_ref()
+                            .is_some_and(|o| spec.suppress_ns.is_some() || !o.complete);
+                        out.push(emit(g, spec, picks.clone(), false, None, reuse));
+                    }
+                    if let Some(o) = g.open.as_mut() {
+                        o.placed = o.placed.max(placed);
+                    }
+                    let start = picks
+                        .iter()
+                        .flat_map(|p| p.hits.iter())
+                        .map(|h| h.time)
+                        .min();
+                    let newest = g.newest.unwrap_or(watermark);
+                    let over = start.is_some_and(|s| newest.nanos_since(s) > spec.timespan_ns);
+                    if placed == spec.stages.len() || over {
+                        consume(g, &picks, spec);
+                    }
                     return out;
                 }
             }
@@ -412,14 +444,21 @@ fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission
         .next_back();
     if let Some(mi) = reached {
         let already = g.open.as_ref().and_then(|o| o.milestone);
-        let done = g.open.as_ref().is_some_and(|o| o.complete);
-        if !done && already.is_none_or(|a| mi > a) {
+        let done = g.open.as_ref().is_some_and(|o| o.complete && !o.closed);
+        let closed = g.open.as_ref().is_some_and(|o| o.closed);
+        if !done && (closed || already.is_none_or(|a| mi > a)) {
             let stage = spec.milestones[mi].0;
             let picks = solution.prefix[stage].clone().unwrap_or_default();
             let priority = spec.milestones[mi].1;
-            let e = emit(g, spec, picks, true, Some(priority));
+            let reuse = g
+                .open
+                .as_ref()
+                .is_some_and(|o| !o.closed || spec.suppress_ns.is_some());
+            let e = emit(g, spec, picks, true, Some(priority), reuse);
             if let Some(o) = g.open.as_mut() {
                 o.milestone = Some(mi);
+                o.closed = false;
+                o.complete = false;
             }
             out.push(e);
         }
@@ -427,41 +466,41 @@ fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission
     out
 }
 
+/// Raises a version of the group's finding: an update of the open one (`reuse`: same id, next
+/// revision) or a new one seeded by the chain's first event.
 fn emit(
     g: &mut Group,
     spec: &ChainSpec,
     picks: Vec<Pick>,
     partial: bool,
     priority: Option<Severity>,
+    reuse: bool,
 ) -> Emission {
+    let _ = spec;
     let first = picks
         .iter()
         .flat_map(|p| p.hits.iter())
         .min_by_key(|h| (h.time, h.id))
         .map(|h| (h.id, h.time));
     let (first_id, first_time) = first.unwrap_or((EventId::from_u128(0), Timestamp::from_nanos(0)));
-    let reuse = match &g.open {
-        Some(_) if spec.suppress_ns.is_some() => true,
-        Some(o) => !o.complete,
-        None => false,
-    };
-    let open = if reuse {
-        let Some(o) = g.open.as_mut() else {
-            unreachable!("reuse implies an open finding")
-        };
-        o.revision += 1;
-        o
-    } else {
-        g.open.insert(Open {
+    let open = match g.open.as_mut() {
+        Some(o) if reuse => {
+            o.revision += 1;
+            o
+        }
+        _ => g.open.insert(Open {
             seed: first_id,
             first_seen: first_time,
             revision: 0,
             milestone: None,
             complete: false,
-        })
+            placed: 0,
+            closed: false,
+        }),
     };
     if !partial {
         open.complete = true;
+        open.closed = false;
     }
     Emission {
         seed: open.seed,
@@ -472,8 +511,9 @@ fn emit(
     }
 }
 
-/// After a complete finding: every hit up to its end is used up, so a second finding needs new
-/// evidence for every stage. Without suppression the finding is closed.
+/// After a complete finding can grow no more: every hit up to its end is used up, so a second
+/// finding needs new evidence for every stage. Without suppression the finding is forgotten;
+/// with it, it stays (closed) so a repeat within the window updates it.
 fn consume(g: &mut Group, picks: &[Pick], spec: &ChainSpec) {
     let end = picks
         .iter()
@@ -492,6 +532,8 @@ fn consume(g: &mut Group, picks: &[Pick], spec: &ChainSpec) {
     }
     if spec.suppress_ns.is_none() {
         g.open = None;
+    } else if let Some(o) = g.open.as_mut() {
+        o.closed = true;
     }
 }
 
@@ -571,10 +613,12 @@ struct Node {
     last: Option<EventId>,
     /// Start of the chain; `None` while nothing is placed.
     start: Option<Timestamp>,
+    /// How many stages are placed (optional stages placed rather than skipped count).
+    placed: usize,
     /// Back-pointer: (layer, node) of the predecessor.
     prev: Option<(usize, usize)>,
     /// The candidate placed in this layer (`None`: the stage was skipped).
-    placed: Option<Candidate>,
+    candidate: Option<Candidate>,
 }
 
 /// The result of solving a group.
@@ -590,7 +634,7 @@ fn reconstruct(layers: &[Vec<Node>], stages: &[Vec<Hit>], mut at: (usize, usize)
     let mut picks = Vec::new();
     loop {
         let node = &layers[at.0][at.1];
-        if let Some(c) = &node.placed {
+        if let Some(c) = &node.candidate {
             picks.push(Pick {
                 stage: at.0,
                 time: c.t,
@@ -618,20 +662,22 @@ pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
         t: Timestamp::from_nanos(i64::MIN),
         last: None,
         start: None,
+        placed: 0,
         prev: None,
-        placed: None,
+        candidate: None,
     };
     let mut layers: Vec<Vec<Node>> = Vec::with_capacity(n);
     let mut prev_layer: Vec<Node> = vec![origin];
     let mut prev_index: Option<usize> = None;
     for (k, stage) in spec.stages.iter().enumerate() {
         let cands = candidates(&stages[k], stage);
-        // For each candidate, the predecessor leaving the latest start.
-        let mut best: BTreeMap<(Timestamp, Timestamp), Node> = BTreeMap::new();
+        // For each candidate and each number of stages placed before it, the predecessor
+        // leaving the latest start: more stages placed is better evidence, a later start leaves
+        // more room in the timespan, and neither dominates the other.
+        let mut best: BTreeMap<(Timestamp, usize), Node> = BTreeMap::new();
         for c in &cands {
-            let mut chosen: Option<(usize, Option<Timestamp>)> = None;
+            let first_hit = stages[k][c.hits[0]].id;
             for (pi, p) in prev_layer.iter().enumerate() {
-                let first_hit = stages[k][c.hits[0]].id;
                 let after = p.t < c.s || (p.t == c.s && p.last != Some(first_hit));
                 if !after {
                     continue;
@@ -646,26 +692,27 @@ pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
                 if c.t.nanos_since(start) > spec.timespan_ns {
                     continue;
                 }
-                if chosen.is_none_or(|(_, s)| s.is_none_or(|s| start > s)) {
-                    chosen = Some((pi, Some(start)));
-                }
-            }
-            if let Some((pi, start)) = chosen {
                 let node = Node {
                     t: c.t,
                     last: c.hits.last().map(|&i| stages[k][i].id),
-                    start,
+                    start: Some(start),
+                    placed: p.placed + 1,
                     prev: prev_index.map(|l| (l, pi)),
-                    placed: Some(c.clone()),
+                    candidate: Some(c.clone()),
                 };
-                let key = (c.t, start.unwrap_or(c.s));
-                best.entry(key).or_insert(node);
+                match best.entry((c.t, node.placed)) {
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(node);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut o) => {
+                        if node.start > o.get().start {
+                            o.insert(node);
+                        }
+                    }
+                }
             }
         }
         let mut layer: Vec<Node> = best.into_values().collect();
-        // Keep per completion time only the latest start (it dominates).
-        layer.sort_by_key(|x| (x.t, std::cmp::Reverse(x.start)));
-        layer.dedup_by_key(|x| x.t);
         if stage.optional {
             // Skipping: carry the previous layer's placements forward.
             for (pi, p) in prev_layer.iter().enumerate() {
@@ -673,8 +720,9 @@ pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
                     t: p.t,
                     last: p.last,
                     start: p.start,
+                    placed: p.placed,
                     prev: prev_index.map(|l| (l, pi)),
-                    placed: None,
+                    candidate: None,
                 });
             }
         }
@@ -699,12 +747,13 @@ pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
     solution
 }
 
-/// The node of a layer with the earliest time among those with something placed.
+/// The best node of a layer among those with something placed: the most stages placed, then
+/// the earliest time, then the latest start.
 fn earliest(layer: &[Node]) -> Option<usize> {
     layer
         .iter()
         .enumerate()
         .filter(|(_, x)| x.start.is_some())
-        .min_by_key(|(_, x)| (x.t, std::cmp::Reverse(x.start)))
+        .min_by_key(|(_, x)| (std::cmp::Reverse(x.placed), x.t, std::cmp::Reverse(x.start)))
         .map(|(i, _)| i)
 }

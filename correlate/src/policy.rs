@@ -154,19 +154,21 @@ impl Policies {
         })
     }
 
-    /// Whether correlation `ci` runs for `event` (enabled for its tenant, and its host has one
-    /// of the playbook's roles when it is scoped).
+    /// Whether correlation `ci` runs for `event`: it is enabled for the tenant, and when the
+    /// playbook is scoped to host roles, the host has one of them. A tenant that declares none
+    /// of the playbook's roles is not restricted: an unconfigured customer still gets detection
+    /// everywhere, and declaring `exchange = [...]` narrows it to those hosts.
     pub(crate) fn applies(&self, ci: usize, corr: &CompiledCorrelation, event: &Event) -> bool {
         let p = self.of(&event.tenant);
         if p.playbooks.as_ref().is_some_and(|set| !set.contains(&ci)) {
             return false;
         }
-        corr.roles.is_empty()
-            || corr.roles.iter().any(|r| {
-                p.roles
-                    .get(r)
-                    .is_some_and(|hosts| hosts.contains(event.host.key()))
-            })
+        let declared: Vec<&HashSet<String>> =
+            corr.roles.iter().filter_map(|r| p.roles.get(r)).collect();
+        declared.is_empty()
+            || declared
+                .iter()
+                .any(|hosts| hosts.contains(event.host.key()))
     }
 
     /// The priority of correlation `ci`'s findings for `tenant`, if overridden.

@@ -228,28 +228,72 @@ pub fn await_caught_up(group: &str, topics: &[&str], limit: Duration) {
     }
 }
 
-/// A chainwatch process, stopped with SIGTERM (and waited for) when dropped.
+/// A chainwatch process, stopped with SIGTERM (and waited for) when dropped. Its log lines
+/// are echoed to the test's stderr and can be awaited ([`Chainwatch::await_log`]).
 pub struct Chainwatch {
     child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Chainwatch {
-    /// Starts `chainwatch run --config config` with extra arguments.
+    /// Starts `chainwatch run --config config` with extra arguments, logging at `warn` (or
+    /// `RUST_LOG`).
     pub fn run(config: &Path, extra: &[&str]) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_chainwatch"))
+        let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+        Self::run_logging(config, extra, &level)
+    }
+
+    /// Starts `chainwatch run` logging at `level`.
+    pub fn run_logging(config: &Path, extra: &[&str], level: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chainwatch"))
             .arg("run")
             .arg("--config")
             .arg(config)
             .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", level)
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start chainwatch");
-        Self { child }
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("[chainwatch] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits for a log line containing every one of `needles` (later than the lines already
+    /// awaited), or panics after `limit`.
+    pub fn await_log(&self, needles: &[&str], limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if needles.iter().all(|n| line.contains(n)) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needles:?} within {limit:?}"),
+            }
+        }
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, `KILL`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     /// Sends SIGTERM and waits for a clean exit.
@@ -306,6 +350,17 @@ impl Names {
 
     /// A service config for these names, written into `dir`; returns its path.
     pub fn write_config(&self, dir: &Path, sinks: &str) -> PathBuf {
+        self.write_config_with(dir, &repo().join("playbooks"), "", sinks)
+    }
+
+    /// A service config with rules from `rules` and extra `[correlate]` lines.
+    pub fn write_config_with(
+        &self,
+        dir: &Path,
+        rules: &Path,
+        correlate: &str,
+        sinks: &str,
+    ) -> PathBuf {
         let text = format!(
             r#"
 [kafka]
@@ -326,6 +381,7 @@ format = "windows"
 [correlate]
 rules = ["{playbooks}"]
 allowed_lateness = "2h"
+{correlate}
 
 {sinks}
 "#,
@@ -335,7 +391,7 @@ allowed_lateness = "2h"
             alerts = self.alerts,
             dead = self.dead_letter,
             raw = self.raw_pattern,
-            playbooks = repo().join("playbooks").display(),
+            playbooks = rules.display(),
         );
         let path = dir.join("chainwatch.toml");
         std::fs::write(&path, text).expect("write config");
