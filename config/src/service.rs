@@ -17,6 +17,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Diagnostic, Diagnostics, line_col};
 use crate::duration::serde_human;
+pub use crate::ops::{HttpConfig, LogConfig, LogFormat, MetricsConfig};
 
 /// The whole service config.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +34,12 @@ pub struct ServiceConfig {
     pub sinks: Vec<SinkConfig>,
     /// The directory of the config file; relative paths in it are relative to this.
     pub base_dir: PathBuf,
+    /// `[http]`: the `/metrics`, `/healthz` and `/readyz` endpoint.
+    pub http: HttpConfig,
+    /// `[log]`: log format and level.
+    pub log: LogConfig,
+    /// `[metrics]`: label limits.
+    pub metrics: MetricsConfig,
 }
 
 /// `[kafka]`.
@@ -316,6 +323,7 @@ impl ServiceConfig {
         let root_span = root.span();
         let (mut kafka, mut topics, mut correlate) = (None, None, None);
         let (mut sources, mut sinks) = (Vec::new(), Vec::new());
+        let (mut http, mut log, mut metrics) = (None, None, None);
         for (key, value) in root.into_inner() {
             match key.get_ref().as_ref() {
                 "kafka" => kafka = l.section::<KafkaConfig>("kafka", value),
@@ -323,10 +331,13 @@ impl ServiceConfig {
                 "correlate" => correlate = l.section::<CorrelateConfig>("correlate", value),
                 "sources" => sources = l.array::<SourceConfig>("sources", value),
                 "sinks" => sinks = l.array::<SinkConfig>("sinks", value),
+                "http" => http = l.section::<HttpConfig>("http", value),
+                "log" => log = l.section::<LogConfig>("log", value),
+                "metrics" => metrics = l.section::<MetricsConfig>("metrics", value),
                 other => l.error(
                     key.span(),
                     format!(
-                        "unknown section '{other}' (expected kafka, topics, sources, correlate, sinks)"
+                        "unknown section '{other}' (expected kafka, topics, sources, correlate, sinks, http, log, metrics)"
                     ),
                 ),
             }
@@ -362,6 +373,9 @@ impl ServiceConfig {
             correlate,
             sinks: sinks.into_iter().map(|(s, _)| s).collect(),
             base_dir,
+            http: http.unwrap_or_default(),
+            log: log.unwrap_or_default(),
+            metrics: metrics.unwrap_or_default(),
         })
     }
 
