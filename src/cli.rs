@@ -27,6 +27,29 @@ pub enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Send telemetry files to a Kafka topic, record by record (the demo's producer).
+    Produce(ProduceArgs),
+}
+
+/// `chainwatch produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    #[arg(long)]
+    pub brokers: String,
+    /// The topic; its name gives the tenant, as in `telemetry.contoso.windows`.
+    #[arg(long)]
+    pub topic: String,
+    /// At most this many records per second (default: as fast as the broker acknowledges).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// A librdkafka property, `KEY=VALUE` (repeatable): TLS, SASL, timeouts.
+    #[arg(short = 'X', long = "option", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+    /// Telemetry files or folders (JSON lines, JSON arrays, concatenated JSON documents).
+    /// Stretches that are not JSON records are sent as they are, to be dead-lettered.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
 }
 
 /// `chainwatch run`.
