@@ -327,6 +327,10 @@ format = "windows"
 rules = ["{playbooks}"]
 allowed_lateness = "2h"
 
+# Tests run several chainwatch processes at once: each takes a free port.
+[http]
+listen = "127.0.0.1:0"
+
 {sinks}
 "#,
             brokers = brokers(),
