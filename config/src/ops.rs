@@ -47,7 +47,8 @@ pub struct LogConfig {
     #[serde(default)]
     pub format: LogFormat,
     /// Which lines are written: a level (`info`) or filter directives
-    /// (`info,librdkafka=warn,chainwatch::stages=debug`). The `RUST_LOG` variable overrides it.
+    /// (`info,librdkafka=warn`: a target per line, `librdkafka` for the client library's own).
+    /// The `RUST_LOG` variable overrides it.
     #[serde(default = "default_level")]
     pub level: String,
 }
