@@ -9,6 +9,7 @@ RUN useradd --system --home /var/lib/chainwatch chainwatch && mkdir -p /var/lib/
 COPY --from=build /src/target/release/chainwatch /usr/local/bin/chainwatch
 COPY playbooks /etc/chainwatch/playbooks
 COPY deploy/chainwatch.toml /etc/chainwatch/chainwatch.toml
+EXPOSE 9464
 USER chainwatch
 ENTRYPOINT ["chainwatch"]
 CMD ["run", "--config", "/etc/chainwatch/chainwatch.toml"]

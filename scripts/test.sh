@@ -4,6 +4,7 @@
 #
 # It installs the test broker (Tansu) when missing, starts it on a free loopback port with
 # in-memory storage, points the tests at it (CHAINWATCH_TEST_BROKERS), and stops it on exit.
+# It installs Prometheus (Debian's package) when missing, for the operations tests.
 # Tests that need the broker fail when it is not there; none of them skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,24 @@ export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v tansu >/dev/null 2>&1 || ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
     echo "==> installing tansu $TANSU_VERSION (takes several minutes, once per machine)"
     cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
+fi
+
+# The operations tests (tests/ops.rs) scrape chainwatch with a real Prometheus: Debian's
+# package, installed once per machine. The tests start and stop their own server.
+if ! command -v prometheus >/dev/null 2>&1 && [ -z "${CHAINWATCH_PROMETHEUS:-}" ]; then
+    echo "==> installing prometheus (Debian package, once per machine)"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    mkdir -p target
+    apt_install() {
+        $sudo env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends prometheus >target/apt.log 2>&1
+    }
+    if ! apt_install && ! { $sudo apt-get update -qq >target/apt.log 2>&1 && apt_install; }; then
+        echo "cannot install prometheus; apt's output:" >&2
+        cat target/apt.log >&2
+        exit 1
+    fi
 fi
 
 free_port() {

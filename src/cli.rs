@@ -32,6 +32,8 @@ pub enum Command {
         #[command(subcommand)]
         command: PlaybookCommand,
     },
+    /// Send telemetry files to a Kafka topic, record by record (the demo's producer).
+    Produce(ProduceArgs),
 }
 
 /// `chainwatch playbook ...`.
@@ -46,6 +48,27 @@ pub enum PlaybookCommand {
         #[arg(long)]
         junit: Option<PathBuf>,
     },
+}
+
+/// `chainwatch produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    #[arg(long)]
+    pub brokers: String,
+    /// The topic; its name gives the tenant, as in `telemetry.contoso.windows`.
+    #[arg(long)]
+    pub topic: String,
+    /// At most this many records per second (default: as fast as the broker acknowledges).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// A librdkafka property, `KEY=VALUE` (repeatable): TLS, SASL, timeouts.
+    #[arg(short = 'X', long = "option", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+    /// Telemetry files or folders (JSON lines, JSON arrays, concatenated JSON documents).
+    /// Stretches that are not JSON records are sent as they are, to be dead-lettered.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
 }
 
 /// `chainwatch run`.

@@ -3,14 +3,18 @@
 //! - `run`: the pipeline on Kafka ([`run`]), stages in [`stages`].
 //! - `replay`: the same cores over files, no broker ([`replay`]).
 //! - `rules check`: load rules and report every problem ([`rules`]).
+//! - `produce`: send telemetry files to a topic ([`produce`]), the demo's producer.
+//! - metrics, health and logs of `run`: [`telemetry`].
 
 mod cli;
 mod playbook_test;
+mod produce;
 mod reload;
 mod replay;
 mod rules;
 mod run;
 mod stages;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -36,13 +40,27 @@ fn init_logging(json: bool, default_level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<ExitCode> = match &cli.command {
-        Command::Run(args) => {
+        Command::Run(args) => run::load_config(&args.config)
+            .and_then(|config| {
+                let json =
+                    cli.log_json || config.log.format == chainwatch_config::ops::LogFormat::Json;
+                telemetry::logging::init(json, &config.log.level)?;
+                Ok(config)
+            })
+            .and_then(|config| {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(run::run(args, config))
+            })
+            .map(|()| ExitCode::SUCCESS),
+        Command::Produce(args) => {
             init_logging(cli.log_json, "info");
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(run::run(args)))
+                .and_then(|rt| rt.block_on(produce::produce(args)))
                 .map(|()| ExitCode::SUCCESS)
         }
         Command::Replay(args) => {

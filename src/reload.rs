@@ -14,6 +14,9 @@ use chainwatch_config::TenantConfig;
 use chainwatch_correlate::{Policies, RuleSet};
 use tokio::sync::watch;
 
+use crate::telemetry::Metrics;
+use crate::telemetry::events::{RulesLoaded, RulesRejected};
+
 /// Rules and the tenant policies compiled against them.
 #[derive(Debug)]
 pub struct Loaded {
@@ -69,15 +72,30 @@ fn snapshot(paths: &[PathBuf]) -> Snapshot {
     out
 }
 
+/// What to watch and where to report.
+#[derive(Debug)]
+pub struct Watch {
+    /// Rule files and folders.
+    pub paths: Vec<PathBuf>,
+    /// Tenant overrides, recompiled against each new rule set.
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// The config file (for problems in tenant overrides).
+    pub config_file: PathBuf,
+    /// How often files are checked.
+    pub interval: Duration,
+    /// Where reloads are counted.
+    pub metrics: Arc<Metrics>,
+}
+
 /// Watches until `stop` turns true; sends every good reload on `tx`.
-pub async fn watch(
-    paths: Vec<PathBuf>,
-    tenants: BTreeMap<String, TenantConfig>,
-    config_file: PathBuf,
-    interval: Duration,
-    tx: watch::Sender<Arc<Loaded>>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn watch(w: Watch, tx: watch::Sender<Arc<Loaded>>, mut stop: watch::Receiver<bool>) {
+    let Watch {
+        paths,
+        tenants,
+        config_file,
+        interval,
+        metrics,
+    } = w;
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut last = snapshot(&paths);
@@ -110,28 +128,24 @@ pub async fn watch(
         let (p, t, c) = (paths.clone(), tenants.clone(), config_file.clone());
         match tokio::task::spawn_blocking(move || load(&p, &t, &c)).await {
             Ok(Ok(loaded)) => {
-                tracing::info!(
+                RulesLoaded {
+                    detections: loaded.rules.detections.len(),
+                    correlations: loaded.rules.correlations.len(),
                     reason,
-                    detections = loaded.rules.detections.len(),
-                    correlations = loaded.rules.correlations.len(),
-                    "rules reloaded"
-                );
+                }
+                .emit(&metrics);
                 let _ = tx.send(Arc::new(loaded));
             }
-            Ok(Err(e)) => {
-                // One log line: every problem, joined, so log shippers keep it together.
-                let problems = format!("{e:#}")
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                tracing::error!(
-                    reason,
-                    "reload rejected, the running rules stay: {problems}"
-                );
+            Ok(Err(e)) => RulesRejected {
+                error: &format!("{e:#}"),
+                reason,
             }
-            Err(e) => tracing::error!(reason, "reload failed: {e}"),
+            .emit(&metrics),
+            Err(e) => RulesRejected {
+                error: &format!("the reload task failed: {e}"),
+                reason,
+            }
+            .emit(&metrics),
         }
     }
 }

@@ -54,7 +54,9 @@ pub struct DeadLetter<'a> {
     pub record: String,
 }
 
-fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// The telemetry files of `paths`: files as given, folders walked for `.json`, `.jsonl` and
+/// `.ndjson` files, in name order.
+pub(crate) fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {

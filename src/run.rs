@@ -6,37 +6,87 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow};
 use chainwatch_config::ServiceConfig;
 use chainwatch_correlate::EngineConfig;
+use chainwatch_kafka::client::Context as ClientContext;
 use chainwatch_kafka::{LoopConfig, admin, client, run_delivery, run_transform};
 use chainwatch_sink::Deliverer;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::producer::Producer as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use crate::cli::{RunArgs, StageName};
 use crate::stages::correlate::CorrelateCore;
 use crate::stages::ingest::IngestCore;
 use crate::stages::sink::SinkCore;
+use crate::telemetry::Telemetry;
+use crate::telemetry::events::{RulesLoaded, RulesRejected};
 
 const FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Reads and validates the service config.
+pub fn load_config(path: &std::path::Path) -> Result<ServiceConfig> {
+    ServiceConfig::load(path).map_err(|d| anyhow!("config {} refused, {d}", path.display()))
+}
+
+/// An observed consumer of `stage` in `group`: its statistics and rebalances go to the
+/// telemetry, and it counts towards readiness.
+fn observed_consumer(
+    config: &ServiceConfig,
+    telemetry: &Telemetry,
+    group: &str,
+    stage: &'static str,
+) -> Result<client::Consumer> {
+    let context = ClientContext {
+        stage,
+        observer: Some(telemetry.consumer_observer(stage, group)),
+    };
+    Ok(client::consumer_with(&config.kafka, group, context)?)
+}
+
 /// Runs the pipeline.
-pub async fn run(args: &RunArgs) -> Result<()> {
-    let config = ServiceConfig::load(&args.config)
-        .map_err(|d| anyhow!("config {} refused, {d}", args.config.display()))?;
+pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
+    let telemetry = Telemetry::new(&config.metrics)?;
+    // The endpoint comes up first: `/healthz` answers and `/readyz` says what is missing while
+    // rules load and consumers join their groups.
+    let (http_stop, http_stopped) = watch::channel(false);
+    let http = if config.http.enabled {
+        let listener = crate::telemetry::http::bind(config.http.listen).await?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "http endpoint listening (/metrics, /healthz, /readyz)");
+        Some(crate::telemetry::http::serve(
+            listener,
+            Arc::clone(&telemetry),
+            http_stopped,
+        ))
+    } else {
+        None
+    };
+    let metrics = Arc::clone(&telemetry.metrics);
     let rule_paths: Vec<_> = config
         .correlate
         .rules
         .iter()
         .map(|p| config.resolve(p))
         .collect();
-    let loaded = crate::reload::load(&rule_paths, &config.tenants, &args.config)?;
-    tracing::info!(
-        detections = loaded.rules.detections.len(),
-        correlations = loaded.rules.correlations.len(),
-        tenants = config.tenants.len(),
-        "rules loaded"
-    );
+    let loaded = match crate::reload::load(&rule_paths, &config.tenants, &args.config) {
+        Ok(l) => l,
+        Err(e) => {
+            RulesRejected {
+                error: &format!("{e:#}"),
+                reason: "start-up",
+            }
+            .emit(&metrics);
+            return Err(e);
+        }
+    };
+    RulesLoaded {
+        detections: loaded.rules.detections.len(),
+        correlations: loaded.rules.correlations.len(),
+        reason: "start-up",
+    }
+    .emit(&metrics);
+    telemetry.health.set_rules_loaded();
     let (rules_tx, rules_rx) = watch::channel(Arc::new(loaded));
     let topics = &config.topics;
     if config.kafka.create_topics {
@@ -52,8 +102,9 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let prefix = &config.kafka.group_prefix;
 
     if args.stages.contains(&StageName::Ingest) {
-        let mut core = IngestCore::new(&config)?;
-        let consumer = client::consumer(&config.kafka, &format!("{prefix}-ingest"), "ingest")?;
+        let mut core = IngestCore::new(&config)?.with_metrics(Arc::clone(&metrics));
+        let consumer =
+            observed_consumer(&config, &telemetry, &format!("{prefix}-ingest"), "ingest")?;
         let subs = core.subscriptions();
         let subs: Vec<&str> = subs.iter().map(String::as_str).collect();
         consumer
@@ -61,11 +112,14 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             .context("subscribing to the raw topics")?;
         let producer = client::producer(&config.kafka, "ingest")?;
         let rx = stopped.clone();
-        tasks.spawn(async move {
-            run_transform(&consumer, &producer, &mut core, rx, LoopConfig::default()).await?;
-            producer.flush(FLUSH)?;
-            Ok("ingest")
-        });
+        tasks.spawn(
+            async move {
+                run_transform(&consumer, &producer, &mut core, rx, LoopConfig::default()).await?;
+                producer.flush(FLUSH)?;
+                Ok("ingest")
+            }
+            .instrument(tracing::info_span!("stage", stage = "ingest")),
+        );
     }
     if args.stages.contains(&StageName::Correlate) {
         let engine = EngineConfig {
@@ -79,44 +133,63 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             engine,
             &topics.alerts,
             &topics.dead_letter,
-        );
+        )
+        .with_metrics(Arc::clone(&metrics));
         tokio::spawn(crate::reload::watch(
-            rule_paths.clone(),
-            config.tenants.clone(),
-            args.config.clone(),
-            config.correlate.reload_interval,
+            crate::reload::Watch {
+                paths: rule_paths.clone(),
+                tenants: config.tenants.clone(),
+                config_file: args.config.clone(),
+                interval: config.correlate.reload_interval,
+                metrics: Arc::clone(&metrics),
+            },
             rules_tx.clone(),
             stopped.clone(),
         ));
-        let consumer =
-            client::consumer(&config.kafka, &format!("{prefix}-correlate"), "correlate")?;
+        let consumer = observed_consumer(
+            &config,
+            &telemetry,
+            &format!("{prefix}-correlate"),
+            "correlate",
+        )?;
         consumer
             .subscribe(&[&topics.events])
             .context("subscribing to the events topic")?;
         let producer = client::producer(&config.kafka, "correlate")?;
         let rx = stopped.clone();
-        tasks.spawn(async move {
-            run_transform(&consumer, &producer, &mut core, rx, LoopConfig::default()).await?;
-            producer.flush(FLUSH)?;
-            Ok("correlate")
-        });
+        tasks.spawn(
+            async move {
+                run_transform(&consumer, &producer, &mut core, rx, LoopConfig::default()).await?;
+                producer.flush(FLUSH)?;
+                Ok("correlate")
+            }
+            .instrument(tracing::info_span!("stage", stage = "correlate")),
+        );
     }
     if args.stages.contains(&StageName::Sink) {
         for sink in &config.sinks {
             let deliverer = Deliverer::open(sink, &config.base_dir)?;
-            let mut core = SinkCore::new(deliverer);
+            let mut core = SinkCore::new(deliverer).with_metrics(Arc::clone(&metrics));
             let group = format!("{prefix}-sink-{}", sink.name());
-            let consumer = client::consumer(&config.kafka, &group, "sink")?;
+            let consumer = observed_consumer(&config, &telemetry, &group, "sink")?;
             consumer
                 .subscribe(&[&topics.alerts])
                 .context("subscribing to the alerts topic")?;
             let rx = stopped.clone();
-            tasks.spawn(async move {
-                run_delivery(&consumer, &mut core, rx).await?;
-                Ok("sink")
-            });
+            tasks.spawn(
+                async move {
+                    run_delivery(&consumer, &mut core, rx).await?;
+                    Ok("sink")
+                }
+                .instrument(tracing::info_span!(
+                    "stage",
+                    stage = "sink",
+                    sink = sink.name()
+                )),
+            );
         }
     }
+    telemetry.health.set_stages_started();
     tracing::info!(stages = ?args.stages, "chainwatch running");
 
     let mut first_error = None;
@@ -131,6 +204,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             });
         }
     }
+    telemetry.health.set_stopping();
     let _ = stop.send(true);
     while let Some(done) = tasks.join_next().await {
         match done {
@@ -143,6 +217,11 @@ pub async fn run(args: &RunArgs) -> Result<()> {
                 first_error.get_or_insert(anyhow!("a stage panicked: {e}"));
             }
         }
+    }
+    // The endpoint stays up while the stages drain, so a last scrape sees their final counts.
+    let _ = http_stop.send(true);
+    if let Some(http) = http {
+        let _ = http.await;
     }
     match first_error {
         Some(e) => Err(e),

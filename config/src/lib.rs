@@ -2,6 +2,7 @@
 //!
 //! - [`service`]: the TOML service config (`chainwatch run --config FILE`): Kafka, sources,
 //!   rules, sinks. Closed (unknown keys are errors), documented per field, with named defaults.
+//! - [`ops`]: its operations sections: `[http]`, `[log]`, `[metrics]`.
 //! - [`sigma`]: Sigma detection and correlation rules read into typed specs.
 //! - [`playbook`]: what a playbook adds to a Sigma correlation rule.
 //! - [`rules`]: finding rule files in folders.
@@ -12,6 +13,7 @@
 
 pub mod diagnostic;
 pub mod duration;
+pub mod ops;
 pub mod playbook;
 pub mod rules;
 pub mod service;

@@ -17,6 +17,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Diagnostic, Diagnostics, line_col};
 use crate::duration::serde_human;
+pub use crate::ops::{HttpConfig, LogConfig, LogFormat, MetricsConfig};
 
 /// The whole service config.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +36,12 @@ pub struct ServiceConfig {
     pub tenants: BTreeMap<String, TenantConfig>,
     /// The directory of the config file; relative paths in it are relative to this.
     pub base_dir: PathBuf,
+    /// `[http]`: the `/metrics`, `/healthz` and `/readyz` endpoint.
+    pub http: HttpConfig,
+    /// `[log]`: log format and level.
+    pub log: LogConfig,
+    /// `[metrics]`: label limits.
+    pub metrics: MetricsConfig,
 }
 
 /// `[kafka]`.
@@ -437,6 +444,7 @@ impl ServiceConfig {
         let (mut kafka, mut topics, mut correlate) = (None, None, None);
         let (mut sources, mut sinks) = (Vec::new(), Vec::new());
         let mut tenants = BTreeMap::new();
+        let (mut http, mut log, mut metrics) = (None, None, None);
         for (key, value) in root.into_inner() {
             match key.get_ref().as_ref() {
                 "kafka" => kafka = l.section::<KafkaConfig>("kafka", value),
@@ -445,10 +453,13 @@ impl ServiceConfig {
                 "sources" => sources = l.array::<SourceConfig>("sources", value),
                 "sinks" => sinks = l.array::<SinkConfig>("sinks", value),
                 "tenants" => tenants = tenants_section(&mut l, value),
+                "http" => http = l.section::<HttpConfig>("http", value),
+                "log" => log = l.section::<LogConfig>("log", value),
+                "metrics" => metrics = l.section::<MetricsConfig>("metrics", value),
                 other => l.error(
                     key.span(),
                     format!(
-                        "unknown section '{other}' (expected kafka, topics, sources, correlate, sinks, tenants)"
+                        "unknown section '{other}' (expected kafka, topics, sources, correlate, sinks, tenants, http, log, metrics)"
                     ),
                 ),
             }
@@ -485,6 +496,9 @@ impl ServiceConfig {
             sinks: sinks.into_iter().map(|(s, _)| s).collect(),
             tenants,
             base_dir,
+            http: http.unwrap_or_default(),
+            log: log.unwrap_or_default(),
+            metrics: metrics.unwrap_or_default(),
         })
     }
 

@@ -1,5 +1,8 @@
 //! Kafka client settings: chainwatch's defaults, then the config's librdkafka pass-through, and
-//! librdkafka's own log lines forwarded into `tracing`.
+//! librdkafka's own log lines forwarded into `tracing`. A client with an observer
+//! ([`consumer_with`]) also reports statistics, rebalances and errors to it ([`crate::observe`]).
+
+use std::sync::Arc;
 
 use chainwatch_config::service::KafkaConfig;
 use rdkafka::ClientContext;
@@ -9,12 +12,21 @@ use rdkafka::consumer::{ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::FutureProducer;
 
-/// The client context: librdkafka's logs and rebalances go to `tracing`.
+use crate::observe::ClientObserver;
+
+/// The client context: librdkafka's logs and rebalances go to `tracing`, and to the observer
+/// when there is one.
 #[derive(Debug, Clone, Default)]
 pub struct Context {
     /// Which stage this client belongs to, for log lines.
     pub stage: &'static str,
+    /// Where statistics, rebalances and errors are reported; `None`: logs only.
+    pub observer: Option<Arc<ClientObserver>>,
 }
+
+/// How often librdkafka emits statistics for an observed client, unless the config's
+/// pass-through sets `statistics.interval.ms`.
+pub const DEFAULT_STATISTICS_INTERVAL_MS: &str = "5000";
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
@@ -40,15 +52,37 @@ impl ClientContext for Context {
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         tracing::warn!(target: "librdkafka", stage = self.stage, %error, "{reason}");
+        if let Some(o) = &self.observer {
+            o.on_error(&error);
+        }
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Some(o) = &self.observer
+            && let Err(e) = o.on_stats(statistics)
+        {
+            tracing::warn!(target: "librdkafka", stage = self.stage, error = %e, "unreadable statistics");
+        }
     }
 }
 
 impl ConsumerContext for Context {
     fn post_rebalance(
         &self,
-        _c: &rdkafka::consumer::BaseConsumer<Self>,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
         rebalance: &Rebalance<'_>,
     ) {
+        if let Some(o) = &self.observer {
+            use rdkafka::consumer::Consumer as _;
+            // The whole assignment after the change (cooperative rebalances pass only the
+            // partitions added or taken away).
+            let now = consumer.assignment().map_or(0, |tpl| tpl.count());
+            match rebalance {
+                Rebalance::Assign(_) => o.on_assign(now),
+                Rebalance::Revoke(_) => o.on_revoke(now),
+                Rebalance::Error(_) => o.on_rebalance_error(),
+            }
+        }
         match rebalance {
             Rebalance::Assign(tpl) => tracing::info!(
                 stage = self.stage,
@@ -67,8 +101,18 @@ impl ConsumerContext for Context {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &rdkafka::TopicPartitionList) {
-        if let Err(e) = result {
-            tracing::warn!(stage = self.stage, error = %e, "offset commit failed");
+        match result {
+            // Nothing new to commit is not a failure.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            ))
+            | Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(stage = self.stage, error = %e, "offset commit failed");
+                if let Some(o) = &self.observer {
+                    o.on_commit_failure();
+                }
+            }
         }
     }
 }
@@ -99,7 +143,24 @@ fn pass_through(c: &mut ClientConfig, config: &KafkaConfig) {
 /// A consumer in group `group` with at-least-once settings: offsets are stored by the stage only
 /// after the effect of a message is durable, and committed in the background.
 pub fn consumer(config: &KafkaConfig, group: &str, stage: &'static str) -> KafkaResult<Consumer> {
+    consumer_with(
+        config,
+        group,
+        Context {
+            stage,
+            observer: None,
+        },
+    )
+}
+
+/// A consumer like [`consumer`], with a context of the caller's: with an observer, librdkafka
+/// emits statistics every [`DEFAULT_STATISTICS_INTERVAL_MS`] (or the pass-through's
+/// `statistics.interval.ms`) and they go to the observer.
+pub fn consumer_with(config: &KafkaConfig, group: &str, context: Context) -> KafkaResult<Consumer> {
     let mut c = base(config);
+    if context.observer.is_some() {
+        c.set("statistics.interval.ms", DEFAULT_STATISTICS_INTERVAL_MS);
+    }
     c.set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
@@ -108,7 +169,7 @@ pub fn consumer(config: &KafkaConfig, group: &str, stage: &'static str) -> Kafka
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000");
     pass_through(&mut c, config);
-    c.create_with_context(Context { stage })
+    c.create_with_context(context)
 }
 
 /// A producer with idempotence and full acknowledgement: a produced record is durable when its
@@ -120,7 +181,10 @@ pub fn producer(config: &KafkaConfig, stage: &'static str) -> KafkaResult<Produc
         .set("linger.ms", "5")
         .set("compression.type", "lz4");
     pass_through(&mut c, config);
-    c.create_with_context(Context { stage })
+    c.create_with_context(Context {
+        stage,
+        observer: None,
+    })
 }
 
 /// An admin-capable client config (used by [`crate::admin`]).

@@ -3,6 +3,9 @@
 //! - [`client`]: consumer and producer settings (at-least-once, idempotent producer), the
 //!   librdkafka pass-through from the config, librdkafka logs into `tracing`.
 //! - [`admin`]: creating chainwatch's topics.
+//! - [`observe`]: client statistics (consumer lag, brokers up), rebalances and errors as
+//!   Prometheus metrics in a registry passed in, and the facts `/readyz` needs.
+//! - [`stats`]: the parts of librdkafka's statistics JSON that [`observe`] reads.
 //! - [`stage`]: the one loop every stage runs: consume, run a core ([`Transform`] or
 //!   [`Deliver`]), produce or deliver, then store the offset.
 //!
@@ -10,10 +13,13 @@
 
 pub mod admin;
 pub mod client;
+pub mod observe;
 pub mod stage;
+pub mod stats;
 
+pub use observe::{ClientObserver, KafkaMetrics};
 pub use stage::{
-    Deliver, InMessage, LoopConfig, OutRecord, Transform, run_delivery, run_transform,
+    Deliver, InHeaders, InMessage, LoopConfig, OutRecord, Transform, run_delivery, run_transform,
 };
 
 /// Why a stage stopped or could not start.

@@ -5,14 +5,14 @@
 //! Records that fail to produce are sent again, never dropped, so at worst a message is
 //! processed twice after a crash (at-least-once); ids are deterministic downstream.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use futures::FutureExt;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::watch;
@@ -46,6 +46,10 @@ pub struct InMessage<'a> {
     pub key: Option<&'a [u8]>,
     /// Its payload (`None` for a tombstone).
     pub payload: Option<&'a [u8]>,
+    /// Its Kafka timestamp (create or log-append time), milliseconds since the Unix epoch.
+    pub timestamp: Option<i64>,
+    /// Its headers.
+    pub headers: InHeaders<'a>,
 }
 
 impl<'a> InMessage<'a> {
@@ -56,7 +60,54 @@ impl<'a> InMessage<'a> {
             offset: m.offset(),
             key: m.key(),
             payload: m.payload(),
+            timestamp: m.timestamp().to_millis(),
+            headers: InHeaders(m.headers()),
         }
+    }
+}
+
+/// The headers of a consumed message (none by default).
+#[derive(Clone, Copy, Default)]
+pub struct InHeaders<'a>(Option<&'a BorrowedHeaders>);
+
+impl<'a> InHeaders<'a> {
+    /// Headers borrowed from a message (or from `OwnedHeaders::as_borrowed`, in tests).
+    pub fn of(headers: &'a BorrowedHeaders) -> Self {
+        Self(Some(headers))
+    }
+
+    /// The value of the first header called `key`.
+    pub fn get(&self, key: &str) -> Option<&'a [u8]> {
+        let headers = self.0?;
+        headers.iter().find(|h| h.key == key).and_then(|h| h.value)
+    }
+}
+
+impl std::fmt::Debug for InHeaders<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self
+            .0
+            .map_or_else(Vec::new, |h| h.iter().map(|h| h.key).collect());
+        f.debug_tuple("InHeaders").field(&keys).finish()
+    }
+}
+
+/// One tracing span per partition a loop consumes, so every line logged while handling a
+/// message names its topic and partition. Cached: a loop sees few partitions, many messages.
+#[derive(Default)]
+struct PartitionSpans(HashMap<String, HashMap<i32, tracing::Span>>);
+
+impl PartitionSpans {
+    fn get(&mut self, topic: &str, partition: i32) -> tracing::Span {
+        if let Some(span) = self.0.get(topic).and_then(|t| t.get(&partition)) {
+            return span.clone();
+        }
+        let span = tracing::info_span!("partition", topic, partition);
+        self.0
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(partition, span.clone());
+        span
     }
 }
 
@@ -172,6 +223,7 @@ pub async fn run_transform<T: Transform>(
     config: LoopConfig,
 ) -> Result<(), StageError> {
     let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut spans = PartitionSpans::default();
     loop {
         if *shutdown.borrow() {
             break;
@@ -202,7 +254,8 @@ pub async fn run_transform<T: Transform>(
             received = consumer.recv() => match received {
                 Ok(m) => {
                     let msg = InMessage::of(&m);
-                    let records = core.process(&msg);
+                    // The core is synchronous: entering the span here holds it across no await.
+                    let records = spans.get(msg.topic, msg.partition).in_scope(|| core.process(&msg));
                     let mut inflight = Vec::with_capacity(records.len());
                     for r in &records {
                         inflight.push(Some(send(producer, r).await));
@@ -260,6 +313,8 @@ pub async fn run_delivery<D: Deliver>(
     core: &mut D,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), StageError> {
+    use tracing::Instrument as _;
+    let mut spans = PartitionSpans::default();
     loop {
         if *shutdown.borrow() {
             break;
@@ -270,7 +325,9 @@ pub async fn run_delivery<D: Deliver>(
             received = consumer.recv() => match received {
                 Ok(m) => {
                     let msg = InMessage::of(&m);
-                    core.deliver(&msg).await?;
+                    core.deliver(&msg)
+                        .instrument(spans.get(msg.topic, msg.partition))
+                        .await?;
                     if let Err(e) = consumer.store_offset(msg.topic, msg.partition, msg.offset + 1) {
                         tracing::debug!(error = %e, "offset not stored");
                     }

@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 
-use chainwatch_correlate::{Engine, EngineConfig};
+use chainwatch_correlate::{Engine, EngineConfig, EngineStats};
 use chainwatch_kafka::{InMessage, OutRecord, Transform};
 use chainwatch_model::Event;
 use chainwatch_sink::render;
 
 use super::dead_letter;
+use super::ingest::ARRIVAL_HEADER;
 use crate::reload::Loaded;
+use crate::telemetry::Metrics;
+use crate::telemetry::events::{AlertRaised, CorrelatorState, DeadLettered};
 
 /// The correlate core.
 pub struct CorrelateCore {
@@ -17,6 +20,9 @@ pub struct CorrelateCore {
     rules: tokio::sync::watch::Receiver<Arc<Loaded>>,
     alerts_topic: String,
     dead_letter_topic: String,
+    metrics: Arc<Metrics>,
+    /// The engine's totals at the last report, to count differences.
+    reported: EngineStats,
 }
 
 impl CorrelateCore {
@@ -35,7 +41,26 @@ impl CorrelateCore {
             rules,
             alerts_topic: alerts_topic.to_owned(),
             dead_letter_topic: dead_letter_topic.to_owned(),
+            metrics: Metrics::detached(),
+            reported: EngineStats::default(),
         }
+    }
+
+    /// Reports to `metrics` (instead of a registry nothing serves).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    fn report_state(&mut self) {
+        let stats = self.engine.stats();
+        CorrelatorState {
+            stats: &stats,
+            previous: &self.reported,
+            partial_chains: self.engine.partial_chains(),
+        }
+        .emit(&self.metrics);
+        self.reported = stats;
     }
 }
 
@@ -54,13 +79,13 @@ impl Transform for CorrelateCore {
         let event: Event = match serde_json::from_slice(msg.payload.unwrap_or_default()) {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(
-                    stage = "correlate",
-                    topic = msg.topic,
-                    partition = msg.partition,
-                    offset = msg.offset,
-                    "dead-lettered: not an event: {e}"
-                );
+                DeadLettered {
+                    stage: "correlate",
+                    reason: "malformed_event",
+                    msg,
+                    error: &format!("not an event: {e}"),
+                }
+                .emit(&self.metrics);
                 return vec![dead_letter::record(
                     &self.dead_letter_topic,
                     "correlate",
@@ -70,11 +95,23 @@ impl Transform for CorrelateCore {
                 )];
             }
         };
-        self.engine
-            .observe(&event)
+        let arrival_ms = msg
+            .headers
+            .get(ARRIVAL_HEADER)
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+        let alerts = self.engine.observe(&event);
+        let now = std::time::SystemTime::now();
+        self.report_state();
+        alerts
             .into_iter()
             .map(|alert| {
-                tracing::info!(alert = %alert.id, tenant = %alert.tenant, rule = %alert.rule.title, "alert");
+                AlertRaised {
+                    alert: &alert,
+                    event_time: event.time,
+                    arrival_ms,
+                    now,
+                }
+                .emit(&self.metrics);
                 OutRecord {
                     topic: self.alerts_topic.clone(),
                     key: alert.tenant.as_str().as_bytes().to_vec(),

@@ -1,17 +1,27 @@
 //! The ingest stage: raw telemetry topics in, normalized events out to `chainwatch.events`,
 //! keyed by tenant and host so every event of one host meets the same correlator.
 
+use std::sync::Arc;
+
 use chainwatch_config::ServiceConfig;
 use chainwatch_ingest::{Decoder, DecoderConfig, TenantSource, TopicPattern};
 use chainwatch_kafka::{InMessage, OutRecord, Transform};
 use chainwatch_model::Provenance;
 
 use super::dead_letter;
+use crate::telemetry::Metrics;
+use crate::telemetry::events::{DeadLettered, EventNormalized, RecordConsumed};
+
+/// The header of an event record that carries when its raw record arrived in Kafka
+/// (milliseconds since the epoch, decimal), for the arrival-to-alert latency.
+pub const ARRIVAL_HEADER: &str = "chainwatch.arrival";
 
 struct Source {
     name: String,
     pattern: TopicPattern,
     decoder: Decoder,
+    /// The configured format, as a metric label.
+    format_label: String,
 }
 
 /// The ingest core.
@@ -19,6 +29,20 @@ pub struct IngestCore {
     sources: Vec<Source>,
     events_topic: String,
     dead_letter_topic: String,
+    metrics: Arc<Metrics>,
+}
+
+/// A format's config spelling (`WindowsFlat` -> `windows-flat`), read from its name so a new
+/// format needs no new label code.
+fn kebab(debug_name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in debug_name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 /// A librdkafka subscription regex for a topic pattern: librdkafka's regex engine is small, so
@@ -46,13 +70,21 @@ impl IngestCore {
                     ..DecoderConfig::default()
                 })
                 .map_err(anyhow::Error::msg)?,
+                format_label: kebab(&format!("{:?}", s.format)),
             });
         }
         Ok(Self {
             sources,
             events_topic: config.topics.events.clone(),
             dead_letter_topic: config.topics.dead_letter.clone(),
+            metrics: Metrics::detached(),
         })
+    }
+
+    /// Reports to `metrics` (instead of a registry nothing serves).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The subscription regexes of all sources.
@@ -64,14 +96,13 @@ impl IngestCore {
     }
 
     fn dead(&self, msg: &InMessage<'_>, reason: &'static str, error: &str) -> Vec<OutRecord> {
-        tracing::warn!(
-            stage = "ingest",
-            topic = msg.topic,
-            partition = msg.partition,
-            offset = msg.offset,
+        DeadLettered {
+            stage: "ingest",
             reason,
-            "dead-lettered: {error}"
-        );
+            msg,
+            error,
+        }
+        .emit(&self.metrics);
         vec![dead_letter::record(
             &self.dead_letter_topic,
             "ingest",
@@ -89,12 +120,24 @@ impl Transform for IngestCore {
             .iter()
             .find_map(|s| s.pattern.tenant_of(msg.topic).map(|t| (s, t)))
         else {
+            RecordConsumed {
+                tenant: None,
+                source: crate::telemetry::tenants::NONE,
+                format: crate::telemetry::tenants::NONE,
+            }
+            .emit(&self.metrics);
             return self.dead(
                 msg,
                 "no_tenant",
                 "the topic name matches no source's tenant pattern",
             );
         };
+        RecordConsumed {
+            tenant: Some(tenant.as_str()),
+            source: &source.name,
+            format: &source.format_label,
+        }
+        .emit(&self.metrics);
         let Some(payload) = msg.payload else {
             return self.dead(msg, "empty", "the record has no payload");
         };
@@ -108,12 +151,23 @@ impl Transform for IngestCore {
             .decode(payload, &TenantSource::Fixed(tenant), provenance)
         {
             Ok(event) => match serde_json::to_vec(&event) {
-                Ok(json) => vec![OutRecord {
-                    topic: self.events_topic.clone(),
-                    key: format!("{}/{}", event.tenant, event.host.key()).into_bytes(),
-                    payload: json,
-                    headers: vec![("chainwatch.source", source.name.as_bytes().to_vec())],
-                }],
+                Ok(json) => {
+                    EventNormalized {
+                        tenant: event.tenant.as_str(),
+                        format: event.source.format.as_str(),
+                    }
+                    .emit(&self.metrics);
+                    let mut headers = vec![("chainwatch.source", source.name.as_bytes().to_vec())];
+                    if let Some(ms) = msg.timestamp {
+                        headers.push((ARRIVAL_HEADER, ms.to_string().into_bytes()));
+                    }
+                    vec![OutRecord {
+                        topic: self.events_topic.clone(),
+                        key: format!("{}/{}", event.tenant, event.host.key()).into_bytes(),
+                        payload: json,
+                        headers,
+                    }]
+                }
                 Err(e) => self.dead(msg, "unserializable", &e.to_string()),
             },
             Err(e) => self.dead(msg, e.reason(), &e.to_string()),
@@ -124,6 +178,12 @@ impl Transform for IngestCore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_labels_are_the_config_spelling() {
+        assert_eq!(kebab("WindowsFlat"), "windows-flat");
+        assert_eq!(kebab("Auto"), "auto");
+    }
 
     #[test]
     fn subscriptions_are_simple_regexes() {

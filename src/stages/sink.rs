@@ -1,21 +1,35 @@
 //! The sink stage: one consumer group per sink on `chainwatch.alerts`, so a destination that is
 //! down stalls only its own sink while detection goes on.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chainwatch_kafka::{Deliver, InMessage, StageError};
 use chainwatch_model::Alert;
 use chainwatch_sink::Deliverer;
 
+use crate::telemetry::Metrics;
+use crate::telemetry::events::{SinkDelivered, SinkFailed, SinkRetry};
+
 /// The sink core for one destination.
 pub struct SinkCore {
     deliverer: Deliverer,
+    metrics: Arc<Metrics>,
 }
 
 impl SinkCore {
     /// A core delivering to `deliverer`.
     pub fn new(deliverer: Deliverer) -> Self {
-        Self { deliverer }
+        Self {
+            deliverer,
+            metrics: Metrics::detached(),
+        }
+    }
+
+    /// Reports to `metrics` (instead of a registry nothing serves).
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        metrics.register_sink(self.deliverer.name());
+        Self { metrics, ..self }
     }
 }
 
@@ -37,15 +51,39 @@ impl Deliver for SinkCore {
             }
         };
         let mut backoff = Duration::from_millis(100);
+        let started = Instant::now();
+        let (sink, id) = (self.deliverer.name().to_owned(), alert.id.to_string());
         loop {
             match self.deliverer.deliver(&alert) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    SinkDelivered {
+                        sink: &sink,
+                        alert: &id,
+                        elapsed: started.elapsed(),
+                    }
+                    .emit(&self.metrics);
+                    return Ok(());
+                }
                 Err(e) if e.retryable() => {
-                    tracing::warn!(sink = self.deliverer.name(), alert = %alert.id, error = %e, "delivery failed; retrying");
+                    SinkRetry {
+                        sink: &sink,
+                        alert: &id,
+                        error: &e.to_string(),
+                        backoff,
+                    }
+                    .emit(&self.metrics);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
-                Err(e) => return Err(StageError::Delivery(e.to_string())),
+                Err(e) => {
+                    SinkFailed {
+                        sink: &sink,
+                        alert: &id,
+                        error: &e.to_string(),
+                    }
+                    .emit(&self.metrics);
+                    return Err(StageError::Delivery(e.to_string()));
+                }
             }
         }
     }

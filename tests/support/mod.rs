@@ -383,6 +383,10 @@ rules = ["{playbooks}"]
 allowed_lateness = "2h"
 {correlate}
 
+# Tests run several chainwatch processes at once: each takes a free port.
+[http]
+listen = "127.0.0.1:0"
+
 {sinks}
 "#,
             brokers = brokers(),
