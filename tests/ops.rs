@@ -575,14 +575,25 @@ async fn prometheus_sees_every_dashboard_query_during_a_replay() {
         limit,
     );
     let filed = std::fs::read_to_string(&archive).unwrap();
+    let ids: std::collections::BTreeSet<&str> = filed
+        .lines()
+        .map(|l| {
+            l.split("\"id\":\"")
+                .nth(1)
+                .unwrap_or_default()
+                .split('"')
+                .next()
+                .unwrap_or_default()
+        })
+        .collect();
     assert_eq!(
-        filed.lines().count(),
-        1,
-        "the sample holds one chain: {filed}"
+        (filed.lines().count(), ids.len()),
+        (3, 1),
+        "the sample holds one chain, raised at the web shell, updated at the dump, complete at the backups: {filed}"
     );
 
-    // Prometheus has the final counts: every record, the two dead letters, the one alert
-    // delivered by one sink and retried by the other, whose group lags.
+    // Prometheus has the final counts: every record, the two dead letters, the three versions
+    // of the finding delivered by one sink and retried by the other, whose group lags.
     wait_for("Prometheus to scrape the replay", limit, || {
         let consumed = prom.values("sum(chainwatch_records_consumed_total)");
         let delivered = prom.values("sum(chainwatch_sink_deliveries_total{sink=\"archive\"})");
@@ -591,14 +602,19 @@ async fn prometheus_sees_every_dashboard_query_during_a_replay() {
             "count(chainwatch_kafka_consumer_lag{{group=\"{stuck_group}\"}})"
         ));
         (consumed == [total as f64]
-            && delivered == [1.0]
+            && delivered == [3.0]
             && !retried.is_empty()
             && lagging == [2.0])
         .then_some(())
     });
     assert_eq!(prom.values("sum(chainwatch_dead_letters_total)"), [2.0]);
+    // Revision 0 is high (the web shell); revisions 1 and 2 are critical.
     assert_eq!(
         prom.values("sum(chainwatch_alerts_total{tenant=\"contoso\",priority=\"critical\"})"),
+        [2.0]
+    );
+    assert_eq!(
+        prom.values("sum(chainwatch_alerts_total{tenant=\"contoso\",priority=\"high\"})"),
         [1.0]
     );
     assert_eq!(
@@ -607,7 +623,7 @@ async fn prometheus_sees_every_dashboard_query_during_a_replay() {
     );
     assert_eq!(
         prom.values("sum(chainwatch_detection_latency_arrival_seconds_count)"),
-        [1.0],
+        [3.0],
         "the alert's arrival time travelled with its event"
     );
     assert_eq!(prom.values("sum(chainwatch_sink_failures_total)"), [0.0]);

@@ -674,7 +674,10 @@ pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
         // For each candidate and each number of stages placed before it, the predecessor
         // leaving the latest start: more stages placed is better evidence, a later start leaves
         // more room in the timespan, and neither dominates the other.
-        let mut best: BTreeMap<(Timestamp, usize), Node> = BTreeMap::new();
+        // Per (completion time, stages placed): the node with the latest start (it leaves the
+        // most room for the timespan) and the one with the earliest (it reports the most
+        // evidence). Both are valid; later stages keep whichever still fits.
+        let mut best: BTreeMap<(Timestamp, usize, bool), Node> = BTreeMap::new();
         for c in &cands {
             let first_hit = stages[k][c.hits[0]].id;
             for (pi, p) in prev_layer.iter().enumerate() {
@@ -700,13 +703,22 @@ pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
                     prev: prev_index.map(|l| (l, pi)),
                     candidate: Some(c.clone()),
                 };
-                match best.entry((c.t, node.placed)) {
-                    std::collections::btree_map::Entry::Vacant(v) => {
-                        v.insert(node);
-                    }
-                    std::collections::btree_map::Entry::Occupied(mut o) => {
-                        if node.start > o.get().start {
-                            o.insert(node);
+                for latest in [true, false] {
+                    let better = |old: &Node| {
+                        if latest {
+                            node.start > old.start
+                        } else {
+                            node.start < old.start
+                        }
+                    };
+                    match best.entry((c.t, node.placed, latest)) {
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert(node.clone());
+                        }
+                        std::collections::btree_map::Entry::Occupied(mut o) => {
+                            if better(o.get()) {
+                                o.insert(node.clone());
+                            }
                         }
                     }
                 }
@@ -748,12 +760,12 @@ pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
 }
 
 /// The best node of a layer among those with something placed: the most stages placed, then
-/// the earliest time, then the latest start.
+/// the earliest completion, then the earliest start (the most evidence).
 fn earliest(layer: &[Node]) -> Option<usize> {
     layer
         .iter()
         .enumerate()
         .filter(|(_, x)| x.start.is_some())
-        .min_by_key(|(_, x)| (std::cmp::Reverse(x.placed), x.t, std::cmp::Reverse(x.start)))
+        .min_by_key(|(_, x)| (std::cmp::Reverse(x.placed), x.t, x.start))
         .map(|(i, _)| i)
 }
