@@ -58,6 +58,8 @@ pub enum Output {
     Auto,
     /// One JSON alert per line.
     Json,
+    /// One OCSF Detection Finding per line.
+    Ocsf,
     /// Readable blocks.
     Pretty,
 }

@@ -104,10 +104,11 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
             ..EngineConfig::default()
         },
     );
-    let pretty = match args.output {
-        Output::Json => false,
-        Output::Pretty => true,
-        Output::Auto => std::io::stdout().is_terminal(),
+    // On a pipe, one JSON alert per line (scripts depend on it); readable on a terminal.
+    let output = match args.output {
+        Output::Auto if std::io::stdout().is_terminal() => Output::Pretty,
+        Output::Auto => Output::Json,
+        other => other,
     };
     let mut dead = match &args.dead_letter {
         Some(p) => Some(std::io::BufWriter::new(
@@ -129,7 +130,7 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
                         Ok(event) => {
                             stats.events_normalized += 1;
                             for alert in engine.observe(&event) {
-                                emit(out, &alert, pretty)?;
+                                emit(out, &alert, output)?;
                             }
                             continue;
                         }
@@ -169,11 +170,11 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
     Ok(stats)
 }
 
-fn emit(out: &mut dyn Write, alert: &Alert, pretty: bool) -> Result<()> {
-    if pretty {
-        writeln!(out, "{}", render::pretty(alert))?;
-    } else {
-        writeln!(out, "{}", render::json_line(alert))?;
+fn emit(out: &mut dyn Write, alert: &Alert, output: Output) -> Result<()> {
+    match output {
+        Output::Pretty => writeln!(out, "{}", render::pretty(alert))?,
+        Output::Ocsf => writeln!(out, "{}", chainwatch_sink::ocsf::line(alert))?,
+        Output::Json | Output::Auto => writeln!(out, "{}", render::json_line(alert))?,
     }
     Ok(())
 }

@@ -75,6 +75,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             Arc::clone(&rules),
             engine,
             &topics.alerts,
+            topics.alerts_format,
             &topics.dead_letter,
         );
         let consumer =
@@ -91,17 +92,24 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         });
     }
     if args.stages.contains(&StageName::Sink) {
+        // Every sink reads every finding and keeps what its route takes; the router knows all
+        // routes, since `default` depends on the tenant routes.
+        let router = Arc::new(chainwatch_sink::Router::new(&config.sinks));
+        // One producer for the sinks' dead letters.
+        let producer = client::producer(&config.kafka, "sink")?;
         for sink in &config.sinks {
             let deliverer = Deliverer::open(sink, &config.base_dir)?;
-            let mut core = SinkCore::new(deliverer);
+            let mut core = SinkCore::new(deliverer, sink, Arc::clone(&router), &topics.dead_letter);
             let group = format!("{prefix}-sink-{}", sink.name());
             let consumer = client::consumer(&config.kafka, &group, "sink")?;
             consumer
                 .subscribe(&[&topics.alerts])
                 .context("subscribing to the alerts topic")?;
             let rx = stopped.clone();
+            let producer = producer.clone();
             tasks.spawn(async move {
-                run_delivery(&consumer, &mut core, rx).await?;
+                run_delivery(&consumer, &producer, &mut core, rx).await?;
+                producer.flush(FLUSH)?;
                 Ok("sink")
             });
         }

@@ -13,7 +13,7 @@ pub mod client;
 pub mod stage;
 
 pub use stage::{
-    Deliver, InMessage, LoopConfig, OutRecord, Transform, run_delivery, run_transform,
+    Deliver, Delivery, InMessage, LoopConfig, OutRecord, Transform, run_delivery, run_transform,
 };
 
 /// Why a stage stopped or could not start.

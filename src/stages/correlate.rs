@@ -1,12 +1,14 @@
 //! The correlate stage: normalized events in, findings out to `chainwatch.alerts`, keyed by
-//! tenant.
+//! tenant, in the configured form (`[topics] alerts_format`), named in the `chainwatch.format`
+//! header.
 
 use std::sync::Arc;
 
+use chainwatch_config::service::FindingFormat;
 use chainwatch_correlate::{Engine, EngineConfig, RuleSet};
 use chainwatch_kafka::{InMessage, OutRecord, Transform};
 use chainwatch_model::Event;
-use chainwatch_sink::render;
+use chainwatch_sink::decode;
 
 use super::dead_letter;
 
@@ -14,6 +16,7 @@ use super::dead_letter;
 pub struct CorrelateCore {
     engine: Engine,
     alerts_topic: String,
+    alerts_format: FindingFormat,
     dead_letter_topic: String,
 }
 
@@ -23,11 +26,13 @@ impl CorrelateCore {
         rules: Arc<RuleSet>,
         config: EngineConfig,
         alerts_topic: &str,
+        alerts_format: FindingFormat,
         dead_letter_topic: &str,
     ) -> Self {
         Self {
             engine: Engine::new(rules, config),
             alerts_topic: alerts_topic.to_owned(),
+            alerts_format,
             dead_letter_topic: dead_letter_topic.to_owned(),
         }
     }
@@ -62,8 +67,14 @@ impl Transform for CorrelateCore {
                 OutRecord {
                     topic: self.alerts_topic.clone(),
                     key: alert.tenant.as_str().as_bytes().to_vec(),
-                    payload: render::json_line(&alert).into_bytes(),
-                    headers: vec![("chainwatch.alert.id", alert.id.to_string().into_bytes())],
+                    payload: decode::encode(&alert, self.alerts_format),
+                    headers: vec![
+                        ("chainwatch.alert.id", alert.id.to_string().into_bytes()),
+                        (
+                            decode::FORMAT_HEADER,
+                            self.alerts_format.as_str().as_bytes().to_vec(),
+                        ),
+                    ],
                 }
             })
             .collect()
