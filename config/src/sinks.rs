@@ -412,7 +412,7 @@ fn check_webhook(w: &mut WebhookConfig, base_dir: &Path, problems: &mut Vec<Stri
     }
     // A URL from a secret is checked only once read; its value is never quoted.
     let url = w.url.expose();
-    if !url.is_empty() && !(url.starts_with("https://") || url.starts_with("http://")) {
+    if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
         problems.push(if w.url.is_secret() {
             "'url': the secret's value does not start with https:// or http://".into()
         } else {
