@@ -541,6 +541,33 @@ name = "x"
     }
 
     #[test]
+    fn sink_problems_carry_the_sink_and_its_line() {
+        let text = GOOD.to_owned()
+            + r#"
+[[sinks]]
+kind = "webhook"
+name = "pager"
+url = "https://events.pagerduty.com/v2/enqueue"
+payload = { preset = "pagerduty", routing_key = { env = "CHAINWATCH_TEST_SURELY_UNSET_VARIABLE" } }
+route = { tenant = "not a tenant" }
+"#;
+        let diags = load(&text).unwrap_err();
+        assert_eq!(diags.len(), 2, "{diags}");
+        let header = text[..text.rfind("[[sinks]]").unwrap()].lines().count() + 1;
+        for d in diags.iter() {
+            assert!(d.message.starts_with("sinks[2] (pager)"), "{diags}");
+            assert!(
+                (header..=header + 1).contains(&d.line),
+                "points at the sink (line {header}): {diags}"
+            );
+        }
+        assert!(diags.iter().any(|d| {
+            d.message
+                .contains("CHAINWATCH_TEST_SURELY_UNSET_VARIABLE is not set")
+        }));
+    }
+
+    #[test]
     fn syntax_errors_are_located() {
         let diags = load("[kafka\nbrokers = 1\n").unwrap_err();
         assert_eq!(diags.0[0].line, 1, "{diags}");

@@ -577,6 +577,13 @@ rotate_every = "1d"
             "[[sinks]]\nkind = \"webhook\"\nname = \"s\"\nurl = \"https://x\"\npayload = { preset = \"slack\", project = \"SEC\" }\n",
         );
         assert!(stray.is_err(), "slack takes no project");
+        let unknown: Result<Sinks, _> = toml::from_str(
+            "[[sinks]]\nkind = \"webhook\"\nname = \"w\"\nurl = \"https://x\"\ncolour = \"blue\"\n",
+        );
+        assert!(
+            unknown.unwrap_err().to_string().contains("colour"),
+            "unknown webhook keys are refused"
+        );
     }
 
     #[test]
