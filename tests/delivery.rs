@@ -110,7 +110,8 @@ async fn scripted_failures_are_retried_once_per_alert_or_dead_lettered_with_the_
     produce_alerts(&names, &alerts).await;
     produce(&names.alerts, &[("acme".into(), b"not a finding".to_vec())]).await;
 
-    let cw = Chainwatch::run(&config, &["--stages", "sink"]);
+    let log = dir.path().join("chainwatch.log");
+    let cw = Chainwatch::run_logged(&config, &["--stages", "sink"], &log, "debug");
     await_sink(&names, "tickets").await;
 
     let tickets = rx.tickets();
@@ -179,6 +180,47 @@ async fn scripted_failures_are_retried_once_per_alert_or_dead_lettered_with_the_
     assert_eq!(malformed.payload, b"not a finding");
 
     assert!(cw.stop().success());
+    // The token went out on every request, and never into the log, even at debug level.
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("dead-lettered"), "the log was captured");
+    assert!(!log.contains("s3cr3t"), "the secret leaked into the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finding_retried_past_retry_for_is_dead_lettered_not_dropped() {
+    let names = Names::new();
+    topics(&names).await;
+    let rx = Receiver::start().await;
+    rx.set_down(true);
+    let dir = tempfile::tempdir().unwrap();
+    let config = names.write_config(
+        dir.path(),
+        &webhook("tickets", &rx.url(), "").replace(
+            "max_backoff = \"200ms\"",
+            "max_backoff = \"200ms\", retry_for = \"1s\"",
+        ),
+    );
+    let alerts = findings("acme", 2, 8);
+    produce_alerts(&names, &alerts).await;
+    let cw = Chainwatch::run(&config, &["--stages", "sink"]);
+    await_sink(&names, "tickets").await;
+    assert!(cw.stop().success());
+
+    assert!(rx.tickets().is_empty());
+    let dead = read_all(&names.dead_letter);
+    assert_eq!(dead.len(), 2, "both findings given up, both kept: {dead:?}");
+    for (d, a) in dead.iter().zip(&alerts) {
+        assert_eq!(
+            d.header("chainwatch.reason").as_deref(),
+            Some("retries_exhausted")
+        );
+        assert_eq!(d.header("chainwatch.alert.id"), Some(a.id.to_string()));
+        assert!(d.header("chainwatch.error").unwrap().contains("HTTP 503"));
+        assert!(
+            rx.attempts(&a.id.to_string()).len() >= 2,
+            "retried before giving up"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -254,6 +254,23 @@ impl Chainwatch {
         Self { child }
     }
 
+    /// Starts `chainwatch run --config config` with extra arguments, its log (stderr) going to
+    /// `log` at level `level`.
+    pub fn run_logged(config: &Path, extra: &[&str], log: &Path, level: &str) -> Self {
+        let file = std::fs::File::create(log).expect("create the log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_chainwatch"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(extra)
+            .env("RUST_LOG", level)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start chainwatch");
+        Self { child }
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.terminate()
