@@ -488,3 +488,35 @@ fn json_lines_files_rotate_by_size_and_keep_the_newest() {
     let v: Value = serde_json::from_str(live.trim()).unwrap();
     assert_eq!(v["class_uid"], 2004);
 }
+
+#[test]
+fn the_readable_form_shows_stages_techniques_host_evidence_and_steps() {
+    let alert = chain_alert();
+    let text = chainwatch_sink::render::pretty(&alert);
+    for expected in [
+        "CRITICAL  Exchange exploitation to ransomware",
+        "host EXCH01.contoso.local",
+        "1. 2026-11-20T02:14:07.120Z  IIS worker process spawns a shell",
+        "T1003.001 LSASS Memory (Credential Access)",
+        "w3wp.exe > cmd /c whoami",
+        "rundll32.exe -> process lsass.exe",
+        "[examples/exchange-intrusion.jsonl:1322]",
+        "respond:",
+        "1. Isolate the host",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // Each piece of evidence sits under its own stage.
+    let stage3 = text.find("3. ").unwrap();
+    let stage4 = text.find("4. ").unwrap();
+    let lsass = text.find("lsass.exe").unwrap();
+    assert!(stage3 < lsass && lsass < stage4, "{text}");
+
+    let single = chainwatch_sink::render::pretty(&detection("acme", Severity::Low));
+    assert!(
+        single.starts_with("LOW  Exchange exploitation to ransomware"),
+        "{single}"
+    );
+    assert!(single.contains("detection "), "{single}");
+    assert!(single.contains("T1190 Exploit Public-Facing Application (Initial Access)"));
+}
