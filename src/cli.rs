@@ -100,6 +100,8 @@ pub enum Output {
     Auto,
     /// One JSON alert per line.
     Json,
+    /// One OCSF Detection Finding per line.
+    Ocsf,
     /// Readable blocks.
     Pretty,
 }

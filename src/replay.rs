@@ -182,10 +182,11 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
         },
     );
     engine.set_policies(Arc::new(policies));
-    let pretty = match args.output {
-        Output::Json => false,
-        Output::Pretty => true,
-        Output::Auto => std::io::stdout().is_terminal(),
+    // On a pipe, one JSON alert per line (scripts depend on it); readable on a terminal.
+    let output = match args.output {
+        Output::Auto if std::io::stdout().is_terminal() => Output::Pretty,
+        Output::Auto => Output::Json,
+        other => other,
     };
     let mut dead = match &args.dead_letter {
         Some(p) => Some(std::io::BufWriter::new(
@@ -200,7 +201,7 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
         &tenant,
         &mut engine,
         &mut stats,
-        &mut |alert| emit(out, &alert, pretty),
+        &mut |alert| emit(out, &alert, output),
         &mut |letter| {
             if let Some(w) = dead.as_mut() {
                 serde_json::to_writer(&mut *w, &letter)?;
@@ -215,11 +216,11 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
     Ok(stats)
 }
 
-fn emit(out: &mut dyn Write, alert: &Alert, pretty: bool) -> Result<()> {
-    if pretty {
-        writeln!(out, "{}", render::pretty(alert))?;
-    } else {
-        writeln!(out, "{}", render::json_line(alert))?;
+fn emit(out: &mut dyn Write, alert: &Alert, output: Output) -> Result<()> {
+    match output {
+        Output::Pretty => writeln!(out, "{}", render::pretty(alert))?,
+        Output::Ocsf => writeln!(out, "{}", chainwatch_sink::ocsf::line(alert))?,
+        Output::Json | Output::Auto => writeln!(out, "{}", render::json_line(alert))?,
     }
     Ok(())
 }

@@ -132,6 +132,7 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
             rules_rx.clone(),
             engine,
             &topics.alerts,
+            topics.alerts_format,
             &topics.dead_letter,
         )
         .with_metrics(Arc::clone(&metrics));
@@ -167,24 +168,33 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
         );
     }
     if args.stages.contains(&StageName::Sink) {
+        // Every sink reads every finding and keeps what its route takes; the router knows all
+        // routes, since `default` depends on the tenant routes.
+        let router = Arc::new(chainwatch_sink::Router::new(&config.sinks));
+        // One producer for the sinks' dead letters.
+        let producer = client::producer(&config.kafka, "sink")?;
         for sink in &config.sinks {
             let deliverer = Deliverer::open(sink, &config.base_dir)?;
-            let mut core = SinkCore::new(deliverer).with_metrics(Arc::clone(&metrics));
+            let mut core = SinkCore::new(deliverer, sink, Arc::clone(&router), &topics.dead_letter)
+                .with_metrics(Arc::clone(&metrics));
             let group = format!("{prefix}-sink-{}", sink.name());
             let consumer = observed_consumer(&config, &telemetry, &group, "sink")?;
             consumer
                 .subscribe(&[&topics.alerts])
                 .context("subscribing to the alerts topic")?;
             let rx = stopped.clone();
+            let producer = producer.clone();
+            let sink_name = sink.name().to_owned();
             tasks.spawn(
                 async move {
-                    run_delivery(&consumer, &mut core, rx).await?;
+                    run_delivery(&consumer, &producer, &mut core, rx).await?;
+                    producer.flush(FLUSH)?;
                     Ok("sink")
                 }
                 .instrument(tracing::info_span!(
                     "stage",
                     stage = "sink",
-                    sink = sink.name()
+                    sink = sink_name
                 )),
             );
         }

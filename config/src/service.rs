@@ -18,6 +18,9 @@ use toml::de::{DeTable, DeValue};
 use crate::diagnostic::{Diagnostic, Diagnostics, line_col};
 use crate::duration::serde_human;
 pub use crate::ops::{HttpConfig, LogConfig, LogFormat, MetricsConfig};
+pub use crate::sinks::{
+    AlertFormat, Auth, FindingFormat, Payload, RetryConfig, RouteConfig, SinkConfig, WebhookConfig,
+};
 
 /// The whole service config.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +84,10 @@ pub struct TopicsConfig {
     /// Records that could not be processed, with the reason in headers.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter: String,
+    /// The form of findings on the alerts topic: `"json"` (chainwatch's own) or `"ocsf"`
+    /// (OCSF Detection Finding). Sinks read either.
+    #[serde(default)]
+    pub alerts_format: FindingFormat,
 }
 
 impl Default for TopicsConfig {
@@ -89,6 +96,7 @@ impl Default for TopicsConfig {
             events: default_events_topic(),
             alerts: default_alerts_topic(),
             dead_letter: default_dead_letter_topic(),
+            alerts_format: FindingFormat::default(),
         }
     }
 }
@@ -258,47 +266,6 @@ pub struct CorrelateConfig {
     /// How often rule files are checked for changes (they are also reloaded on SIGHUP).
     #[serde(default = "default_reload_interval", with = "serde_human")]
     pub reload_interval: Duration,
-}
-
-/// The form alerts are written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AlertFormat {
-    /// chainwatch's JSON, one alert per line.
-    #[default]
-    Json,
-    /// A readable multi-line rendering for terminals.
-    Pretty,
-}
-
-/// `[[sinks]]`: one destination for alerts.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum SinkConfig {
-    /// Standard output.
-    Stdout {
-        /// A name for logs, metrics and the consumer group.
-        name: String,
-        /// Output form.
-        #[serde(default)]
-        format: AlertFormat,
-    },
-    /// A JSON lines file, appended to.
-    File {
-        /// A name for logs, metrics and the consumer group.
-        name: String,
-        /// The file (relative to the config file's folder).
-        path: PathBuf,
-    },
-}
-
-impl SinkConfig {
-    /// The sink's name.
-    pub fn name(&self) -> &str {
-        match self {
-            SinkConfig::Stdout { name, .. } | SinkConfig::File { name, .. } => name,
-        }
-    }
 }
 
 fn default_group_prefix() -> String {
@@ -477,7 +444,7 @@ impl ServiceConfig {
         validate(
             &mut l,
             &sources,
-            &sinks,
+            &mut sinks,
             correlate.as_ref(),
             kafka.as_ref(),
             &base_dir,
@@ -512,11 +479,12 @@ impl ServiceConfig {
     }
 }
 
-/// Checks that need several values at once. Pure: it only reads what was parsed.
+/// Checks that need several values at once. Pure apart from reading the secrets and template
+/// files that sinks name.
 fn validate(
     l: &mut Loader<'_>,
     sources: &[(SourceConfig, Range<usize>)],
-    sinks: &[(SinkConfig, Range<usize>)],
+    sinks: &mut [(SinkConfig, Range<usize>)],
     correlate: Option<&CorrelateConfig>,
     kafka: Option<&KafkaConfig>,
     base_dir: &Path,
@@ -574,8 +542,11 @@ fn validate(
         names.push(s.name.clone());
     }
     let mut sink_names = Vec::new();
-    for (i, (s, span)) in sinks.iter().enumerate() {
+    for (i, (s, span)) in sinks.iter_mut().enumerate() {
         let name = s.name().to_owned();
+        for problem in crate::sinks::check_sink(s, base_dir) {
+            l.error(span.clone(), format!("sinks[{i}] ({name}): {problem}"));
+        }
         if name.is_empty()
             || !name
                 .chars()
@@ -741,6 +712,33 @@ values = ['C:\Program Files\Tanium\*']
             "{bad}"
         );
         assert!(bad.iter().any(|d| d.message.contains("playbook")), "{bad}");
+    }
+
+    #[test]
+    fn sink_problems_carry_the_sink_and_its_line() {
+        let text = GOOD.to_owned()
+            + r#"
+[[sinks]]
+kind = "webhook"
+name = "pager"
+url = "https://events.pagerduty.com/v2/enqueue"
+payload = { preset = "pagerduty", routing_key = { env = "CHAINWATCH_TEST_SURELY_UNSET_VARIABLE" } }
+route = { tenant = "not a tenant" }
+"#;
+        let diags = load(&text).unwrap_err();
+        assert_eq!(diags.len(), 2, "{diags}");
+        let header = text[..text.rfind("[[sinks]]").unwrap()].lines().count() + 1;
+        for d in diags.iter() {
+            assert!(d.message.starts_with("sinks[2] (pager)"), "{diags}");
+            assert!(
+                (header..=header + 1).contains(&d.line),
+                "points at the sink (line {header}): {diags}"
+            );
+        }
+        assert!(diags.iter().any(|d| {
+            d.message
+                .contains("CHAINWATCH_TEST_SURELY_UNSET_VARIABLE is not set")
+        }));
     }
 
     #[test]

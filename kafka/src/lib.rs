@@ -19,7 +19,8 @@ pub mod stats;
 
 pub use observe::{ClientObserver, KafkaMetrics};
 pub use stage::{
-    Deliver, InHeaders, InMessage, LoopConfig, OutRecord, Transform, run_delivery, run_transform,
+    Deliver, Delivery, InHeaders, InMessage, LoopConfig, OutRecord, Transform, run_delivery,
+    run_transform,
 };
 
 /// Why a stage stopped or could not start.

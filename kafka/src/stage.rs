@@ -34,7 +34,7 @@ pub struct OutRecord {
 }
 
 /// A consumed message, as a stage core sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct InMessage<'a> {
     /// Its topic.
     pub topic: &'a str,
@@ -52,6 +52,19 @@ pub struct InMessage<'a> {
     pub headers: InHeaders<'a>,
 }
 
+impl std::fmt::Debug for InMessage<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMessage")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("key", &self.key)
+            .field("payload_len", &self.payload.map(<[u8]>::len))
+            .field("headers", &self.headers)
+            .finish()
+    }
+}
+
 impl<'a> InMessage<'a> {
     fn of(m: &'a BorrowedMessage<'a>) -> Self {
         Self {
@@ -63,6 +76,13 @@ impl<'a> InMessage<'a> {
             timestamp: m.timestamp().to_millis(),
             headers: InHeaders(m.headers()),
         }
+    }
+
+    /// The value of the first header named `name`, if it is text.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .get(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 }
 
@@ -118,11 +138,26 @@ pub trait Transform {
     fn process(&mut self, message: &InMessage<'_>) -> Vec<OutRecord>;
 }
 
+/// What a delivery core did with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Delivered (or deliberately skipped): the offset may be stored.
+    Done,
+    /// Not deliverable: these records (a dead letter) are produced, and the offset is stored
+    /// once they are acknowledged.
+    Produce(Vec<OutRecord>),
+}
+
 /// A stage core that delivers each consumed message somewhere (a sink).
 pub trait Deliver {
-    /// Delivers one message; returns when the effect is durable. Retries are its own business:
-    /// an error stops the stage without storing the offset.
-    fn deliver(&mut self, message: &InMessage<'_>) -> impl Future<Output = Result<(), StageError>>;
+    /// Delivers one message; returns when the effect is durable or the message is to be
+    /// dead-lettered. Retries are its own business: an error stops the stage without storing
+    /// the offset. The future may be dropped at shutdown (the message is then delivered again
+    /// after restart, so a destination sees it at least once).
+    fn deliver(
+        &mut self,
+        message: &InMessage<'_>,
+    ) -> impl Future<Output = Result<Delivery, StageError>>;
 }
 
 /// Loop tuning.
@@ -306,10 +341,13 @@ fn commit(consumer: &Consumer) {
     }
 }
 
-/// Runs a delivery stage (a sink) until `shutdown` turns true: each message is delivered, then
-/// its offset stored. A message being delivered when shutdown comes is finished first.
+/// Runs a delivery stage (a sink) until `shutdown` turns true: each message is delivered (or
+/// its dead letter produced and acknowledged), then its offset stored. One message at a time,
+/// in order. At shutdown the delivery in progress is abandoned (a webhook may be retrying for
+/// hours); its offset is not stored, so it is delivered again after restart.
 pub async fn run_delivery<D: Deliver>(
     consumer: &Consumer,
+    producer: &Producer,
     core: &mut D,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), StageError> {
@@ -319,22 +357,41 @@ pub async fn run_delivery<D: Deliver>(
         if *shutdown.borrow() {
             break;
         }
-        tokio::select! {
+        let m = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
             received = consumer.recv() => match received {
-                Ok(m) => {
-                    let msg = InMessage::of(&m);
-                    core.deliver(&msg)
-                        .instrument(spans.get(msg.topic, msg.partition))
-                        .await?;
-                    if let Err(e) = consumer.store_offset(msg.topic, msg.partition, msg.offset + 1) {
-                        tracing::debug!(error = %e, "offset not stored");
-                    }
-                }
+                Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "consume error");
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+        };
+        let msg = InMessage::of(&m);
+        let span = spans.get(msg.topic, msg.partition);
+        let work = async {
+            if let Delivery::Produce(records) = core.deliver(&msg).instrument(span).await? {
+                let inflight = records.iter().map(|_| None).collect();
+                let mut p = Pending {
+                    topic: msg.topic.to_owned(),
+                    partition: msg.partition,
+                    offset: msg.offset,
+                    records,
+                    inflight,
+                };
+                settle(producer, &mut p).await;
+            }
+            Ok::<(), StageError>(())
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            done = work => {
+                done?;
+                if let Err(e) = consumer.store_offset(msg.topic, msg.partition, msg.offset + 1) {
+                    tracing::debug!(error = %e, "offset not stored");
                 }
             }
         }

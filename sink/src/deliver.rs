@@ -1,35 +1,67 @@
-//! Deliverers: where an alert goes. A delivery that returns `Ok` is durable (written and
-//! flushed to the OS, and synced for files), so the caller may store the alert's offset.
+//! Deliverers: where a finding goes, one attempt at a time.
+//!
+//! [`Deliverer::attempt`] makes one attempt and says what happened ([`Outcome`]): delivered
+//! (durable: written and synced, or confirmed by the destination with a 2xx), worth another
+//! try, or rejected for good. Pacing retries and dead-lettering rejections is the sink stage's
+//! job (`src/stages/sink.rs`), with [`crate::retry::Backoff`].
 
-use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use chainwatch_config::service::{AlertFormat, SinkConfig};
 use chainwatch_model::Alert;
 
-use crate::render;
+use crate::file::{JsonLinesFile, Rotation};
+use crate::webhook::Webhook;
+use crate::{ocsf, render};
 
-/// Why a delivery failed, and whether trying again can help.
+/// What one delivery attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The finding is durable at the destination.
+    Delivered {
+        /// The destination already had it (a redelivery it recognised).
+        duplicate: bool,
+    },
+    /// Not delivered; another attempt may succeed (timeouts, 5xx, 429, a full disk).
+    Retry {
+        /// How long the destination asked us to wait (`Retry-After`).
+        after: Option<Duration>,
+        /// What went wrong.
+        error: String,
+    },
+    /// Not delivered, and sending it again will not help (other 4xx, a payload that cannot be
+    /// built): the finding goes to the dead-letter topic with this.
+    Reject {
+        /// The HTTP status, where there was a response.
+        status: Option<u16>,
+        /// The response body (at most [`crate::webhook::MAX_BODY_KEPT`] bytes).
+        body: String,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// A deliverer could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// An I/O error (disk full, permission, closed pipe).
-    #[error("{sink}: {source}")]
+    /// An I/O error opening the destination.
+    #[error("sink {sink}: {source}")]
     Io {
         /// The sink's name.
         sink: String,
         /// The error.
         source: std::io::Error,
     },
-}
-
-impl SinkError {
-    /// Whether a retry may succeed. I/O errors may be transient (a full disk gets space).
-    pub fn retryable(&self) -> bool {
-        match self {
-            SinkError::Io { source, .. } => source.kind() != std::io::ErrorKind::PermissionDenied,
-        }
-    }
+    /// A setting that cannot work (a URL, a header, a template).
+    #[error("sink {sink}: {message}")]
+    Setup {
+        /// The sink's name.
+        sink: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// One destination.
@@ -39,93 +71,96 @@ pub enum Deliverer {
     Stdout {
         /// The sink's name.
         name: String,
-        /// JSON lines or the readable form.
+        /// The form written.
         format: AlertFormat,
     },
-    /// A JSON lines file, appended to.
+    /// A JSON lines file.
     File {
         /// The sink's name.
         name: String,
-        /// Where.
-        path: PathBuf,
-        /// The open file.
-        file: File,
+        /// The file.
+        file: JsonLinesFile,
     },
+    /// An HTTP endpoint.
+    Webhook(Box<Webhook>),
 }
 
 impl Deliverer {
     /// Opens the destination a sink config names; relative paths are under `base_dir`.
     pub fn open(config: &SinkConfig, base_dir: &Path) -> Result<Self, SinkError> {
         match config {
-            SinkConfig::Stdout { name, format } => Ok(Deliverer::Stdout {
+            SinkConfig::Stdout { name, format, .. } => Ok(Deliverer::Stdout {
                 name: name.clone(),
                 format: *format,
             }),
-            SinkConfig::File { name, path } => {
+            SinkConfig::File {
+                name,
+                path,
+                format,
+                rotate_size,
+                rotate_every,
+                keep,
+                ..
+            } => {
                 let path = if path.is_absolute() {
                     path.clone()
                 } else {
                     base_dir.join(path)
                 };
-                Self::file(name, &path)
+                let rotation = Rotation {
+                    size: rotate_size.map(|s| s.as_u64()),
+                    every: *rotate_every,
+                };
+                let file =
+                    JsonLinesFile::open(&path, *format, rotation, *keep).map_err(|source| {
+                        SinkError::Io {
+                            sink: name.clone(),
+                            source,
+                        }
+                    })?;
+                Ok(Deliverer::File {
+                    name: name.clone(),
+                    file,
+                })
             }
+            SinkConfig::Webhook(w) => Ok(Deliverer::Webhook(Box::new(Webhook::new(w, base_dir)?))),
         }
-    }
-
-    /// A JSON lines file deliverer.
-    pub fn file(name: &str, path: &Path) -> Result<Self, SinkError> {
-        let io = |source| SinkError::Io {
-            sink: name.to_owned(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
-        Ok(Deliverer::File {
-            name: name.to_owned(),
-            path: path.to_path_buf(),
-            file,
-        })
     }
 
     /// The sink's name.
     pub fn name(&self) -> &str {
         match self {
             Deliverer::Stdout { name, .. } | Deliverer::File { name, .. } => name,
+            Deliverer::Webhook(w) => w.name(),
         }
     }
 
-    /// Delivers one alert durably.
-    pub fn deliver(&mut self, alert: &Alert) -> Result<(), SinkError> {
+    /// One attempt to deliver `alert`.
+    pub async fn attempt(&mut self, alert: &Alert) -> Outcome {
         match self {
-            Deliverer::Stdout { name, format } => {
+            Deliverer::Stdout { format, .. } => {
                 let text = match format {
                     AlertFormat::Json => render::json_line(alert) + "\n",
+                    AlertFormat::Ocsf => ocsf::line(alert) + "\n",
                     AlertFormat::Pretty => render::pretty(alert) + "\n",
                 };
                 let mut out = std::io::stdout().lock();
-                out.write_all(text.as_bytes())
-                    .and_then(|()| out.flush())
-                    .map_err(|source| SinkError::Io {
-                        sink: name.clone(),
-                        source,
-                    })
+                io_outcome(out.write_all(text.as_bytes()).and_then(|()| out.flush()))
             }
-            Deliverer::File { name, file, .. } => {
-                let mut line = render::json_line(alert);
-                line.push('\n');
-                file.write_all(line.as_bytes())
-                    .and_then(|()| file.sync_data())
-                    .map_err(|source| SinkError::Io {
-                        sink: name.clone(),
-                        source,
-                    })
-            }
+            Deliverer::File { file, .. } => io_outcome(file.write(alert, SystemTime::now())),
+            Deliverer::Webhook(w) => w.attempt(alert).await,
         }
+    }
+}
+
+/// Local I/O errors are retried: a full disk gets space, a permission gets fixed, and nothing
+/// is dead-lettered for a problem of our own machine.
+fn io_outcome(r: std::io::Result<()>) -> Outcome {
+    match r {
+        Ok(()) => Outcome::Delivered { duplicate: false },
+        Err(e) => Outcome::Retry {
+            after: None,
+            error: e.to_string(),
+        },
     }
 }

@@ -1,12 +1,14 @@
 //! The correlate stage: normalized events in, findings out to `chainwatch.alerts`, keyed by
-//! tenant.
+//! tenant, in the configured form (`[topics] alerts_format`), named in the `chainwatch.format`
+//! header.
 
 use std::sync::Arc;
 
+use chainwatch_config::service::FindingFormat;
 use chainwatch_correlate::{Engine, EngineConfig, EngineStats};
 use chainwatch_kafka::{InMessage, OutRecord, Transform};
 use chainwatch_model::Event;
-use chainwatch_sink::render;
+use chainwatch_sink::decode;
 
 use super::dead_letter;
 use super::ingest::ARRIVAL_HEADER;
@@ -19,6 +21,7 @@ pub struct CorrelateCore {
     engine: Engine,
     rules: tokio::sync::watch::Receiver<Arc<Loaded>>,
     alerts_topic: String,
+    alerts_format: FindingFormat,
     dead_letter_topic: String,
     metrics: Arc<Metrics>,
     /// The engine's totals at the last report, to count differences.
@@ -31,6 +34,7 @@ impl CorrelateCore {
         mut rules: tokio::sync::watch::Receiver<Arc<Loaded>>,
         config: EngineConfig,
         alerts_topic: &str,
+        alerts_format: FindingFormat,
         dead_letter_topic: &str,
     ) -> Self {
         let loaded = Arc::clone(&rules.borrow_and_update());
@@ -40,6 +44,7 @@ impl CorrelateCore {
             engine,
             rules,
             alerts_topic: alerts_topic.to_owned(),
+            alerts_format,
             dead_letter_topic: dead_letter_topic.to_owned(),
             metrics: Metrics::detached(),
             reported: EngineStats::default(),
@@ -115,8 +120,14 @@ impl Transform for CorrelateCore {
                 OutRecord {
                     topic: self.alerts_topic.clone(),
                     key: alert.tenant.as_str().as_bytes().to_vec(),
-                    payload: render::json_line(&alert).into_bytes(),
-                    headers: vec![("chainwatch.alert.id", alert.id.to_string().into_bytes())],
+                    payload: decode::encode(&alert, self.alerts_format),
+                    headers: vec![
+                        ("chainwatch.alert.id", alert.id.to_string().into_bytes()),
+                        (
+                            decode::FORMAT_HEADER,
+                            self.alerts_format.as_str().as_bytes().to_vec(),
+                        ),
+                    ],
                 }
             })
             .collect()

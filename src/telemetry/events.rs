@@ -174,14 +174,28 @@ pub struct SinkDelivered<'a> {
     pub sink: &'a str,
     /// The alert.
     pub alert: &'a str,
-    /// From the first attempt to the durable write.
+    /// Its tenant.
+    pub tenant: &'a str,
+    /// Attempts it took.
+    pub attempts: u32,
+    /// The destination already had it (an idempotent repeat).
+    pub duplicate: bool,
+    /// From the first attempt to the confirmation, retries included.
     pub elapsed: Duration,
 }
 
 impl SinkDelivered<'_> {
-    /// Logs (debug) and counts it.
+    /// Logs and counts it.
     pub fn emit(&self, m: &Metrics) {
-        tracing::debug!(sink = self.sink, alert = self.alert, elapsed = ?self.elapsed, "delivered");
+        tracing::info!(
+            sink = self.sink,
+            alert = self.alert,
+            tenant = self.tenant,
+            attempts = self.attempts,
+            duplicate = self.duplicate,
+            latency_ms = u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX),
+            "delivered"
+        );
         m.sink_deliveries.with_label_values(&[self.sink]).inc();
         m.sink_latency
             .with_label_values(&[self.sink])
@@ -196,6 +210,8 @@ pub struct SinkRetry<'a> {
     pub sink: &'a str,
     /// The alert.
     pub alert: &'a str,
+    /// Failed attempts so far.
+    pub attempt: u32,
     /// What failed.
     pub error: &'a str,
     /// The wait before the next attempt.
@@ -205,26 +221,42 @@ pub struct SinkRetry<'a> {
 impl SinkRetry<'_> {
     /// Logs and counts it.
     pub fn emit(&self, m: &Metrics) {
-        tracing::warn!(sink = self.sink, alert = self.alert, error = %self.error, backoff = ?self.backoff, "delivery failed; retrying");
+        tracing::warn!(
+            sink = self.sink,
+            alert = self.alert,
+            attempt = self.attempt,
+            error = %self.error,
+            wait_ms = u64::try_from(self.backoff.as_millis()).unwrap_or(u64::MAX),
+            "delivery failed; retrying"
+        );
         m.sink_retries.with_label_values(&[self.sink]).inc();
     }
 }
 
-/// A delivery that failed for good: the sink stops without storing the alert's offset.
+/// A record a sink sends to the dead-letter topic instead of its destination: the destination
+/// refused it, retries ran out, or it was not a finding.
 #[derive(Debug)]
-pub struct SinkFailed<'a> {
+pub struct SinkDeadLettered<'a> {
     /// The sink.
     pub sink: &'a str,
-    /// The alert.
-    pub alert: &'a str,
+    /// The alert, when the record was one.
+    pub alert: Option<&'a str>,
+    /// `rejected`, `retries_exhausted` or `malformed_alert`.
+    pub reason: &'static str,
     /// What failed.
     pub error: &'a str,
 }
 
-impl SinkFailed<'_> {
-    /// Logs and counts it.
+impl SinkDeadLettered<'_> {
+    /// Logs and counts it (as a sink failure).
     pub fn emit(&self, m: &Metrics) {
-        tracing::error!(sink = self.sink, alert = self.alert, error = %self.error, "delivery failed; not retryable");
+        tracing::error!(
+            sink = self.sink,
+            alert = self.alert,
+            reason = self.reason,
+            error = %self.error,
+            "dead-lettered"
+        );
         m.sink_failures.with_label_values(&[self.sink]).inc();
     }
 }

@@ -2,6 +2,8 @@
 //! consuming records, a running chainwatch process, and fixtures.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -296,9 +298,35 @@ impl Chainwatch {
         assert!(status.success(), "kill -{name} failed");
     }
 
+    /// Starts `chainwatch run --config config` with extra arguments, its log (stderr) going to
+    /// `log` at level `level`.
+    pub fn run_logged(config: &Path, extra: &[&str], log: &Path, level: &str) -> Self {
+        let file = std::fs::File::create(log).expect("create the log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_chainwatch"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(extra)
+            .env("RUST_LOG", level)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start chainwatch");
+        // The log goes to the file; there are no lines to await here.
+        let (_, lines) = std::sync::mpsc::channel();
+        Self { child, lines }
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.terminate()
+    }
+
+    /// Kills the process with SIGKILL (a crash: nothing is drained or committed) and waits.
+    pub fn kill(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        let _ = self.child.wait();
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
