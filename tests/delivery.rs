@@ -427,20 +427,23 @@ async fn the_correlate_stage_writes_ocsf_findings_when_configured() {
     .unwrap();
     assert!(cw.stop().success());
 
+    // One finding in three revisions (web shell, dump, complete), all as OCSF.
     let records = read_all(&names.alerts);
-    assert_eq!(records.len(), 1);
-    assert_eq!(
-        records[0].header("chainwatch.format").as_deref(),
-        Some("ocsf")
+    assert_eq!(records.len(), 3);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.header("chainwatch.format").as_deref() == Some("ocsf"))
     );
     let finding: serde_json::Value = serde_json::from_slice(&records[0].payload).unwrap();
     assert_eq!(finding["class_uid"], 2004);
     assert_eq!(finding["metadata"]["tenant_uid"], "contoso");
-    // The file sink read the OCSF record and wrote chainwatch's JSON.
+    // The file sink read the OCSF records and wrote chainwatch's JSON: the same finding.
     let filed = lines(&out);
-    assert_eq!(filed.len(), 1);
-    assert_eq!(
-        finding["finding_info"]["uid"].as_str().unwrap(),
-        filed[0].id.to_string()
+    assert_eq!(filed.len(), 3);
+    assert!(
+        filed
+            .iter()
+            .all(|a| finding["finding_info"]["uid"].as_str() == Some(a.id.to_string().as_str()))
     );
 }
