@@ -402,6 +402,8 @@ group_prefix = "{groups}"
 create_topics = false
 
 [kafka.options]
+# One record per batch: Tansu 0.6.0 reports partition ends by batch (tests/support/mod.rs).
+"batch.num.messages" = "1"
 "statistics.interval.ms" = "500"
 "sasl.username" = "chainwatch"
 "sasl.password" = "{SECRET}"

@@ -78,6 +78,11 @@ async fn one_tenant_one_host_one_chain_alert() {
         &[&names.alerts],
         limit,
     );
+    // Committed offsets point just past the last processed record: a restart resumes there,
+    // neither repeating nor skipping one.
+    assert_committed_exactly(&format!("{}-ingest", names.groups), &[&a, &b, &c]);
+    assert_committed_exactly(&format!("{}-correlate", names.groups), &[&names.events]);
+    assert_committed_exactly(&format!("{}-sink-archive", names.groups), &[&names.alerts]);
 
     let alerts: Vec<Alert> = read_all(&names.alerts)
         .into_iter()

@@ -12,8 +12,10 @@ use futures::FutureExt;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::watch;
 
@@ -243,7 +245,7 @@ async fn settle(producer: &Producer, p: &mut Pending) {
 }
 
 fn store(consumer: &Consumer, p: &Pending) {
-    if let Err(e) = consumer.store_offset(&p.topic, p.partition, p.offset + 1) {
+    if let Err(e) = mark_done(consumer, &p.topic, p.partition, p.offset) {
         // The partition was revoked meanwhile: its new owner starts from the committed offset.
         tracing::debug!(topic = %p.topic, partition = p.partition, error = %e, "offset not stored");
     }
@@ -334,6 +336,15 @@ async fn drain(
     commit(consumer);
 }
 
+/// Marks the message at `offset` done: the group's next commit records `offset + 1`, where it
+/// resumes. (`rd_kafka_offsets_store` takes the next offset, as written here; the older
+/// `store_offset` adds one itself, an easy way to skip a message on restart.)
+fn mark_done(consumer: &Consumer, topic: &str, partition: i32, offset: i64) -> KafkaResult<()> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset + 1))?;
+    consumer.store_offsets(&tpl)
+}
+
 fn commit(consumer: &Consumer) {
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
@@ -390,7 +401,7 @@ pub async fn run_delivery<D: Deliver>(
             _ = shutdown.changed() => break,
             done = work => {
                 done?;
-                if let Err(e) = consumer.store_offset(msg.topic, msg.partition, msg.offset + 1) {
+                if let Err(e) = mark_done(consumer, msg.topic, msg.partition, msg.offset) {
                     tracing::debug!(error = %e, "offset not stored");
                 }
             }

@@ -88,13 +88,14 @@ pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
     }
 }
 
-/// Every record of `topic` as it stands now, read to the end of every partition, with the
-/// partition ends (the offset after each partition's last record).
+/// Every record of `topic` as it stands now, with the partition ends (the offset after each
+/// partition's last record).
 ///
-/// The end is found by reading to partition EOF, not from ListOffsets: Tansu 0.6.0 reports the
-/// high watermark of a partition as the base offset of its last record batch plus one, which
-/// under-counts batched records (and makes EOF come early on them). Test configs therefore have
-/// chainwatch produce one record per batch (`Names::write_config`), so ends are exact.
+/// Tansu 0.6.0 reports a partition's end by record batch: ListOffsets gives the base offset of
+/// the last batch plus one, and fetch responses can put the high watermark (so EOF) before the
+/// last record. Every producer in these tests sends one record per batch (the test producer
+/// awaits each record; `Names::write_config` sets `batch.num.messages = 1` for chainwatch), so
+/// ListOffsets is exact: the reader takes it as the end and reads up to it, never trusting EOF.
 pub fn read_to_end(topic: &str) -> (Vec<Record>, HashMap<i32, i64>) {
     let probe: BaseConsumer = config().create().expect("consumer");
     let md = probe
@@ -106,10 +107,18 @@ pub fn read_to_end(topic: &str) -> (Vec<Record>, HashMap<i32, i64>) {
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     assert!(!partitions.is_empty(), "topic {topic} has no partitions");
+    let ends: HashMap<i32, i64> = partitions
+        .iter()
+        .map(|p| {
+            let (_, high) = probe
+                .fetch_watermarks(topic, *p, Duration::from_secs(10))
+                .expect("watermarks");
+            (*p, high)
+        })
+        .collect();
     let consumer: BaseConsumer = config()
         .set("group.id", unique("reader-"))
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
@@ -118,19 +127,20 @@ pub fn read_to_end(topic: &str) -> (Vec<Record>, HashMap<i32, i64>) {
             .expect("partition");
     }
     consumer.assign(&tpl).expect("assign");
-    let mut ends: HashMap<i32, i64> = partitions.iter().map(|p| (*p, 0)).collect();
-    let mut at_eof: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    let mut next: HashMap<i32, i64> = partitions.iter().map(|p| (*p, 0)).collect();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while at_eof.len() < partitions.len() {
+    while ends.iter().any(|(p, end)| next[p] < *end) {
         assert!(
             Instant::now() < deadline,
-            "could not read {topic} to its end"
+            "could not read {topic} to its end: read up to {next:?}, ends {ends:?}"
         );
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
-                at_eof.remove(&m.partition());
-                ends.insert(m.partition(), m.offset() + 1);
+                next.insert(m.partition(), m.offset() + 1);
+                if m.offset() >= ends[&m.partition()] {
+                    continue;
+                }
                 let headers = m
                     .headers()
                     .map(|h| {
@@ -145,9 +155,6 @@ pub fn read_to_end(topic: &str) -> (Vec<Record>, HashMap<i32, i64>) {
                     payload: m.payload().unwrap_or_default().to_vec(),
                     headers,
                 });
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                at_eof.insert(p);
             }
             Some(Err(e)) => panic!("reading {topic}: {e}"),
             None => {}
@@ -228,6 +235,25 @@ pub fn await_caught_up(group: &str, topics: &[&str], limit: Duration) {
             "group {group} did not catch up within {limit:?}: {behind:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Asserts that `group` committed exactly the end of every partition of `topics`: past the
+/// last record it processed, and not one record further (which would skip a record on restart).
+pub fn assert_committed_exactly(group: &str, topics: &[&str]) {
+    for t in topics {
+        let (_, ends) = read_to_end(t);
+        let parts: Vec<i32> = ends.keys().copied().collect();
+        let done = committed(group, t, &parts);
+        for (p, end) in &ends {
+            if *end > 0 {
+                assert_eq!(
+                    done.get(p),
+                    Some(end),
+                    "group {group} on {t}[{p}]: committed vs end"
+                );
+            }
+        }
     }
 }
 
