@@ -230,6 +230,44 @@ fn run_case(
     Ok(alerts)
 }
 
+/// Every event of every regression case, decoded.
+fn regression_events(cases: &[Case], decoder: &Decoder) -> Vec<chainwatch_model::Event> {
+    let tenant = TenantSource::Fixed(TenantId::new("sigmahq").unwrap());
+    let mut out = Vec::new();
+    for case in cases {
+        let data = std::fs::read(&case.json).unwrap();
+        let path = case.json.display().to_string();
+        for record in split_records(&path, &data) {
+            if let FileRecord::Record { bytes, provenance } = record {
+                out.push(decoder.decode(bytes, &tenant, provenance).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_prefilter_never_loses_a_match() {
+    // All rules loaded at once, every regression event: the rules the prefilter lets through
+    // and match are exactly the rules that match when every rule is tested.
+    let shared = shared();
+    let cases = cases(&shared);
+    let loaded = load_rule_paths(&[shared.join("sigma/rules/windows")]);
+    let (set, _) = RuleSet::compile(&loaded.docs);
+    let decoder = Decoder::new(DecoderConfig::default()).unwrap();
+    let events = regression_events(&cases, &decoder);
+    assert!(events.len() >= cases.len(), "{} events", events.len());
+    let mut matches = 0;
+    for e in &events {
+        let fast = set.matching(e);
+        let slow = set.matching_exhaustive(e);
+        assert_eq!(fast, slow, "prefilter disagrees on {}", e.provenance);
+        matches += slow.len();
+    }
+    // Every case's own rule matches its events: there is something to lose.
+    assert!(matches >= cases.len(), "{matches} matches");
+}
+
 #[test]
 fn sigmahq_regression_cases_yield_their_match_count() {
     let shared = shared();

@@ -20,7 +20,7 @@ use crate::correlation::count::{Count, Measure};
 use crate::correlation::temporal::{Search, Temporal};
 use crate::correlation::{Firing, GroupKey, Hit, Limits, Outcome, State};
 use crate::ruleset::{CompiledCorrelation, CompiledRule, RuleSet, Source};
-use crate::sigma::fields::EventView;
+use crate::sigma::fields::{EventView, ViewBuffers};
 
 /// Limits and tolerances of an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,7 @@ pub struct Engine {
     deferred: bool,
     scratch: Vec<u32>,
     matched: Vec<usize>,
+    buffers: ViewBuffers,
 }
 
 fn nanos(d: Duration) -> i64 {
@@ -102,6 +103,7 @@ impl Engine {
             deferred,
             scratch: Vec::new(),
             matched: Vec::new(),
+            buffers: ViewBuffers::default(),
         }
     }
 
@@ -138,7 +140,8 @@ impl Engine {
         let mut alerts = Vec::new();
         let mut queue = VecDeque::new();
         {
-            let view = EventView::new(event, &rules.fields);
+            let buffers = std::mem::take(&mut self.buffers);
+            let view = EventView::with_buffers(event, &rules.fields, buffers);
             let mut matched = std::mem::take(&mut self.matched);
             let tested = rules.match_view(&view, &mut self.scratch, &mut matched);
             self.stats.candidates += tested as u64;
@@ -181,6 +184,7 @@ impl Engine {
                 }
             }
             self.matched = matched;
+            self.buffers = view.into_buffers();
         }
         self.run(&rules, queue, &mut alerts);
         if self.deferred {

@@ -12,7 +12,7 @@ use chainwatch_config::{Diagnostic, Diagnostics, PlaybookSpec};
 use chainwatch_model::{Canonical, Event, RuleRef, Severity, TechniqueId};
 
 use crate::correlation::Bounds;
-use crate::prefilter::{Prefilter, Routes};
+use crate::prefilter::{LONG_TEXT_FIELDS, Prefilter, RuleRoute};
 use crate::sigma::Tables;
 use crate::sigma::detection::CompiledDetection;
 use crate::sigma::fields::{EventView, FieldId, FieldIndex};
@@ -162,7 +162,6 @@ pub struct RuleSet {
     pub correlations: Vec<CompiledCorrelation>,
     pub(crate) fields: FieldIndex,
     prefilter: Prefilter,
-    routes: Routes,
     summary: PrefilterSummary,
 }
 
@@ -296,29 +295,36 @@ impl RuleSet {
         let correlations: Vec<CompiledCorrelation> =
             correlations.into_iter().map(|(c, _)| c).collect();
 
-        // The prefilter: literal anchors where the logic gives them, routes otherwise.
-        let mut anchored = Vec::new();
-        let mut routes = Routes::default();
+        // The prefilter: every rule under its routes, with literal anchors where the logic
+        // gives them.
         let mut summary = PrefilterSummary::default();
-        for (i, d) in detections.iter().enumerate() {
-            let rule = u32::try_from(i).unwrap_or(u32::MAX);
-            match d.detection.need().anchors() {
-                Some(anchors) if !anchors.is_empty() => {
-                    anchored.push((rule, anchors));
+        let long = |f: Option<FieldId>| {
+            f.is_none_or(|id| {
+                let name = fields.name(id);
+                LONG_TEXT_FIELDS
+                    .iter()
+                    .any(|l| l.eq_ignore_ascii_case(name))
+            })
+        };
+        let routes: Vec<RuleRoute> = detections
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let anchors = d.detection.need().anchors(&long).filter(|a| !a.is_empty());
+                let keys = d.logsource.route_keys(d.detection.event_ids().as_ref());
+                if anchors.is_some() {
                     summary.anchored += 1;
+                } else if keys.is_some() {
+                    summary.routed += 1;
                 }
-                _ => {
-                    let eids = d.detection.event_ids();
-                    let keys = d.logsource.route_keys(eids.as_ref());
-                    if keys.is_some() {
-                        summary.routed += 1;
-                    }
-                    routes.add(rule, keys);
+                RuleRoute {
+                    rule: u32::try_from(i).unwrap_or(u32::MAX),
+                    keys,
+                    anchors,
                 }
-            }
-        }
-        summary.unrouted = routes.unrouted();
-        let prefilter = match Prefilter::build(&anchored) {
+            })
+            .collect();
+        let prefilter = match Prefilter::build(&routes) {
             Ok(p) => p,
             Err(e) => {
                 diags.push(Diagnostic::new(
@@ -327,13 +333,15 @@ impl RuleSet {
                     0,
                     e,
                 ));
-                // Without the automaton every anchored rule is tested against every event.
-                for (rule, _) in &anchored {
-                    routes.add(*rule, None);
-                }
-                Prefilter::default()
+                // Without automata every rule is a candidate of its routes.
+                let plain: Vec<RuleRoute> = routes
+                    .into_iter()
+                    .map(|r| RuleRoute { anchors: None, ..r })
+                    .collect();
+                Prefilter::build(&plain).unwrap_or_default()
             }
         };
+        summary.unrouted = prefilter.unrouted();
         summary.patterns = prefilter.patterns();
         (
             RuleSet {
@@ -341,7 +349,6 @@ impl RuleSet {
                 correlations,
                 fields,
                 prefilter,
-                routes,
                 summary,
             },
             diags,
@@ -357,6 +364,18 @@ impl RuleSet {
         out
     }
 
+    /// The detection rules `event` matches, every rule tested, without the prefilter: for
+    /// checking that the prefilter never loses a match.
+    pub fn matching_exhaustive(&self, event: &Event) -> Vec<usize> {
+        let view = EventView::new(event, &self.fields);
+        (0..self.detections.len())
+            .filter(|&r| {
+                let rule = &self.detections[r];
+                rule.logsource.matches(event) && rule.detection.matches(&view)
+            })
+            .collect()
+    }
+
     /// The detection rules the prepared event matches, in rule order, into `out`; `scratch`
     /// holds the candidates (reused between events). Returns the number of candidates tested.
     pub(crate) fn match_view(
@@ -368,9 +387,8 @@ impl RuleSet {
         scratch.clear();
         out.clear();
         let event = view.event;
-        self.routes
-            .candidates(event, is_windows_format(event), scratch);
-        self.prefilter.triggered(view, scratch);
+        self.prefilter
+            .candidates(view, is_windows_format(event), scratch);
         scratch.sort_unstable();
         scratch.dedup();
         for &r in scratch.iter() {

@@ -8,9 +8,9 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
-use std::collections::HashMap;
 
 use chainwatch_model::{Canonical, Event, FieldValue};
+use rustc_hash::FxHashMap;
 
 use super::tables::Tables;
 
@@ -24,9 +24,9 @@ const NONE: u32 = u32::MAX;
 pub(crate) struct FieldIndex {
     names: Vec<Box<str>>,
     fallback: Vec<Option<Canonical>>,
-    ids: HashMap<Box<str>, FieldId>,
+    ids: FxHashMap<Box<str>, FieldId>,
     /// ASCII-lower-cased name to the ids of its spellings.
-    by_lower: HashMap<Box<str>, Vec<FieldId>>,
+    by_lower: FxHashMap<Box<str>, Vec<FieldId>>,
 }
 
 impl FieldIndex {
@@ -63,11 +63,39 @@ impl FieldIndex {
 }
 
 /// Lower-cases for case-insensitive comparison, borrowing when nothing changes.
+///
+/// Every comparison in the engine (rule values, event text, prefilter anchors) goes through
+/// this one function, so they always agree: character by character (`char::to_lowercase`,
+/// without `str::to_lowercase`'s word-final sigma rule), with a fast path for ASCII.
 pub(crate) fn lower(s: &str) -> Cow<'_, str> {
-    if s.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
-        Cow::Owned(s.to_lowercase())
+    let changes = if s.is_ascii() {
+        s.bytes().any(|b| b.is_ascii_uppercase())
+    } else {
+        s.chars().any(|c| c.to_lowercase().ne(std::iter::once(c)))
+    };
+    if changes {
+        let mut out = String::with_capacity(s.len());
+        lower_into(s, &mut out);
+        Cow::Owned(out)
     } else {
         Cow::Borrowed(s)
+    }
+}
+
+/// Appends the lower-cased `s` to `out` (see [`lower`]).
+pub(crate) fn lower_into(s: &str, out: &mut String) {
+    if s.is_ascii() {
+        let start = out.len();
+        out.push_str(s);
+        out[start..].make_ascii_lowercase();
+    } else {
+        for c in s.chars() {
+            if c.is_ascii() {
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.extend(c.to_lowercase());
+            }
+        }
     }
 }
 
@@ -122,15 +150,25 @@ struct Texts<'e> {
     lower: String,
 }
 
+/// Buffers an [`EventView`] reuses from one event to the next, so preparing an event costs
+/// no allocation proportional to the number of fields the rules read.
+#[derive(Debug, Default)]
+pub(crate) struct ViewBuffers {
+    /// Per field id: `NONE`, between events.
+    slots: Vec<u32>,
+    /// The ids set for the current event, to reset.
+    touched: Vec<FieldId>,
+    key: String,
+}
+
 /// An event prepared for matching against one rule set.
 #[derive(Debug)]
 pub(crate) struct EventView<'e> {
     /// The event.
     pub(crate) event: &'e Event,
     index: &'e FieldIndex,
-    values: Vec<&'e FieldValue>,
-    /// Per field id: the index of the event field it reads, or `NONE`.
-    slots: Vec<u32>,
+    fields: Vec<(&'e str, &'e FieldValue)>,
+    buffers: ViewBuffers,
     lower: Vec<OnceCell<Option<Cow<'e, str>>>>,
     canonical: [OnceCell<Option<Texts<'e>>>; Canonical::ALL.len()],
 }
@@ -138,42 +176,64 @@ pub(crate) struct EventView<'e> {
 impl<'e> EventView<'e> {
     /// Finds every interned field in `event`, once.
     pub(crate) fn new(event: &'e Event, index: &'e FieldIndex) -> Self {
-        let mut slots = vec![NONE; index.len()];
-        let mut values = Vec::with_capacity(event.fields.len());
-        let mut names: Vec<&'e str> = Vec::with_capacity(event.fields.len());
-        let mut key = String::new();
-        for (i, (name, value)) in event.fields.iter().enumerate() {
-            values.push(value);
-            names.push(name);
-            key.clear();
-            key.extend(name.chars().map(|c| c.to_ascii_lowercase()));
-            let Some(ids) = index.by_lower.get(key.as_str()) else {
+        Self::with_buffers(event, index, ViewBuffers::default())
+    }
+
+    /// As [`EventView::new`], reusing buffers from an earlier view ([`EventView::into_buffers`]).
+    pub(crate) fn with_buffers(
+        event: &'e Event,
+        index: &'e FieldIndex,
+        mut buffers: ViewBuffers,
+    ) -> Self {
+        if buffers.slots.len() != index.len() {
+            buffers.slots = vec![NONE; index.len()];
+            buffers.touched.clear();
+        }
+        let fields: Vec<(&'e str, &'e FieldValue)> = event.fields.iter().collect();
+        for (i, (name, _)) in fields.iter().enumerate() {
+            buffers.key.clear();
+            buffers.key.push_str(name);
+            buffers.key.make_ascii_lowercase();
+            let Some(ids) = index.by_lower.get(buffers.key.as_str()) else {
                 continue;
             };
             let i = u32::try_from(i).unwrap_or(NONE);
             for &id in ids {
-                let slot = &mut slots[id as usize];
+                let slot = &mut buffers.slots[id as usize];
                 let wanted = index.name(id);
-                // The first field of a name wins, but an exact spelling beats a case variant.
-                if *slot == NONE || (name == wanted && names[*slot as usize] != wanted) {
+                if *slot == NONE {
+                    *slot = i;
+                    buffers.touched.push(id);
+                } else if *name == wanted && fields[*slot as usize].0 != wanted {
+                    // The first field of a name wins, but an exact spelling beats a case
+                    // variant.
                     *slot = i;
                 }
             }
         }
-        let lower = (0..values.len()).map(|_| OnceCell::new()).collect();
+        let lower = (0..fields.len()).map(|_| OnceCell::new()).collect();
         Self {
             event,
             index,
-            values,
-            slots,
+            fields,
+            buffers,
             lower,
             canonical: Default::default(),
         }
     }
 
+    /// The buffers, reset, for the next event.
+    pub(crate) fn into_buffers(self) -> ViewBuffers {
+        let mut b = self.buffers;
+        for id in b.touched.drain(..) {
+            b.slots[id as usize] = NONE;
+        }
+        b
+    }
+
     fn field_lower(&self, i: usize) -> Option<&str> {
         self.lower[i]
-            .get_or_init(|| scalar_lower(self.values[i]))
+            .get_or_init(|| scalar_lower(self.fields[i].1))
             .as_deref()
     }
 
@@ -191,18 +251,47 @@ impl<'e> EventView<'e> {
 
     /// The value of a field the rules read.
     pub(crate) fn get(&self, id: FieldId) -> Option<FieldVal<'_>> {
-        let slot = self.slots[id as usize];
+        let slot = self.buffers.slots[id as usize];
         if slot != NONE {
             let i = slot as usize;
-            return Some(FieldVal::Field(self.values[i], self.field_lower(i)));
+            return Some(FieldVal::Field(self.fields[i].1, self.field_lower(i)));
         }
         let t = self.canonical_texts(self.index.fallback(id)?)?;
         Some(FieldVal::Text(&t.text, &t.lower))
     }
 
+    /// Calls `f` with the lower-cased text of every scalar original field (and of every item
+    /// of list fields), for keyword scans: cached text where a rule already asked for it, else
+    /// text lower-cased into one reused buffer.
+    pub(crate) fn each_lower(&self, buf: &mut String, mut f: impl FnMut(&str)) {
+        for (i, (_, value)) in self.fields.iter().enumerate() {
+            if let Some(Some(cached)) = self.lower[i].get() {
+                f(cached);
+                continue;
+            }
+            let mut one = |v: &FieldValue| match v {
+                FieldValue::Str(s) => {
+                    buf.clear();
+                    lower_into(s, buf);
+                    f(buf);
+                }
+                other => {
+                    if let Some(t) = other.as_text() {
+                        f(&t);
+                    }
+                }
+            };
+            match value {
+                FieldValue::List(items) => items.iter().for_each(&mut one),
+                FieldValue::Null => {}
+                scalar => one(scalar),
+            }
+        }
+    }
+
     /// Every original field of the event, for keyword searches.
     pub(crate) fn all(&self) -> impl Iterator<Item = FieldVal<'_>> {
-        (0..self.values.len()).map(|i| FieldVal::Field(self.values[i], self.field_lower(i)))
+        (0..self.fields.len()).map(|i| FieldVal::Field(self.fields[i].1, self.field_lower(i)))
     }
 }
 
@@ -267,5 +356,14 @@ mod tests {
         assert_eq!(img.lower(), Some(r"c:\windows\cmd.exe"));
         assert!(v.get(missing).is_none());
         assert_eq!(v.all().count(), 3);
+
+        // Reused buffers start clean: the next event's fields only.
+        let mut f = Fields::new();
+        f.push("Image", FieldValue::Str("x.exe".into()));
+        let next = event(f);
+        let v = EventView::with_buffers(&next, &index, v.into_buffers());
+        assert!(v.get(channel).is_none());
+        assert!(v.get(id).is_none());
+        assert_eq!(v.get(image).unwrap().original(), Some("x.exe"));
     }
 }
