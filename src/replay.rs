@@ -79,7 +79,8 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// Runs a replay; alerts go to `out`.
 pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
-    let rules = Arc::new(crate::rules::load_rule_set(&args.rules)?);
+    let placeholders = crate::rules::placeholders_from(args.placeholders.as_deref())?;
+    let rules = Arc::new(crate::rules::load_rule_set(&args.rules, &placeholders)?);
     let timezone = chainwatch_model::time::parse_offset(&args.timezone).with_context(|| {
         format!(
             "--timezone {:?} is not an offset such as +05:00",
@@ -156,6 +157,11 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
                 w.write_all(b"\n")?;
             }
         }
+    }
+    // The input has ended: windows still open (count conditions with an upper bound) are
+    // decided now.
+    for alert in engine.finish() {
+        emit(out, &alert, pretty)?;
     }
     if let Some(mut w) = dead {
         w.flush()?;

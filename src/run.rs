@@ -30,7 +30,10 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         .iter()
         .map(|p| config.resolve(p))
         .collect();
-    let rules = Arc::new(crate::rules::load_rule_set(&rule_paths)?);
+    let rules = Arc::new(crate::rules::load_rule_set(
+        &rule_paths,
+        &config.correlate.placeholders,
+    )?);
     tracing::info!(
         detections = rules.detections.len(),
         correlations = rules.correlations.len(),

@@ -168,7 +168,7 @@ impl Engine {
                     let value = corr
                         .value_field
                         .as_ref()
-                        .and_then(|f| event_value(&view, f[input]));
+                        .and_then(|f| combined(f[input].iter().map(|s| event_value(&view, *s))));
                     queue.push_back(Pending {
                         correlation: ci,
                         key,
@@ -277,7 +277,10 @@ impl Engine {
                     .map(|g| from_group(g.per_input[input]).unwrap_or_default())
                     .collect(),
             );
-            let value = o.value_field.as_ref().and_then(|f| from_group(f[input]));
+            let value = o
+                .value_field
+                .as_ref()
+                .and_then(|f| combined(f[input].iter().map(|s| from_group(*s))));
             let evidence: Arc<[Evidence]> = alert.events.iter().cloned().collect();
             queue.push_back(Pending {
                 correlation: outer,
@@ -316,6 +319,19 @@ fn new_state(corr: &CompiledCorrelation) -> State {
             State::Count(Count::new(Measure::DistinctValues, corr.bounds.clone()))
         }
     }
+}
+
+/// The counted value of several fields: their values joined by a separator no text holds;
+/// `None` when a field is missing.
+fn combined(values: impl Iterator<Item = Option<Box<str>>>) -> Option<Box<str>> {
+    let mut out = String::new();
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push('\u{1f}');
+        }
+        out.push_str(&v?);
+    }
+    Some(out.into())
 }
 
 /// An event's value for a group-by or counted field: lower-cased; host fields give the

@@ -105,8 +105,8 @@ pub struct CompiledCorrelation {
     /// The rules it refers to, in order.
     pub inputs: Vec<Input>,
     pub(crate) group_by: Vec<GroupField>,
-    /// `value_count`: the counted field, per input.
-    pub(crate) value_field: Option<Vec<Source>>,
+    /// `value_count`: the counted field(s), per input.
+    pub(crate) value_field: Option<Vec<Vec<Source>>>,
     pub(crate) bounds: Bounds,
     /// The timespan.
     pub timespan: Duration,
@@ -591,13 +591,22 @@ impl<'a> Linker<'a, '_> {
         }
         let value_field = match corr.kind {
             CorrelationType::ValueCount => {
-                let Some(name) = corr.condition.as_ref().and_then(|c| c.field.as_deref()) else {
+                let names = corr
+                    .condition
+                    .as_ref()
+                    .map(|c| c.fields.as_slice())
+                    .unwrap_or_default();
+                if names.is_empty() {
                     return Err("a value_count correlation needs 'field' in its condition".into());
-                };
+                }
                 let mut per_input = Vec::with_capacity(inputs.len());
                 for (k, input) in inputs.iter().enumerate() {
-                    let field = field_for(name, k)?;
-                    per_input.push(self.source(*input, &field, &corr.rules[k])?);
+                    let mut sources = Vec::with_capacity(names.len());
+                    for name in names {
+                        let field = field_for(name, k)?;
+                        sources.push(self.source(*input, &field, &corr.rules[k])?);
+                    }
+                    per_input.push(sources);
                 }
                 Some(per_input)
             }

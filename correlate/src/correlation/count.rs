@@ -1,18 +1,22 @@
 //! `event_count` and `value_count`: how many events, or how many distinct values of a field,
 //! fall in a sliding window of the timespan, per tenant and group key.
 //!
-//! Windows start at any hit (the window of a hit is `[its time, its time + timespan]`), so a
-//! burst is found wherever it falls, not only within fixed buckets. How a window is decided
+//! Windows are anchored at events, not at clock boundaries (a window is `[t, t + timespan]` for
+//! the time `t` of a hit), so a burst is found wherever it falls. How windows are decided
 //! depends on the condition:
 //!
-//! - only lower bounds (`gt`, `gte`): adding hits can only make a window satisfy them, so the
-//!   correlation fires as soon as a window containing the new hit does;
+//! - only lower bounds (`gt`, `gte`): adding hits can only make a window satisfy them, so
+//!   every window containing the new hit is checked, and the correlation fires as soon as one
+//!   does. Its hits are used up: the next firing needs new events.
 //! - an upper bound (`lt`, `lte`, `eq`): a window can only be decided once no more hits can
 //!   join it, when the tenant's event time has passed its end by the allowed lateness (or the
-//!   input ends: [`Count::finish`]).
+//!   input ends: [`Count::finish`]). Such windows are laid end to end: each starts at the
+//!   earliest hit not yet in a decided window, and its hits are done once it is decided,
+//!   whether it fired or not. (Checking every window, as for lower bounds, would make "fewer
+//!   than 4" hold for the tail of any burst.)
 //!
-//! The hits of a window that fired are used up: the next firing needs new events. Hits and
-//! used ids older than lateness + timespan behind the group's newest event are pruned.
+//! Hits and used ids older than lateness + timespan behind the group's newest event are
+//! pruned; hits of undecided windows are kept until decided.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,17 +25,10 @@ use chainwatch_model::{EventId, TenantId, Timestamp};
 use super::groups::{GroupKey, GroupState, Groups, Limits};
 use super::{Bounds, Firing, Hit, Outcome, horizon};
 
-#[derive(Debug)]
-struct Entry {
-    hit: Hit,
-    /// Its window has been decided (upper-bounded conditions only).
-    decided: bool,
-}
-
 #[derive(Debug, Default)]
 struct Group {
     /// Hits sorted by (time, id); one per event, whichever rule it matched.
-    entries: Vec<Entry>,
+    entries: Vec<Hit>,
     /// Events already used by a firing.
     used: Vec<(Timestamp, EventId)>,
     newest: Option<Timestamp>,
@@ -182,7 +179,7 @@ impl Count {
 
 /// Stores a hit in order; its position, or why it was not stored.
 fn insert(g: &mut Group, hit: Hit, limits: Limits, monotone: bool) -> Result<usize, Outcome> {
-    if g.used.iter().any(|(_, id)| *id == hit.id) || g.entries.iter().any(|e| e.hit.id == hit.id) {
+    if g.used.iter().any(|(_, id)| *id == hit.id) || g.entries.iter().any(|e| e.id == hit.id) {
         return Err(Outcome::Duplicate);
     }
     if let Some(newest) = g.newest
@@ -193,32 +190,24 @@ fn insert(g: &mut Group, hit: Hit, limits: Limits, monotone: bool) -> Result<usi
     let newest = g.newest.map_or(hit.time, |n| n.max(hit.time));
     g.newest = Some(newest);
     let key = (hit.time, hit.id);
-    let at = g.entries.partition_point(|e| (e.hit.time, e.hit.id) < key);
-    g.entries.insert(
-        at,
-        Entry {
-            hit,
-            decided: false,
-        },
-    );
-    // Prune what can no longer join a window; an undecided window of an upper-bounded
-    // condition is kept until it is decided. The new hit is never pruned: it is not late.
+    let at = g.entries.partition_point(|e| (e.time, e.id) < key);
+    g.entries.insert(at, hit);
+    // Prune what can no longer join a window; hits of undecided windows (upper-bounded
+    // conditions) are kept until decided. The new hit is never pruned: it is not late.
     let oldest = horizon(newest, limits);
-    g.entries
-        .retain(|e| e.hit.time >= oldest || (!monotone && !e.decided));
+    if monotone {
+        g.entries.retain(|e| e.time >= oldest);
+    }
     g.used.retain(|(t, _)| *t >= oldest);
-    Ok(g.entries.partition_point(|e| (e.hit.time, e.hit.id) < key))
+    Ok(g.entries.partition_point(|e| (e.time, e.id) < key))
 }
 
 /// The measure of a run of entries.
-fn measure_of(entries: &[Entry], measure: Measure) -> u64 {
+fn measure_of(entries: &[Hit], measure: Measure) -> u64 {
     match measure {
         Measure::Events => entries.len() as u64,
         Measure::DistinctValues => {
-            let mut values: Vec<&str> = entries
-                .iter()
-                .filter_map(|e| e.hit.value.as_deref())
-                .collect();
+            let mut values: Vec<&str> = entries.iter().filter_map(|e| e.value.as_deref()).collect();
             values.sort_unstable();
             values.dedup();
             values.len() as u64
@@ -235,37 +224,37 @@ fn fire_around(
     bounds: &Bounds,
     limits: Limits,
 ) -> Option<Vec<Hit>> {
-    let t = g.entries[at].hit.time;
+    let t = g.entries[at].time;
     let first = g
         .entries
-        .partition_point(|e| e.hit.time < t.add_nanos(-limits.timespan_ns));
+        .partition_point(|e| e.time < t.add_nanos(-limits.timespan_ns));
     let mut hit_window = None;
     // Windows start at each hit from `first` up to the new one (equal times: the first).
     let mut start = first;
     while start <= at {
-        let s = g.entries[start].hit.time;
+        let s = g.entries[start].time;
         let end = s.add_nanos(limits.timespan_ns);
-        let stop = g.entries.partition_point(|e| e.hit.time <= end);
+        let stop = g.entries.partition_point(|e| e.time <= end);
         if bounds.holds(measure_of(&g.entries[start..stop], measure)) {
             hit_window = Some((start, stop));
             break;
         }
         // Next distinct start time.
-        start = g.entries.partition_point(|e| e.hit.time <= s);
+        start = g.entries.partition_point(|e| e.time <= s);
     }
     let (start, stop) = hit_window?;
     Some(use_up(g, start, stop))
 }
 
-/// Removes `entries[start..stop]`, records them as used, returns their hits.
+/// Removes `entries[start..stop]`, records them as used, returns them.
 fn use_up(g: &mut Group, start: usize, stop: usize) -> Vec<Hit> {
-    let taken: Vec<Entry> = g.entries.drain(start..stop).collect();
-    g.used.extend(taken.iter().map(|e| (e.hit.time, e.hit.id)));
-    taken.into_iter().map(|e| e.hit).collect()
+    let taken: Vec<Hit> = g.entries.drain(start..stop).collect();
+    g.used.extend(taken.iter().map(|e| (e.time, e.id)));
+    taken
 }
 
-/// Upper-bounded condition: decides, in order, every undecided window that ended before the
-/// watermark (every one when `None`).
+/// Upper-bounded condition: decides, in order, the windows laid end to end from the earliest
+/// hit that ended before the watermark (every one when `None`).
 fn decide_closed(
     g: &mut Group,
     watermark: Option<Timestamp>,
@@ -274,29 +263,17 @@ fn decide_closed(
     limits: Limits,
 ) -> Vec<Vec<Hit>> {
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < g.entries.len() {
-        let s = g.entries[i].hit.time;
-        let end = s.add_nanos(limits.timespan_ns);
+    while let Some(first) = g.entries.first() {
+        let end = first.time.add_nanos(limits.timespan_ns);
         if watermark.is_some_and(|w| end >= w) {
             break;
         }
-        if g.entries[i].decided {
-            i += 1;
-            continue;
+        let stop = g.entries.partition_point(|e| e.time <= end);
+        let holds = bounds.holds(measure_of(&g.entries[..stop], measure));
+        let hits = use_up(g, 0, stop);
+        if holds {
+            out.push(hits);
         }
-        let stop = g.entries.partition_point(|e| e.hit.time <= end);
-        if bounds.holds(measure_of(&g.entries[i..stop], measure)) {
-            out.push(use_up(g, i, stop));
-        } else {
-            g.entries[i].decided = true;
-            i += 1;
-        }
-    }
-    // Decided windows whose hits are past the horizon can go.
-    if let Some(newest) = g.newest {
-        let oldest = horizon(newest, limits);
-        g.entries.retain(|e| e.hit.time >= oldest || !e.decided);
     }
     out
 }
