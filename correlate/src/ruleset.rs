@@ -211,6 +211,7 @@ impl RuleSet {
         let mut fields = FieldIndex::default();
         let mut detections = Vec::new();
         let mut detection_metas: Vec<&RuleMeta> = Vec::new();
+        let mut failed_metas: Vec<&RuleMeta> = Vec::new();
         let mut seen_ids: HashMap<&str, &RuleMeta> = HashMap::new();
         let mut correlation_specs: Vec<&CorrelationRule> = Vec::new();
         for doc in docs {
@@ -241,7 +242,10 @@ impl RuleSet {
                             detections.push(c);
                             detection_metas.push(meta);
                         }
-                        Err(e) => diags.push(problem(meta, e)),
+                        Err(e) => {
+                            diags.push(problem(meta, e));
+                            failed_metas.push(meta);
+                        }
                     }
                 }
                 RuleDoc::Correlation(c) => correlation_specs.push(c),
@@ -251,6 +255,7 @@ impl RuleSet {
         let mut linker = Linker {
             specs: &correlation_specs,
             detections: &detection_metas,
+            failed: &failed_metas,
             tables,
             fields: &mut fields,
             state: vec![LinkState::Pending; correlation_specs.len()],
@@ -457,6 +462,8 @@ enum LinkState {
 struct Linker<'a, 'f> {
     specs: &'a [&'a CorrelationRule],
     detections: &'a [&'a RuleMeta],
+    /// Detection rules that did not compile.
+    failed: &'a [&'a RuleMeta],
     tables: &'a Tables,
     fields: &'f mut FieldIndex,
     state: Vec<LinkState>,
@@ -530,6 +537,9 @@ impl<'a> Linker<'a, '_> {
                     )),
                 }
             }
+            ([], []) if self.failed.iter().any(|m| names(m, r)) => Err(format!(
+                "refers to rule {r:?}, which could not be loaded (see its own problem)"
+            )),
             ([], []) => Err(format!(
                 "refers to rule {r:?}, which is not loaded (no rule has that id or name)"
             )),

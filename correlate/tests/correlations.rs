@@ -663,6 +663,26 @@ correlation: {type: temporal, rules: [nope], group-by: [Computer], timespan: 1m}
     let err = compile(&with(unknown)).unwrap_err();
     assert!(err.contains("\"nope\", which is not loaded"), "{err}");
 
+    let broken_stage = r#"
+title: Refers to a broken rule
+id: 00000000-0000-4000-8000-0000000000a8
+correlation: {type: temporal, rules: [broken, failed_logon], group-by: [Computer], timespan: 1m}
+---
+title: Broken
+id: 00000000-0000-4000-8000-0000000000a9
+name: broken
+logsource: {product: windows, service: security}
+detection:
+    sel: {CommandLine|re: 'a(?=b)'}
+    condition: sel
+"#;
+    let err = compile(&with(broken_stage)).unwrap_err();
+    assert!(err.contains("look-ahead"), "{err}");
+    assert!(
+        err.contains("\"broken\", which could not be loaded"),
+        "{err}"
+    );
+
     let alias = r#"
 title: Alias without a field for a rule
 id: 00000000-0000-4000-8000-0000000000a7
