@@ -137,6 +137,10 @@ pub struct ReplayArgs {
     /// How late an event may be, behind its host's newest event, and still join a chain.
     #[arg(long, default_value = "1h")]
     pub allowed_lateness: String,
+    /// Values of Sigma `%placeholders%` (rules with the `expand` modifier): a TOML file of
+    /// names to lists of values, such as `Administrators = ["admin*"]`.
+    #[arg(long)]
+    pub placeholders: Option<PathBuf>,
     /// Telemetry files or folders (JSON lines, JSON arrays, concatenated JSON documents).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
@@ -147,6 +151,10 @@ pub struct ReplayArgs {
 pub enum RulesCommand {
     /// Load rules and report every rule that cannot be loaded, with file, rule id and reason.
     Check {
+        /// Values of Sigma `%placeholders%` (rules with the `expand` modifier): a TOML file of
+        /// names to lists of values, such as `Administrators = ["admin*"]`.
+        #[arg(long)]
+        placeholders: Option<PathBuf>,
         /// Rule files or folders.
         #[arg(required = true)]
         paths: Vec<PathBuf>,

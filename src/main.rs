@@ -77,13 +77,21 @@ fn main() -> ExitCode {
             })
         }
         Command::Rules {
-            command: RulesCommand::Check { paths },
+            command:
+                RulesCommand::Check {
+                    paths,
+                    placeholders,
+                },
         } => {
             init_logging(cli.log_json, "warn");
-            Ok(if rules::check(paths) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
+            rules::placeholders_from(placeholders.as_deref()).and_then(|p| {
+                let stdout = std::io::stdout();
+                let ok = rules::check(paths, &p, &mut stdout.lock())?;
+                Ok(if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
             })
         }
         Command::Playbook {

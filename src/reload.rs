@@ -4,42 +4,15 @@
 //! stay; a good one reaches the correlate stage, which keeps the partial chains of unchanged
 //! playbooks.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Result;
-use chainwatch_config::TenantConfig;
-use chainwatch_correlate::{Policies, RuleSet};
+use chainwatch_correlate::{CompileOptions, RuleSet};
 use tokio::sync::watch;
 
 use crate::telemetry::Metrics;
 use crate::telemetry::events::{RulesLoaded, RulesRejected};
-
-/// Rules and the tenant policies compiled against them.
-#[derive(Debug)]
-pub struct Loaded {
-    /// The rules.
-    pub rules: Arc<RuleSet>,
-    /// The tenant policies.
-    pub policies: Arc<Policies>,
-}
-
-/// Loads rules from `paths` and compiles the tenant policies against them.
-pub fn load(
-    paths: &[PathBuf],
-    tenants: &BTreeMap<String, TenantConfig>,
-    config_file: &Path,
-) -> Result<Loaded> {
-    let rules = Arc::new(crate::rules::load_rule_set(paths)?);
-    let policies = Policies::compile(tenants, &rules, config_file)
-        .map_err(|d| anyhow::anyhow!("tenant overrides refused, {d}"))?;
-    Ok(Loaded {
-        rules,
-        policies: Arc::new(policies),
-    })
-}
 
 type Snapshot = Vec<(PathBuf, Option<SystemTime>, u64)>;
 
@@ -77,10 +50,8 @@ fn snapshot(paths: &[PathBuf]) -> Snapshot {
 pub struct Watch {
     /// Rule files and folders.
     pub paths: Vec<PathBuf>,
-    /// Tenant overrides, recompiled against each new rule set.
-    pub tenants: BTreeMap<String, TenantConfig>,
-    /// The config file (for problems in tenant overrides).
-    pub config_file: PathBuf,
+    /// Placeholders and tenant overrides, compiled with each new rule set.
+    pub options: CompileOptions,
     /// How often files are checked.
     pub interval: Duration,
     /// Where reloads are counted.
@@ -88,11 +59,10 @@ pub struct Watch {
 }
 
 /// Watches until `stop` turns true; sends every good reload on `tx`.
-pub async fn watch(w: Watch, tx: watch::Sender<Arc<Loaded>>, mut stop: watch::Receiver<bool>) {
+pub async fn watch(w: Watch, tx: watch::Sender<Arc<RuleSet>>, mut stop: watch::Receiver<bool>) {
     let Watch {
         paths,
-        tenants,
-        config_file,
+        options,
         interval,
         metrics,
     } = w;
@@ -125,16 +95,16 @@ pub async fn watch(w: Watch, tx: watch::Sender<Arc<Loaded>>, mut stop: watch::Re
                 "rule files changed"
             }
         };
-        let (p, t, c) = (paths.clone(), tenants.clone(), config_file.clone());
-        match tokio::task::spawn_blocking(move || load(&p, &t, &c)).await {
-            Ok(Ok(loaded)) => {
+        let (p, o) = (paths.clone(), options.clone());
+        match tokio::task::spawn_blocking(move || crate::rules::load_rule_set(&p, &o)).await {
+            Ok(Ok(rules)) => {
                 RulesLoaded {
-                    detections: loaded.rules.detections.len(),
-                    correlations: loaded.rules.correlations.len(),
+                    detections: rules.detections.len(),
+                    correlations: rules.correlations.len(),
                     reason,
                 }
                 .emit(&metrics);
-                let _ = tx.send(Arc::new(loaded));
+                let _ = tx.send(Arc::new(rules));
             }
             Ok(Err(e)) => RulesRejected {
                 error: &format!("{e:#}"),

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use chainwatch_config::TenantsFile;
 use chainwatch_config::parse_duration;
 use chainwatch_config::service::InputFormat;
-use chainwatch_correlate::{Engine, EngineConfig, Policies, RuleSet};
+use chainwatch_correlate::{CompileOptions, Engine, EngineConfig};
 use chainwatch_ingest::{Decoder, DecoderConfig, FileRecord, TenantSource, split_records};
 use chainwatch_model::{Alert, Provenance, TenantId};
 use chainwatch_sink::render;
@@ -85,14 +85,19 @@ pub(crate) fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Reads a tenants file (`--tenants`) and compiles its policies against `rules`.
-pub fn load_policies(path: Option<&Path>, rules: &RuleSet) -> Result<Policies> {
-    let Some(path) = path else {
-        return Ok(Policies::default());
-    };
-    let file = TenantsFile::load(path).map_err(|d| anyhow::anyhow!("tenants file refused, {d}"))?;
-    Policies::compile(&file.tenants, rules, path)
-        .map_err(|d| anyhow::anyhow!("tenants file refused, {d}"))
+/// Compile options from `--placeholders FILE` and `--tenants FILE` (each optional).
+pub fn compile_options(
+    placeholders: Option<&Path>,
+    tenants: Option<&Path>,
+) -> Result<CompileOptions> {
+    let mut options = crate::rules::options(&crate::rules::placeholders_from(placeholders)?);
+    if let Some(path) = tenants {
+        let file =
+            TenantsFile::load(path).map_err(|d| anyhow::anyhow!("tenants file refused, {d}"))?;
+        options.tenants = file.tenants;
+        options.tenants_source = path.to_path_buf();
+    }
+    Ok(options)
 }
 
 /// Feeds every record of `files` through `decoder` and `engine`: alerts go to `on_alert`, dead
@@ -143,6 +148,11 @@ pub fn feed_files(
             })?;
         }
     }
+    // The input has ended: windows still open (count conditions with an upper bound) are
+    // decided now.
+    for alert in engine.finish() {
+        on_alert(alert)?;
+    }
     let es = engine.stats();
     stats.matches = es.matches;
     stats.alerts = es.alerts;
@@ -166,8 +176,8 @@ pub fn file_decoder(timezone: &str) -> Result<Decoder> {
 
 /// Runs a replay; alerts go to `out`.
 pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
-    let rules = Arc::new(crate::rules::load_rule_set(&args.rules)?);
-    let policies = load_policies(args.tenants.as_deref(), &rules)?;
+    let options = compile_options(args.placeholders.as_deref(), args.tenants.as_deref())?;
+    let rules = Arc::new(crate::rules::load_rule_set(&args.rules, &options)?);
     let lateness = parse_duration(&args.allowed_lateness).map_err(anyhow::Error::msg)?;
     let decoder = file_decoder(&args.timezone)?;
     let tenant = match &args.tenant_field {
@@ -181,7 +191,6 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
             ..EngineConfig::default()
         },
     );
-    engine.set_policies(Arc::new(policies));
     // On a pipe, one JSON alert per line (scripts depend on it); readable on a terminal.
     let output = match args.output {
         Output::Auto if std::io::stdout().is_terminal() => Output::Pretty,

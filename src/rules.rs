@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use chainwatch_config::sigma::{RuleDoc, parse_rule_text};
-use chainwatch_config::{Diagnostics, load_rule_paths};
-use chainwatch_correlate::RuleSet;
+use chainwatch_config::{Diagnostics, Placeholders, load_placeholders, load_rule_paths};
+use chainwatch_correlate::{CompileOptions, RuleSet};
 
 /// The playbooks shipped with chainwatch, embedded so the binary runs anywhere. A test checks
 /// that every file in `playbooks/` is listed here.
@@ -48,10 +48,20 @@ pub fn read_specs(paths: &[PathBuf]) -> (Vec<RuleDoc>, Diagnostics, usize) {
     (loaded.docs, loaded.diagnostics, loaded.files)
 }
 
+/// Placeholder values from `--placeholders FILE` (none without it).
+pub fn placeholders_from(file: Option<&Path>) -> Result<Placeholders> {
+    match file {
+        Some(f) => {
+            load_placeholders(f).map_err(|d| anyhow::anyhow!("placeholders not loaded, {d}"))
+        }
+        None => Ok(Placeholders::new()),
+    }
+}
+
 /// Loads and compiles rules; any problem refuses the whole set, with every problem listed.
-pub fn load_rule_set(paths: &[PathBuf]) -> Result<RuleSet> {
+pub fn load_rule_set(paths: &[PathBuf], options: &CompileOptions) -> Result<RuleSet> {
     let (docs, mut diags, _) = read_specs(paths);
-    let (set, compile_diags) = RuleSet::compile(&docs);
+    let (set, compile_diags) = RuleSet::compile_with_options(&docs, options);
     diags.0.extend(compile_diags.0);
     if !diags.is_empty() {
         bail!("rules not loaded, {diags}");
@@ -70,15 +80,29 @@ fn describe(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
-/// `chainwatch rules check`: prints every rule that cannot be loaded and a summary; `Ok(false)`
-/// when any failed.
-pub fn check(paths: &[PathBuf]) -> bool {
+/// Compile options with placeholder values and no tenant overrides.
+pub fn options(placeholders: &Placeholders) -> CompileOptions {
+    CompileOptions {
+        placeholders: placeholders.clone(),
+        ..CompileOptions::default()
+    }
+}
+
+/// `chainwatch rules check`: writes to `out` every problem, one per line (`FILE:LINE: rule ID:
+/// reason`), then a summary; `false` when any rule failed.
+pub fn check(
+    paths: &[PathBuf],
+    placeholders: &Placeholders,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<bool> {
     let (docs, mut diags, files) = read_specs(paths);
-    let (set, compile_diags) = RuleSet::compile(&docs);
+    let (set, compile_diags) = RuleSet::compile_with_options(&docs, &options(placeholders));
     diags.0.extend(compile_diags.0);
     for d in diags.iter() {
-        println!("{d}");
+        writeln!(out, "{d}")?;
     }
+    // A rule with several problems is one failed rule; a problem that concerns a whole file
+    // (unreadable, not YAML) counts as one.
     let failed = diags
         .iter()
         .map(|d| {
@@ -89,15 +113,16 @@ pub fn check(paths: &[PathBuf]) -> bool {
         })
         .collect::<std::collections::BTreeSet<_>>()
         .len();
-    println!(
+    writeln!(
+        out,
         "{} file(s), {} rule(s) loaded ({} detection, {} correlation), {} rule(s) failed",
         files,
         set.len(),
         set.detections.len(),
         set.correlations.len(),
         failed,
-    );
-    diags.is_empty()
+    )?;
+    Ok(diags.is_empty())
 }
 
 #[cfg(test)]
@@ -120,7 +145,7 @@ mod tests {
             .map(|(n, _)| (*n).to_owned())
             .collect();
         assert_eq!(embedded, on_disk);
-        let set = load_rule_set(&[]).unwrap();
+        let set = load_rule_set(&[], &CompileOptions::default()).unwrap();
         assert_eq!(set.correlations.len(), on_disk.len());
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 use chainwatch_config::ServiceConfig;
-use chainwatch_correlate::EngineConfig;
+use chainwatch_correlate::{CompileOptions, EngineConfig};
 use chainwatch_kafka::client::Context as ClientContext;
 use chainwatch_kafka::{LoopConfig, admin, client, run_delivery, run_transform};
 use chainwatch_sink::Deliverer;
@@ -69,8 +69,13 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
         .iter()
         .map(|p| config.resolve(p))
         .collect();
-    let loaded = match crate::reload::load(&rule_paths, &config.tenants, &args.config) {
-        Ok(l) => l,
+    let options = CompileOptions {
+        placeholders: config.correlate.placeholders.clone(),
+        tenants: config.tenants.clone(),
+        tenants_source: args.config.clone(),
+    };
+    let rules = match crate::rules::load_rule_set(&rule_paths, &options) {
+        Ok(r) => r,
         Err(e) => {
             RulesRejected {
                 error: &format!("{e:#}"),
@@ -81,13 +86,13 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
         }
     };
     RulesLoaded {
-        detections: loaded.rules.detections.len(),
-        correlations: loaded.rules.correlations.len(),
+        detections: rules.detections.len(),
+        correlations: rules.correlations.len(),
         reason: "start-up",
     }
     .emit(&metrics);
     telemetry.health.set_rules_loaded();
-    let (rules_tx, rules_rx) = watch::channel(Arc::new(loaded));
+    let (rules_tx, rules_rx) = watch::channel(Arc::new(rules));
     let topics = &config.topics;
     if config.kafka.create_topics {
         admin::ensure_topics(
@@ -139,8 +144,7 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
         tokio::spawn(crate::reload::watch(
             crate::reload::Watch {
                 paths: rule_paths.clone(),
-                tenants: config.tenants.clone(),
-                config_file: args.config.clone(),
+                options: options.clone(),
                 interval: config.correlate.reload_interval,
                 metrics: Arc::clone(&metrics),
             },

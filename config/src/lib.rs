@@ -8,6 +8,7 @@
 //! - [`sigma`]: Sigma detection and correlation rules read into typed specs.
 //! - [`playbook`]: what a playbook adds to a Sigma correlation rule.
 //! - [`rules`]: finding rule files in folders.
+//! - [`placeholders`]: values of Sigma `%placeholders%` from a file.
 //!
 //! Every loader is pure apart from reading files, and reports all problems at once as
 //! [`Diagnostic`]s with file and line, so a bad change is fixed in one round. Nothing here knows
@@ -16,6 +17,7 @@
 pub mod diagnostic;
 pub mod duration;
 pub mod ops;
+pub mod placeholders;
 pub mod playbook;
 pub mod rules;
 pub mod secret;
@@ -26,6 +28,7 @@ mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::parse_duration;
+pub use placeholders::{Placeholders, load_placeholders};
 pub use playbook::PlaybookSpec;
 pub use rules::{LoadedRules, load_rule_paths};
 pub use secret::{MaybeSecret, Secret, SecretSource};

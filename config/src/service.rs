@@ -266,6 +266,12 @@ pub struct CorrelateConfig {
     /// How often rule files are checked for changes (they are also reloaded on SIGHUP).
     #[serde(default = "default_reload_interval", with = "serde_human")]
     pub reload_interval: Duration,
+    /// Values of Sigma placeholders, for rule values with the `expand` modifier: a placeholder
+    /// name (without the `%`) to the values it stands for, which are Sigma strings (wildcards
+    /// allowed), e.g. `Administrators = ["admin*", "root"]`. A rule that uses a placeholder not
+    /// listed here is refused, as the Sigma specification requires.
+    #[serde(default)]
+    pub placeholders: BTreeMap<String, Vec<String>>,
 }
 
 fn default_group_prefix() -> String {
@@ -316,6 +322,7 @@ impl Default for CorrelateConfig {
             max_groups: default_max_groups(),
             max_groups_per_tenant: default_max_groups_per_tenant(),
             reload_interval: default_reload_interval(),
+            placeholders: BTreeMap::new(),
         }
     }
 }
@@ -582,6 +589,14 @@ fn validate(
                 );
             }
         }
+        for (name, values) in &c.placeholders {
+            if values.is_empty() {
+                l.error(
+                    0..0,
+                    format!("correlate: placeholder {name:?} lists no values"),
+                );
+            }
+        }
         if c.max_groups_per_tenant > c.max_groups {
             l.error(
                 0..0,
@@ -617,6 +632,9 @@ format = "windows"
 rules = ["playbooks"]
 allowed_lateness = "30m"
 
+[correlate.placeholders]
+Administrators = ["admin*", "root"]
+
 [[sinks]]
 kind = "stdout"
 name = "console"
@@ -632,6 +650,10 @@ path = "alerts.jsonl"
         let c = load(GOOD).unwrap();
         assert_eq!(c.topics.events, "chainwatch.events");
         assert_eq!(c.correlate.allowed_lateness, Duration::from_secs(1800));
+        assert_eq!(
+            c.correlate.placeholders["Administrators"],
+            ["admin*", "root"]
+        );
         assert_eq!(c.sources[0].format, InputFormat::Windows);
         assert_eq!(c.kafka.options["socket.timeout.ms"], "5000");
         assert_eq!(c.sinks.len(), 2);

@@ -1,32 +1,39 @@
 //! The engine: `observe(&Event) -> alerts`. Pure: no I/O, no clock, no locks. One engine owns
-//! the state of the partitions it is given; the rule set is shared and immutable, and can be
-//! replaced ([`Engine::reload`]) with the partial chains of unchanged playbooks kept.
+//! the state of the partitions it is given; the rule set is shared and immutable.
+//!
+//! Per event: the prefilter picks the candidate detection rules, each is tested once; a match
+//! alerts on its own (when the rule is standalone) and becomes a hit of every correlation that
+//! refers to the rule. A correlation that fires alerts (when standalone) and becomes a hit of
+//! the correlations that refer to it, and so on, in a deterministic order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chainwatch_config::sigma::CorrelationType;
 use chainwatch_model::id::IdHasher;
 use chainwatch_model::{
-    Alert, AlertKind, Canonical, Event, Evidence, RuleRef, Severity, Stage, TechniqueId, Timestamp,
+    Alert, AlertKind, Event, EventId, Evidence, HostName, RuleRef, Severity, Stage, TechniqueId,
+    TenantId, Timestamp,
 };
 
-use crate::chain::{Emission, GroupKey, Hit, Limits, OrderedChains, Slot};
-use crate::policy::Policies;
-use crate::ruleset::{CompiledCorrelation, CompiledRule, RuleSet};
-use crate::sigma::value::Resolved;
+use crate::correlation::chain::{Chains, Emission};
+use crate::correlation::count::{Count, Measure};
+use crate::correlation::temporal::Temporal;
+use crate::correlation::{Firing, GroupKey, Hit, Limits, Outcome, State};
+use crate::ruleset::{CompiledCorrelation, CompiledRule, RuleSet, Source};
+use crate::sigma::fields::{EventView, ViewBuffers};
 
 /// Limits and tolerances of an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineConfig {
-    /// How far behind its group's newest event an event may be and still join a chain; also how
-    /// far the event-time watermark trails the newest event seen (absence deadlines).
+    /// How far behind its group's newest event an event may be and still join a chain.
     pub allowed_lateness: Duration,
     /// Most groups tracked per correlation, over all tenants.
     pub max_groups: usize,
     /// Most groups tracked per correlation for one tenant.
     pub max_groups_per_tenant: usize,
-    /// Most hits kept per stage of one group (counting stages need many).
+    /// Most hits kept per stage of one group of an ordered chain (counting stages need many).
     pub max_hits_per_stage: usize,
 }
 
@@ -56,82 +63,56 @@ pub struct EngineStats {
     pub late: u64,
     /// Groups evicted by the limits.
     pub evicted: u64,
-    /// Alerts produced (every revision counts).
+    /// Alerts produced.
     pub alerts: u64,
+    /// Detection rules tested after the prefilter (over all events).
+    pub candidates: u64,
 }
 
 /// A correlation engine over one rule set.
 #[derive(Debug)]
 pub struct Engine {
     rules: Arc<RuleSet>,
-    policies: Arc<Policies>,
-    chains: Vec<OrderedChains>,
+    states: Vec<State>,
     config: EngineConfig,
     stats: EngineStats,
-    newest: Option<Timestamp>,
+    /// Per tenant, the newest event time seen: when windows with upper-bounded conditions
+    /// close, and when absence deadlines pass.
+    clocks: HashMap<TenantId, Timestamp>,
+    /// Some correlation decides on the tenant's clock (deferred counts, absences).
+    clocked: bool,
+    scratch: Vec<u32>,
+    matched: Vec<usize>,
+    buffers: ViewBuffers,
 }
 
 fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// A hit on its way to a correlation input.
+struct Pending {
+    correlation: usize,
+    key: GroupKey,
+    hit: Hit,
+}
+
 impl Engine {
-    /// An engine with empty state and default tenant policies.
+    /// An engine with empty state.
     pub fn new(rules: Arc<RuleSet>, config: EngineConfig) -> Self {
-        let chains = rules
-            .correlations
-            .iter()
-            .map(|_| OrderedChains::default())
-            .collect();
+        let states = rules.correlations.iter().map(new_state).collect();
+        let clocked = clocked(&rules);
         Self {
             rules,
-            policies: Arc::new(Policies::default()),
-            chains,
+            states,
             config,
             stats: EngineStats::default(),
-            newest: None,
+            clocks: HashMap::new(),
+            clocked,
+            scratch: Vec::new(),
+            matched: Vec::new(),
+            buffers: ViewBuffers::default(),
         }
-    }
-
-    /// Sets the tenant policies (compiled against this engine's rules).
-    pub fn set_policies(&mut self, policies: Arc<Policies>) {
-        self.policies = policies;
-    }
-
-    /// Replaces the rule set (a reload). The state of correlations whose fingerprint is
-    /// unchanged moves to the new set; the others start empty. Tenant policies refer to rule
-    /// indices and must be recompiled and set again after a reload.
-    pub fn reload(&mut self, rules: Arc<RuleSet>) -> usize {
-        let mut old: Vec<Option<(u128, OrderedChains)>> = self
-            .rules
-            .correlations
-            .iter()
-            .map(|c| c.fingerprint)
-            .zip(std::mem::take(&mut self.chains))
-            .map(Some)
-            .collect();
-        let mut kept = 0;
-        self.chains = rules
-            .correlations
-            .iter()
-            .map(|c| {
-                match old
-                    .iter_mut()
-                    .find(|o| o.as_ref().is_some_and(|(f, _)| *f == c.fingerprint))
-                    .and_then(Option::take)
-                {
-                    Some((_, state)) => {
-                        kept += 1;
-                        state
-                    }
-                    None => OrderedChains::default(),
-                }
-            })
-            .collect();
-        self.stats.evicted += old.iter().flatten().map(|(_, s)| s.evicted).sum::<u64>();
-        self.rules = rules;
-        self.policies = Arc::new(Policies::default());
-        kept
     }
 
     /// The rule set.
@@ -139,156 +120,391 @@ impl Engine {
         &self.rules
     }
 
+    /// Replaces the rule set (a reload). The state of correlations whose fingerprint is
+    /// unchanged moves to the new set; the others start empty. Returns how many kept theirs.
+    pub fn reload(&mut self, rules: Arc<RuleSet>) -> usize {
+        let mut old: Vec<Option<(u128, State)>> = self
+            .rules
+            .correlations
+            .iter()
+            .map(|c| c.fingerprint)
+            .zip(std::mem::take(&mut self.states))
+            .map(Some)
+            .collect();
+        let mut kept = 0;
+        self.states = rules
+            .correlations
+            .iter()
+            .map(|c| {
+                let same = old
+                    .iter_mut()
+                    .find(|o| o.as_ref().is_some_and(|(f, _)| *f == c.fingerprint))
+                    .and_then(Option::take);
+                match same {
+                    Some((_, state)) => {
+                        kept += 1;
+                        state
+                    }
+                    None => new_state(c),
+                }
+            })
+            .collect();
+        self.stats.evicted += old.iter().flatten().map(|(_, s)| s.evicted()).sum::<u64>();
+        self.clocked = clocked(&rules);
+        self.rules = rules;
+        kept
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> EngineStats {
         let mut s = self.stats.clone();
-        s.evicted += self.chains.iter().map(|c| c.evicted).sum::<u64>();
+        s.evicted += self.states.iter().map(State::evicted).sum::<u64>();
         s
     }
 
-    /// Partial chains currently held, over all correlations.
+    /// Partial correlations (groups with state) currently held, over all correlations.
     pub fn partial_chains(&self) -> usize {
-        self.chains.iter().map(OrderedChains::len).sum()
+        self.states.iter().map(State::len).sum()
     }
 
-    fn limits(&self) -> Limits {
+    fn limits(&self, corr: &CompiledCorrelation) -> Limits {
         Limits {
             lateness_ns: nanos(self.config.allowed_lateness),
+            timespan_ns: nanos(corr.timespan),
             max_groups: self.config.max_groups,
             max_groups_per_tenant: self.config.max_groups_per_tenant,
-            max_hits: self.config.max_hits_per_stage,
+            max_hits_per_stage: self.config.max_hits_per_stage,
         }
     }
 
-    /// The event-time watermark: the newest event seen, less the allowed lateness.
-    pub fn watermark(&self) -> Option<Timestamp> {
-        self.newest
-            .map(|n| n.add_nanos(-nanos(self.config.allowed_lateness)))
+    /// The event-time watermark of `tenant`: its newest event, less the allowed lateness.
+    fn watermark(&self, tenant: &TenantId) -> Option<Timestamp> {
+        self.clocks
+            .get(tenant)
+            .map(|c| c.add_nanos(-nanos(self.config.allowed_lateness)))
     }
 
-    /// Feeds one event; returns the alerts it raises, in a deterministic order.
+    /// Feeds one event; returns the alerts it completes, in a deterministic order.
     pub fn observe(&mut self, event: &Event) -> Vec<Alert> {
         self.stats.events += 1;
-        self.newest = Some(self.newest.map_or(event.time, |n| n.max(event.time)));
-        let watermark = self.watermark().unwrap_or(event.time);
-        let limits = self.limits();
-        let mut alerts = Vec::new();
         let rules = Arc::clone(&self.rules);
-        let policies = Arc::clone(&self.policies);
-        for ri in rules.candidates(event) {
-            let rule = &rules.detections[ri];
-            if !rule.matches(event) {
-                continue;
-            }
-            if policies.excluded(ri, event) {
-                self.stats.excluded += 1;
-                continue;
-            }
-            self.stats.matches += 1;
-            if rule.standalone {
-                alerts.push(detection_alert(rule, event));
-            }
-            for feed in &rule.feeds {
-                let ci = feed.correlation;
-                let corr = &rules.correlations[ci];
-                if !policies.applies(ci, corr, event) {
+        let mut alerts = Vec::new();
+        let mut queue = VecDeque::new();
+        {
+            let buffers = std::mem::take(&mut self.buffers);
+            let view = EventView::with_buffers(event, &rules.fields, buffers);
+            let mut matched = std::mem::take(&mut self.matched);
+            let tested = rules.match_view(&view, &mut self.scratch, &mut matched);
+            self.stats.candidates += tested as u64;
+            let policies = rules.policies();
+            for &ri in &matched {
+                let rule = &rules.detections[ri];
+                if policies.excluded(ri, &view) {
+                    self.stats.excluded += 1;
                     continue;
                 }
-                let key = group_key(corr, ri, event);
-                let value = match feed.slot {
-                    Slot::Stage(s) => {
-                        corr.stages[s]
-                            .distinct
-                            .as_ref()
-                            .and_then(|f| match f.resolve(event) {
-                                Some(Resolved::Value(v)) => {
-                                    v.as_text().map(|t| t.to_lowercase().into())
-                                }
-                                Some(Resolved::Text(t)) => Some(t.to_lowercase().into()),
-                                None => None,
-                            })
+                self.stats.matches += 1;
+                if rule.standalone {
+                    alerts.push(detection_alert(rule, event));
+                }
+                if rule.feeds.is_empty() {
+                    continue;
+                }
+                let evidence: Arc<[Evidence]> =
+                    Arc::from([Evidence::of(event, &rule.info.rule.id)]);
+                for &(ci, input) in &rule.feeds {
+                    let corr = &rules.correlations[ci];
+                    if !policies.applies(ci, corr, event) {
+                        continue;
                     }
-                    Slot::Absent(_) => None,
-                };
-                let hit = Hit {
-                    time: event.time,
-                    id: event.id,
-                    host: event.host.clone(),
-                    rule: feed.position,
-                    value,
-                    evidence: Box::new(Evidence::of(event, &rule.info.rule.id)),
-                };
-                let out = self.chains[ci].observe(
-                    key.clone(),
-                    feed.slot,
-                    hit,
-                    &corr.chain,
-                    limits,
-                    watermark,
-                );
+                    let key = (
+                        event.tenant.clone(),
+                        corr.group_by
+                            .iter()
+                            .map(|g| event_value(&view, g.per_input[input]).unwrap_or_default())
+                            .collect(),
+                    );
+                    let value = match corr.distinct.get(input) {
+                        Some(Some(source)) => event_value(&view, *source),
+                        _ => corr.value_field.as_ref().and_then(|f| {
+                            combined(f[input].iter().map(|s| event_value(&view, *s)))
+                        }),
+                    };
+                    queue.push_back(Pending {
+                        correlation: ci,
+                        key,
+                        hit: Hit {
+                            time: event.time,
+                            id: event.id,
+                            input,
+                            host: event.host.clone(),
+                            value,
+                            evidence: Arc::clone(&evidence),
+                        },
+                    });
+                }
+            }
+            self.matched = matched;
+            self.buffers = view.into_buffers();
+        }
+        if self.clocked {
+            let clock = self
+                .clocks
+                .entry(event.tenant.clone())
+                .or_insert(event.time);
+            *clock = (*clock).max(event.time);
+        }
+        self.run(&rules, queue, &mut alerts);
+        if self.clocked {
+            self.tick(&rules, Some(&event.tenant), &mut alerts);
+        }
+        self.stats.alerts += alerts.len() as u64;
+        alerts
+    }
+
+    /// Moves every tenant's event-time watermark to at least `watermark` and decides what it
+    /// closes (absence deadlines, count windows with upper bounds). The shell calls it when
+    /// input is idle; it never moves a watermark back.
+    pub fn advance(&mut self, watermark: Timestamp) -> Vec<Alert> {
+        let rules = Arc::clone(&self.rules);
+        let as_newest = watermark.add_nanos(nanos(self.config.allowed_lateness));
+        for clock in self.clocks.values_mut() {
+            *clock = (*clock).max(as_newest);
+        }
+        let mut alerts = Vec::new();
+        self.tick(&rules, None, &mut alerts);
+        self.stats.alerts += alerts.len() as u64;
+        alerts
+    }
+
+    /// Decides, for `tenant` (or every tenant with a clock), what its watermark has closed.
+    fn tick(&mut self, rules: &RuleSet, tenant: Option<&TenantId>, alerts: &mut Vec<Alert>) {
+        let tenants: Vec<TenantId> = match tenant {
+            Some(t) => vec![t.clone()],
+            None => self.clocks.keys().cloned().collect(),
+        };
+        for t in tenants {
+            let Some(watermark) = self.watermark(&t) else {
+                continue;
+            };
+            let mut fired = Vec::new();
+            for (ci, corr) in rules.correlations.iter().enumerate() {
+                let limits = self.limits(corr);
+                if let (State::Chain(chains), Some(spec)) = (&mut self.states[ci], &corr.chain) {
+                    if spec.absences.is_empty() {
+                        continue;
+                    }
+                    let raised = chains.advance(Some(&t), spec, watermark);
+                    let mut queue = VecDeque::new();
+                    for (key, e) in raised {
+                        self.raised(rules, ci, &key, e, alerts, &mut queue);
+                    }
+                    self.run(rules, queue, alerts);
+                } else if corr.deferred() {
+                    for f in self.states[ci].advance(&t, watermark, limits) {
+                        fired.push((ci, f));
+                    }
+                }
+            }
+            self.fire_all(rules, fired, alerts);
+        }
+    }
+
+    /// Ends the input: decides every window still open (conditions with an upper bound) and
+    /// returns the alerts that gives. For replays and tests; a streaming pipeline never ends.
+    pub fn finish(&mut self) -> Vec<Alert> {
+        let rules = Arc::clone(&self.rules);
+        let mut alerts = Vec::new();
+        // Correlations are in dependency order: an inner one's last firings reach the outer
+        // ones before those are finished.
+        for ci in 0..rules.correlations.len() {
+            let limits = self.limits(&rules.correlations[ci]);
+            let fired: Vec<(usize, Firing)> = self.states[ci]
+                .finish(limits)
+                .into_iter()
+                .map(|f| (ci, f))
+                .collect();
+            self.fire_all(&rules, fired, &mut alerts);
+        }
+        self.stats.alerts += alerts.len() as u64;
+        alerts
+    }
+
+    fn fire_all(&mut self, rules: &RuleSet, fired: Vec<(usize, Firing)>, alerts: &mut Vec<Alert>) {
+        let mut queue = VecDeque::new();
+        for (ci, firing) in fired {
+            self.fired(rules, ci, firing, alerts, &mut queue);
+        }
+        self.run(rules, queue, alerts);
+    }
+
+    /// Delivers pending hits, and the hits of the firings they cause, until none is left.
+    fn run(&mut self, rules: &RuleSet, mut queue: VecDeque<Pending>, alerts: &mut Vec<Alert>) {
+        while let Some(p) = queue.pop_front() {
+            let corr = &rules.correlations[p.correlation];
+            let limits = self.limits(corr);
+            if let (State::Chain(chains), Some(spec)) =
+                (&mut self.states[p.correlation], &corr.chain)
+            {
+                let slot = corr.slots[p.hit.input];
+                let watermark = self
+                    .clocks
+                    .get(&p.key.0)
+                    .map_or(p.hit.time, |c| c.add_nanos(-limits.lateness_ns));
+                let key = p.key.clone();
+                let out = chains.observe(p.key, slot, p.hit, spec, limits, watermark);
                 self.stats.duplicates += u64::from(out.duplicate);
                 self.stats.late += u64::from(out.late);
-                let priority = policies.priority(ci, &event.tenant);
                 for e in out.emissions {
-                    alerts.push(chain_alert(&rules, corr, &key, e, priority));
+                    self.raised(rules, p.correlation, &key, e, alerts, &mut queue);
+                }
+                continue;
+            }
+            match self.states[p.correlation].observe(p.key, p.hit, limits) {
+                Outcome::Stored => {}
+                Outcome::Duplicate => self.stats.duplicates += 1,
+                Outcome::Late => self.stats.late += 1,
+                Outcome::Fired(firing) => {
+                    self.fired(rules, p.correlation, firing, alerts, &mut queue);
                 }
             }
         }
-        alerts.extend(self.advance_to(watermark));
-        self.stats.alerts += alerts.len() as u64;
-        alerts
     }
 
-    /// Moves the event-time watermark to `watermark` (never backwards) and raises the chains
-    /// whose absence deadlines it passes. The shell calls it when input is idle.
-    pub fn advance(&mut self, watermark: Timestamp) -> Vec<Alert> {
-        let lateness = nanos(self.config.allowed_lateness);
-        let as_newest = watermark.add_nanos(lateness);
-        self.newest = Some(self.newest.map_or(as_newest, |n| n.max(as_newest)));
-        let alerts = self.advance_to(self.watermark().unwrap_or(watermark));
-        self.stats.alerts += alerts.len() as u64;
-        alerts
-    }
-
-    fn advance_to(&mut self, watermark: Timestamp) -> Vec<Alert> {
-        let rules = Arc::clone(&self.rules);
-        let mut alerts = Vec::new();
-        for (ci, corr) in rules.correlations.iter().enumerate() {
-            if corr.chain.absences.is_empty() {
-                continue;
-            }
-            for (key, e) in self.chains[ci].advance(&corr.chain, watermark) {
-                let priority = self.policies.priority(ci, &key.0);
-                alerts.push(chain_alert(&rules, corr, &key, e, priority));
-            }
+    /// An ordered chain raised a version of its finding: its alert, and, when complete, a hit
+    /// for the correlations that refer to it.
+    fn raised(
+        &mut self,
+        rules: &RuleSet,
+        ci: usize,
+        key: &GroupKey,
+        e: Emission,
+        alerts: &mut Vec<Alert>,
+        queue: &mut VecDeque<Pending>,
+    ) {
+        let corr = &rules.correlations[ci];
+        let priority = rules.policies().priority(ci, &key.0);
+        let alert = chain_alert(rules, corr, key, &e, priority);
+        if !e.partial {
+            feed_outer(rules, ci, key, &alert, queue);
         }
-        alerts
+        if corr.standalone {
+            alerts.push(alert);
+        }
+    }
+
+    /// A correlation fired: its alert, and its hits for the correlations that refer to it.
+    fn fired(
+        &mut self,
+        rules: &RuleSet,
+        ci: usize,
+        firing: Firing,
+        alerts: &mut Vec<Alert>,
+        queue: &mut VecDeque<Pending>,
+    ) {
+        let corr = &rules.correlations[ci];
+        let alert = correlation_alert(rules, corr, &firing);
+        feed_outer(rules, ci, &firing.key, &alert, queue);
+        if corr.standalone {
+            alerts.push(alert);
+        }
     }
 }
 
-/// The group-by values of an event matched by detection rule `rule`. Host fields group by the
+/// The hits a correlation's finding gives the correlations that refer to it.
+fn feed_outer(
+    rules: &RuleSet,
+    ci: usize,
+    key: &GroupKey,
+    alert: &Alert,
+    queue: &mut VecDeque<Pending>,
+) {
+    let corr = &rules.correlations[ci];
+    for &(outer, input) in &corr.feeds {
+        let o = &rules.correlations[outer];
+        let from_group = |s: Source| match s {
+            Source::Group(i) => key.1.get(i).cloned(),
+            Source::Field(_) | Source::Host => None,
+        };
+        let outer_key = (
+            key.0.clone(),
+            o.group_by
+                .iter()
+                .map(|g| from_group(g.per_input[input]).unwrap_or_default())
+                .collect(),
+        );
+        let value = o
+            .value_field
+            .as_ref()
+            .and_then(|f| combined(f[input].iter().map(|s| from_group(*s))));
+        let evidence: Arc<[Evidence]> = alert.events.iter().cloned().collect();
+        queue.push_back(Pending {
+            correlation: outer,
+            key: outer_key,
+            hit: Hit {
+                time: alert.last_seen,
+                id: EventId::from_u128(alert.id.as_u128()),
+                input,
+                host: alert.host.clone(),
+                value,
+                evidence,
+            },
+        });
+    }
+}
+
+/// True when some correlation decides on the tenant's clock: a count with an upper bound, or
+/// a chain that waits for an absence.
+fn clocked(rules: &RuleSet) -> bool {
+    rules.correlations.iter().any(|c| {
+        c.deferred()
+            || c.chain
+                .as_ref()
+                .is_some_and(|spec| !spec.absences.is_empty())
+    })
+}
+
+fn new_state(corr: &CompiledCorrelation) -> State {
+    let n = corr.inputs.len();
+    match corr.kind {
+        CorrelationType::TemporalOrdered => State::Chain(Chains::default()),
+        CorrelationType::Temporal => {
+            let min = (0..=n as u64)
+                .find(|k| corr.bounds.holds(*k))
+                .map_or(n, |k| k as usize)
+                .max(1);
+            State::Temporal(Temporal::new(n, min))
+        }
+        CorrelationType::EventCount => {
+            State::Count(Count::new(Measure::Events, corr.bounds.clone()))
+        }
+        CorrelationType::ValueCount => {
+            State::Count(Count::new(Measure::DistinctValues, corr.bounds.clone()))
+        }
+    }
+}
+
+/// The counted value of several fields: their values joined by a separator no text holds;
+/// `None` when a field is missing.
+fn combined(values: impl Iterator<Item = Option<Box<str>>>) -> Option<Box<str>> {
+    let mut out = String::new();
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push('\u{1f}');
+        }
+        out.push_str(&v?);
+    }
+    Some(out.into())
+}
+
+/// An event's value for a group-by or counted field: lower-cased; host fields give the
 /// normalized host key.
-fn group_key(corr: &CompiledCorrelation, rule: usize, event: &Event) -> GroupKey {
-    let values: Vec<Box<str>> = corr
-        .group_by
-        .iter()
-        .map(|g| {
-            let field = g.field_for(rule);
-            if field.canonical() == Some(Canonical::Host) {
-                return event.host.key().into();
-            }
-            match field.resolve(event) {
-                Some(Resolved::Value(v)) => v
-                    .as_text()
-                    .map(|t| t.to_lowercase())
-                    .unwrap_or_default()
-                    .into(),
-                Some(Resolved::Text(t)) => t.to_lowercase().into(),
-                None => Box::from(""),
-            }
-        })
-        .collect();
-    (event.tenant.clone(), values.into_boxed_slice())
+fn event_value(view: &EventView<'_>, source: Source) -> Option<Box<str>> {
+    match source {
+        Source::Host => Some(view.event.host.key().into()),
+        Source::Field(id) => view.get(id).and_then(|v| v.lower()).map(Box::from),
+        Source::Group(_) => None,
+    }
 }
 
 fn detection_alert(rule: &CompiledRule, event: &Event) -> Alert {
@@ -320,19 +536,106 @@ fn detection_alert(rule: &CompiledRule, event: &Event) -> Alert {
     }
 }
 
-fn push_unique(list: &mut Vec<TechniqueId>, items: &[TechniqueId]) {
-    for t in items {
-        if !list.contains(t) {
-            list.push(*t);
+fn correlation_alert(rules: &RuleSet, corr: &CompiledCorrelation, firing: &Firing) -> Alert {
+    let key = &firing.key;
+    let hits = &firing.hits;
+    let mut h = IdHasher::new();
+    h.part(b"chain")
+        .part(corr.info.rule.id.as_bytes())
+        .part(key.0.as_str().as_bytes());
+    for v in key.1.iter() {
+        h.part(v.as_bytes());
+    }
+    for p in hits {
+        h.id(p.id.as_u128());
+    }
+
+    // Stages: one per hit for temporal kinds (in input order); for counts, one per input that
+    // contributed, with all its events.
+    let mut stages: Vec<Stage> = Vec::new();
+    let temporal = matches!(
+        corr.kind,
+        CorrelationType::Temporal | CorrelationType::TemporalOrdered
+    );
+    for p in hits {
+        let info = rules.input_info(corr.inputs[p.input]);
+        let ids = p.evidence.iter().map(|e| e.id);
+        match stages
+            .iter_mut()
+            .find(|s| !temporal && s.rule.id == info.rule.id)
+        {
+            Some(stage) => stage.events.extend(ids),
+            None => stages.push(Stage {
+                name: info.name.clone().unwrap_or_else(|| info.rule.id.clone()),
+                rule: info.rule.clone(),
+                techniques: info.techniques.clone(),
+                time: p.time,
+                events: ids.collect(),
+            }),
         }
+    }
+    let mut techniques: Vec<TechniqueId> = Vec::new();
+    for t in stages
+        .iter()
+        .flat_map(|s| s.techniques.iter())
+        .chain(&corr.info.techniques)
+    {
+        if !techniques.contains(t) {
+            techniques.push(*t);
+        }
+    }
+    let mut events: Vec<Evidence> = hits
+        .iter()
+        .flat_map(|p| p.evidence.iter().cloned())
+        .collect();
+    events.sort_by_key(|e| (e.time, e.id));
+    // One event can be behind several hits (a chained correlation's events).
+    events.dedup_by_key(|e| e.id);
+    let last = hits.iter().max_by_key(|p| p.time);
+    let first_seen = events.first().map_or(Timestamp::from_nanos(0), |e| e.time);
+    let last_seen = events.last().map_or(first_seen, |e| e.time);
+    let user = events.iter().rev().find_map(|e| e.user.clone());
+    Alert {
+        id: h.alert_id(),
+        tenant: key.0.clone(),
+        host: last.map_or_else(|| HostName::new(""), |p| p.host.clone()),
+        user,
+        kind: AlertKind::Chain,
+        revision: 0,
+        partial: false,
+        rule: corr.info.rule.clone(),
+        severity: corr.severity,
+        playbook: corr
+            .info
+            .name
+            .clone()
+            .or_else(|| Some(corr.info.rule.title.clone())),
+        techniques,
+        first_seen,
+        last_seen,
+        group: corr
+            .group_by
+            .iter()
+            .zip(key.1.iter())
+            .map(|(g, v)| (g.name.clone(), v.to_string()))
+            .collect(),
+        stages,
+        events,
+        response: corr
+            .playbook
+            .as_ref()
+            .map(|p| p.response.clone())
+            .unwrap_or_default(),
+        description: corr.info.description.clone(),
     }
 }
 
+/// The alert of one version of an ordered chain's finding.
 fn chain_alert(
     rules: &RuleSet,
     corr: &CompiledCorrelation,
     key: &GroupKey,
-    e: Emission,
+    e: &Emission,
     priority: Option<Severity>,
 ) -> Alert {
     let mut h = IdHasher::new();
@@ -348,30 +651,34 @@ fn chain_alert(
     let mut events: Vec<Evidence> = Vec::new();
     for p in &e.picks {
         let info = &corr.stages[p.stage];
-        let mut stage_techniques = Vec::new();
-        let mut matched: Vec<usize> = p.hits.iter().map(|h| info.rules[h.rule]).collect();
+        let mut matched: Vec<usize> = p.hits.iter().map(|h| h.input).collect();
         matched.sort_unstable();
         matched.dedup();
-        for di in &matched {
+        let mut stage_techniques = Vec::new();
+        for &input in &matched {
             push_unique(
                 &mut stage_techniques,
-                &rules.detections[*di].info.techniques,
+                &rules.input_info(corr.inputs[input]).techniques,
             );
         }
         push_unique(&mut techniques, &stage_techniques);
-        let rule = if info.rules.len() == 1 {
-            rules.detections[info.rules[0]].info.rule.clone()
+        let rule = if let [only] = info.inputs[..] {
+            rules.input_info(corr.inputs[only]).rule.clone()
         } else {
-            let titles: Vec<&str> = matched
+            let infos: Vec<_> = matched
                 .iter()
-                .map(|d| rules.detections[*d].info.rule.title.as_str())
+                .map(|&i| rules.input_info(corr.inputs[i]))
                 .collect();
             RuleRef {
                 id: info.name.clone(),
-                title: titles.join(" + "),
-                level: matched
+                title: infos
                     .iter()
-                    .map(|d| rules.detections[*d].info.rule.level)
+                    .map(|i| i.rule.title.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+                level: infos
+                    .iter()
+                    .map(|i| i.rule.level)
                     .max()
                     .unwrap_or(Severity::Medium),
             }
@@ -381,26 +688,26 @@ fn chain_alert(
             rule,
             techniques: stage_techniques,
             time: p.time,
-            events: p.hits.iter().map(|h| h.id).collect(),
+            events: p
+                .hits
+                .iter()
+                .flat_map(|h| h.evidence.iter().map(|x| x.id))
+                .collect(),
         });
-        events.extend(p.hits.iter().map(|h| (*h.evidence).clone()));
+        events.extend(p.hits.iter().flat_map(|h| h.evidence.iter().cloned()));
     }
     push_unique(&mut techniques, &corr.info.techniques);
     events.sort_by_key(|x| (x.time, x.id));
     events.dedup_by_key(|x| x.id);
-    let last = e.picks.last().and_then(|p| p.hits.last());
-    let host = last
-        .map(|h| h.host.clone())
-        .unwrap_or_else(|| chainwatch_model::HostName::new(""));
+    let host = e
+        .picks
+        .last()
+        .and_then(|p| p.hits.last())
+        .map_or_else(|| HostName::new(""), |h| h.host.clone());
     let user = events.iter().rev().find_map(|x| x.user.clone());
-    let severity = priority.unwrap_or(match e.priority {
-        Some(p) => p,
-        None => corr.severity,
-    });
-    let (first_seen, last_seen) = (
-        events.first().map_or(Timestamp::from_nanos(0), |x| x.time),
-        events.last().map_or(Timestamp::from_nanos(0), |x| x.time),
-    );
+    let severity = priority.or(e.priority).unwrap_or(corr.severity);
+    let first_seen = events.first().map_or(Timestamp::from_nanos(0), |x| x.time);
+    let last_seen = events.last().map_or(first_seen, |x| x.time);
     Alert {
         id: h.alert_id(),
         tenant: key.0.clone(),
@@ -433,5 +740,13 @@ fn chain_alert(
             .map(|p| p.response.clone())
             .unwrap_or_default(),
         description: corr.info.description.clone(),
+    }
+}
+
+fn push_unique(into: &mut Vec<TechniqueId>, from: &[TechniqueId]) {
+    for t in from {
+        if !into.contains(t) {
+            into.push(*t);
+        }
     }
 }

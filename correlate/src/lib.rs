@@ -2,19 +2,31 @@
 //!
 //! - [`ruleset`]: [`RuleSet::compile`] turns Sigma specs (from `chainwatch-config`) into
 //!   matchers once; the result is immutable and shared.
-//! - [`sigma`]: the Sigma engine: value matchers, searches and conditions, and the data tables
-//!   for logsources and field names (`correlate/mappings/`).
-//! - `chain`: ordered multi-stage chains per tenant and group key, bounded.
+//! - [`sigma`]: the Sigma engine: value matchers (every modifier of the specification),
+//!   searches and conditions, and the data tables for logsources and field names
+//!   (`correlate/mappings/`).
+//! - `prefilter`: which rules an event can match, before any runs: literal anchors through
+//!   one Aho-Corasick automaton per field, and routes by logsource and event id.
+//! - `correlation`: the state of correlation rules per tenant and group key: `temporal`,
+//!   `temporal_ordered` with what playbooks add (`correlation::chain`: gaps, counts, optional
+//!   and "N of M" stages, absence, partial findings, suppression), `event_count`,
+//!   `value_count`, and correlations of correlations; sliding windows in event time, bounded,
+//!   with eviction counted.
+//! - [`policy`]: per-tenant playbooks, exclusions, priorities and host roles.
 //! - [`engine`]: [`Engine::observe`], the pure core: `&Event -> Vec<Alert>`, no I/O, no clock.
 //!
 //! The Kafka loop that feeds an engine lives in the binary (`src/stages/correlate.rs`).
 
-mod chain;
+mod correlation;
 pub mod engine;
 pub mod policy;
+mod prefilter;
 pub mod ruleset;
 pub mod sigma;
 
 pub use engine::{Engine, EngineConfig, EngineStats};
 pub use policy::Policies;
-pub use ruleset::{CompiledCorrelation, CompiledRule, RuleInfo, RuleSet};
+pub use ruleset::{
+    CompileOptions, CompiledCorrelation, CompiledRule, Input, PrefilterSummary, RuleInfo, RuleSet,
+    StageInfo,
+};

@@ -11,16 +11,16 @@ use chainwatch_config::{Diagnostic, Diagnostics};
 use chainwatch_model::host::host_key;
 use chainwatch_model::{Event, Severity, TenantId};
 
-use crate::ruleset::{CompiledCorrelation, RuleSet};
-use crate::sigma::detection::FieldRef;
-use crate::sigma::value::ValueSet;
+use crate::ruleset::{CompiledCorrelation, CompiledRule};
+use crate::sigma::fields::{EventView, FieldId};
+use crate::sigma::value::{CompileCtx, ValueSet};
 
 /// A compiled exclusion: matches of `rule` (or of every rule) whose `field` matches a value do
 /// not count for the tenant.
 #[derive(Debug, Clone)]
 struct Exclusion {
     rule: Option<usize>,
-    field: FieldRef,
+    field: FieldId,
     values: ValueSet,
 }
 
@@ -44,24 +44,20 @@ pub struct Policies {
 }
 
 impl Policies {
-    /// Compiles tenant configs against a rule set. `file` is where the configs came from, for
-    /// problems (names of playbooks or rules that do not exist, bad exclusion values).
-    pub fn compile(
+    /// Compiles tenant configs against the rules they name. `file` is where the configs came
+    /// from, for problems (names of playbooks or rules that do not exist, bad exclusion values).
+    pub(crate) fn compile(
         configs: &std::collections::BTreeMap<String, TenantConfig>,
-        rules: &RuleSet,
+        detections: &[CompiledRule],
+        correlations: &[CompiledCorrelation],
+        ctx: &mut CompileCtx<'_>,
         file: &Path,
     ) -> Result<Self, Diagnostics> {
         let mut diags = Diagnostics::default();
         let mut tenants = HashMap::new();
-        let find_corr = |name: &str| {
-            rules
-                .correlations
-                .iter()
-                .position(|c: &CompiledCorrelation| c.answers_to(name))
-        };
+        let find_corr = |name: &str| correlations.iter().position(|c| c.answers_to(name));
         let find_rule = |name: &str| {
-            rules
-                .detections
+            detections
                 .iter()
                 .position(|d| d.info.name.as_deref() == Some(name) || d.info.rule.id == name)
         };
@@ -108,9 +104,6 @@ impl Policies {
                     },
                     None => None,
                 };
-                let Some(tables) = rules.tables.as_ref() else {
-                    continue;
-                };
                 let item = FieldItem {
                     field: Some(x.field.clone()),
                     modifiers: Vec::new(),
@@ -121,10 +114,10 @@ impl Policies {
                         .collect(),
                     line: 0,
                 };
-                match ValueSet::compile(&item) {
+                match ValueSet::compile(&item, ctx) {
                     Ok(values) => p.exclusions.push(Exclusion {
                         rule,
-                        field: FieldRef::new(&x.field, tables),
+                        field: ctx.fields.intern(&x.field, ctx.tables),
                         values,
                     }),
                     Err(e) => err(format!("exclude[{i}]: {e}")),
@@ -146,12 +139,12 @@ impl Policies {
         self.tenants.get(tenant).unwrap_or(&self.default)
     }
 
-    /// Whether a match of detection `rule` on `event` is excluded for its tenant.
-    pub(crate) fn excluded(&self, rule: usize, event: &Event) -> bool {
-        let none = |_: &str| None;
-        self.of(&event.tenant).exclusions.iter().any(|x| {
-            x.rule.is_none_or(|r| r == rule) && x.values.matches(x.field.resolve(event), &none)
-        })
+    /// Whether a match of detection `rule` on the event is excluded for its tenant.
+    pub(crate) fn excluded(&self, rule: usize, view: &EventView<'_>) -> bool {
+        self.of(&view.event.tenant)
+            .exclusions
+            .iter()
+            .any(|x| x.rule.is_none_or(|r| r == rule) && x.values.matches(view.get(x.field), view))
     }
 
     /// Whether correlation `ci` runs for `event`: it is enabled for the tenant, and when the

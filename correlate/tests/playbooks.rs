@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chainwatch_config::TenantConfig;
 use chainwatch_config::service::ExclusionConfig;
 use chainwatch_config::sigma::parse_rule_text;
-use chainwatch_correlate::{Engine, EngineConfig, Policies, RuleSet};
+use chainwatch_correlate::{CompileOptions, Engine, EngineConfig, RuleSet};
 use chainwatch_model::{
     Activity, Alert, AlertKind, Event, EventClass, EventId, FieldValue, Fields, HostName,
     Provenance, Severity, SourceFormat, SourceMeta, Target, TenantId, Timestamp,
@@ -332,12 +332,25 @@ fn tenant_cfg(f: impl FnOnce(&mut TenantConfig)) -> BTreeMap<String, TenantConfi
     BTreeMap::from([("acme".to_owned(), c)])
 }
 
+/// Compiles `text` with tenant overrides; `Err` lists the problems.
+fn compile_with(text: &str, cfg: &BTreeMap<String, TenantConfig>) -> Result<Arc<RuleSet>, String> {
+    let (docs, diags) = parse_rule_text(Path::new("pb.yml"), text);
+    assert!(diags.is_empty(), "{diags}");
+    let options = CompileOptions {
+        tenants: cfg.clone(),
+        tenants_source: "tenants.toml".into(),
+        ..CompileOptions::default()
+    };
+    let (set, diags) = RuleSet::compile_with_options(&docs, &options);
+    if diags.is_empty() {
+        Ok(Arc::new(set))
+    } else {
+        Err(diags.to_string())
+    }
+}
+
 fn with_policy(text: &str, cfg: &BTreeMap<String, TenantConfig>) -> Engine {
-    let rules = rule_set(text);
-    let policies = Policies::compile(cfg, &rules, Path::new("tenants.toml")).unwrap();
-    let mut e = Engine::new(rules, EngineConfig::default());
-    e.set_policies(Arc::new(policies));
-    e
+    Engine::new(compile_with(text, cfg).unwrap(), EngineConfig::default())
 }
 
 #[test]
@@ -417,8 +430,11 @@ fn tenants_choose_playbooks_and_priorities() {
         Severity::Low
     );
     let unknown = tenant_cfg(|c| c.playbooks = Some(vec!["nope".into()]));
-    let err = Policies::compile(&unknown, &rule_set(&text), Path::new("t.toml")).unwrap_err();
-    assert!(err.to_string().contains("nope"), "{err}");
+    let err = compile_with(&text, &unknown).unwrap_err();
+    assert!(
+        err.contains("nope") && err.contains("tenants.toml"),
+        "{err}"
+    );
 }
 
 #[test]

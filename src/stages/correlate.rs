@@ -5,21 +5,20 @@
 use std::sync::Arc;
 
 use chainwatch_config::service::FindingFormat;
-use chainwatch_correlate::{Engine, EngineConfig, EngineStats};
+use chainwatch_correlate::{Engine, EngineConfig, EngineStats, RuleSet};
 use chainwatch_kafka::{InMessage, OutRecord, Transform};
 use chainwatch_model::Event;
 use chainwatch_sink::decode;
 
 use super::dead_letter;
 use super::ingest::ARRIVAL_HEADER;
-use crate::reload::Loaded;
 use crate::telemetry::Metrics;
 use crate::telemetry::events::{AlertRaised, CorrelatorState, DeadLettered};
 
 /// The correlate core.
 pub struct CorrelateCore {
     engine: Engine,
-    rules: tokio::sync::watch::Receiver<Arc<Loaded>>,
+    rules: tokio::sync::watch::Receiver<Arc<RuleSet>>,
     alerts_topic: String,
     alerts_format: FindingFormat,
     dead_letter_topic: String,
@@ -31,15 +30,13 @@ pub struct CorrelateCore {
 impl CorrelateCore {
     /// A core over the rules `rules` holds now, taking each reload as it comes.
     pub fn new(
-        mut rules: tokio::sync::watch::Receiver<Arc<Loaded>>,
+        mut rules: tokio::sync::watch::Receiver<Arc<RuleSet>>,
         config: EngineConfig,
         alerts_topic: &str,
         alerts_format: FindingFormat,
         dead_letter_topic: &str,
     ) -> Self {
-        let loaded = Arc::clone(&rules.borrow_and_update());
-        let mut engine = Engine::new(Arc::clone(&loaded.rules), config);
-        engine.set_policies(Arc::clone(&loaded.policies));
+        let engine = Engine::new(Arc::clone(&rules.borrow_and_update()), config);
         Self {
             engine,
             rules,
@@ -72,9 +69,9 @@ impl CorrelateCore {
 impl Transform for CorrelateCore {
     fn process(&mut self, msg: &InMessage<'_>) -> Vec<OutRecord> {
         if self.rules.has_changed().unwrap_or(false) {
-            let loaded = Arc::clone(&self.rules.borrow_and_update());
-            let kept = self.engine.reload(Arc::clone(&loaded.rules));
-            self.engine.set_policies(Arc::clone(&loaded.policies));
+            let kept = self
+                .engine
+                .reload(Arc::clone(&self.rules.borrow_and_update()));
             tracing::info!(
                 stage = "correlate",
                 kept,

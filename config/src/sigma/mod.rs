@@ -365,8 +365,8 @@ impl CorrelationType {
 /// `correlation.condition`: bounds on a count, and for `value_count` the counted field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CountCondition {
-    /// `field` (value_count).
-    pub field: Option<String>,
+    /// `field` (value_count): one field, or several (their combined values are counted).
+    pub fields: Vec<String>,
     /// All bounds must hold.
     pub bounds: Vec<(Comparison, u64)>,
 }

@@ -487,7 +487,7 @@ impl Ctx<'_> {
                 );
             }
             CorrelationType::ValueCount
-                if condition.as_ref().is_some_and(|c| c.field.is_none()) =>
+                if condition.as_ref().is_some_and(|c| c.fields.is_empty()) =>
             {
                 self.error(
                     corr,
@@ -540,14 +540,25 @@ impl Ctx<'_> {
             return None;
         };
         let mut cond = CountCondition {
-            field: None,
+            fields: Vec::new(),
             bounds: Vec::new(),
         };
         for (k, v) in entries {
             let key = yaml::as_str(k).unwrap_or_default();
             let cmp = match key {
                 "field" => {
-                    cond.field = yaml::as_text(v);
+                    match yaml::items(v) {
+                        Some(items) => {
+                            cond.fields = items.iter().filter_map(yaml::as_text).collect();
+                            if cond.fields.len() != items.len() {
+                                self.error(v, "'field' must be a field name or a list of them");
+                            }
+                        }
+                        None => match yaml::as_text(v) {
+                            Some(f) => cond.fields = vec![f],
+                            None => self.error(v, "'field' must be a field name or a list of them"),
+                        },
+                    }
                     continue;
                 }
                 "gt" => Comparison::Gt,

@@ -1,55 +1,32 @@
-//! A compiled detection: searches with their field references resolved, and the condition over
-//! them. `matches(&Event) -> bool`, evaluating each search at most once.
+//! A compiled detection: searches with their fields interned, and the condition over them.
+//! `matches(&EventView) -> bool` evaluates each search at most once per event.
+//!
+//! It also answers two questions for the prefilter, from the condition's logic: which Windows
+//! event ids the rule can match at all ([`CompiledDetection::event_ids`]), and which literal
+//! texts must be present in which fields for it to match ([`CompiledDetection::need`]).
+
+use std::collections::BTreeSet;
 
 use chainwatch_config::sigma::{Condition, Detection, FieldItem, Pattern, SearchBody};
-use chainwatch_model::{Canonical, Event};
 
-use super::tables::Tables;
-use super::value::{CompileError, Resolved, ValueSet};
+use super::fields::{EventView, FieldId};
+use super::value::{CompileCtx, Matcher, StrTest, ValueSet};
+use crate::prefilter::Need;
 
-/// Where a rule's field is read from.
-#[derive(Debug, Clone)]
-pub(crate) struct FieldRef {
-    name: Box<str>,
-    fallback: Option<Canonical>,
-}
-
-impl FieldRef {
-    pub(crate) fn new(name: &str, tables: &Tables) -> Self {
-        Self {
-            name: name.into(),
-            fallback: tables.canonical(name),
-        }
-    }
-
-    /// The event's own field of this name, else the canonical field it maps to.
-    pub(crate) fn resolve<'e>(&self, event: &'e Event) -> Option<Resolved<'e>> {
-        if let Some(v) = event.fields.get(&self.name) {
-            return Some(Resolved::Value(v));
-        }
-        self.fallback
-            .and_then(|c| event.canonical(c))
-            .map(Resolved::Text)
-    }
-
-    /// The canonical field this name falls back to.
-    pub(crate) fn canonical(&self) -> Option<Canonical> {
-        self.fallback
-    }
-}
-
+/// One item of a map: a field's values, or keywords (no field: any field).
 #[derive(Debug, Clone)]
 struct FieldTest {
-    field: FieldRef,
+    field: Option<FieldId>,
     values: ValueSet,
 }
 
-#[derive(Debug, Clone)]
-enum CompiledSearch {
-    /// Any map matches when all its tests do.
-    Maps(Vec<Vec<FieldTest>>),
-    /// Values searched in every field.
-    Keywords(ValueSet),
+impl FieldTest {
+    fn matches(&self, view: &EventView<'_>) -> bool {
+        match self.field {
+            Some(id) => self.values.matches(view.get(id), view),
+            None => self.values.matches_any_field(view),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -65,19 +42,28 @@ enum Cond {
 /// A compiled Sigma detection.
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledDetection {
-    searches: Vec<CompiledSearch>,
+    /// Per search: any map matches when all its tests do.
+    searches: Vec<Vec<Vec<FieldTest>>>,
     conditions: Vec<Cond>,
+    /// The `EventID` field, when a rule reads it.
+    event_id_field: Option<FieldId>,
 }
 
-fn compile_item(item: &FieldItem, tables: &Tables) -> Result<FieldTest, CompileError> {
-    let name = item.field.as_deref().unwrap_or_default();
-    Ok(FieldTest {
-        field: FieldRef::new(name, tables),
-        values: ValueSet::compile(item).map_err(|e| format!("field '{name}': {e}"))?,
-    })
+fn compile_item(item: &FieldItem, ctx: &mut CompileCtx<'_>) -> Result<FieldTest, String> {
+    match item.field.as_deref() {
+        Some(name) => Ok(FieldTest {
+            field: Some(ctx.fields.intern(name, ctx.tables)),
+            values: ValueSet::compile(item, ctx).map_err(|e| format!("field '{name}': {e}"))?,
+        }),
+        // `'|all': [...]`: keywords in a map.
+        None => Ok(FieldTest {
+            field: None,
+            values: ValueSet::keywords(item, ctx).map_err(|e| format!("keywords: {e}"))?,
+        }),
+    }
 }
 
-fn compile_cond(c: &Condition, names: &[&str]) -> Result<Cond, CompileError> {
+fn compile_cond(c: &Condition, names: &[&str]) -> Result<Cond, String> {
     let expand = |p: &Pattern| -> Vec<usize> {
         names
             .iter()
@@ -112,27 +98,44 @@ fn compile_cond(c: &Condition, names: &[&str]) -> Result<Cond, CompileError> {
     })
 }
 
+/// Event ids: `None` is "any"; sets combine as the logic says.
+fn union(sets: impl Iterator<Item = Option<BTreeSet<u32>>>) -> Option<BTreeSet<u32>> {
+    let mut out = BTreeSet::new();
+    for s in sets {
+        out.extend(s?);
+    }
+    Some(out)
+}
+
+fn intersection(sets: impl Iterator<Item = Option<BTreeSet<u32>>>) -> Option<BTreeSet<u32>> {
+    let mut out: Option<BTreeSet<u32>> = None;
+    for s in sets.flatten() {
+        out = Some(match out {
+            None => s,
+            Some(o) => o.intersection(&s).copied().collect(),
+        });
+    }
+    out
+}
+
 impl CompiledDetection {
-    pub(crate) fn compile(d: &Detection, tables: &Tables) -> Result<Self, CompileError> {
+    pub(crate) fn compile(d: &Detection, ctx: &mut CompileCtx<'_>) -> Result<Self, String> {
         let mut searches = Vec::with_capacity(d.searches.len());
         for s in &d.searches {
-            let compiled = match &s.body {
-                SearchBody::Maps(maps) => CompiledSearch::Maps(
-                    maps.iter()
-                        .map(|m| {
-                            m.items
-                                .iter()
-                                .map(|i| compile_item(i, tables))
-                                .collect::<Result<Vec<_>, _>>()
-                        })
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| format!("search '{}': {e}", s.name))?,
-                ),
-                SearchBody::Keywords(item) => CompiledSearch::Keywords(
-                    ValueSet::keywords(item).map_err(|e| format!("search '{}': {e}", s.name))?,
-                ),
-            };
-            searches.push(compiled);
+            let maps = match &s.body {
+                SearchBody::Maps(maps) => maps
+                    .iter()
+                    .map(|m| {
+                        m.items
+                            .iter()
+                            .map(|i| compile_item(i, ctx))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .collect::<Result<Vec<_>, _>>(),
+                SearchBody::Keywords(item) => compile_item(item, ctx).map(|t| vec![vec![t]]),
+            }
+            .map_err(|e| format!("search '{}': {e}", s.name))?;
+            searches.push(maps);
         }
         let names: Vec<&str> = d.searches.iter().map(|s| s.name.as_str()).collect();
         let conditions = d
@@ -140,54 +143,131 @@ impl CompiledDetection {
             .iter()
             .map(|c| compile_cond(c, &names))
             .collect::<Result<_, _>>()?;
+        let event_id_field = searches
+            .iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t: &FieldTest| t.field)
+            .find(|id| ctx.fields.name(*id).eq_ignore_ascii_case("EventID"));
         Ok(Self {
             searches,
             conditions,
+            event_id_field,
         })
     }
 
     /// Whether the event matches any of the rule's conditions.
-    pub(crate) fn matches(&self, event: &Event) -> bool {
+    pub(crate) fn matches(&self, view: &EventView<'_>) -> bool {
         let mut memo: Vec<Option<bool>> = vec![None; self.searches.len()];
         self.conditions
             .iter()
-            .any(|c| self.eval(c, event, &mut memo))
+            .any(|c| self.eval(c, view, &mut memo))
     }
 
-    fn eval(&self, c: &Cond, e: &Event, memo: &mut [Option<bool>]) -> bool {
+    fn eval(&self, c: &Cond, view: &EventView<'_>, memo: &mut [Option<bool>]) -> bool {
         match c {
-            Cond::Search(i) => self.search(*i, e, memo),
-            Cond::Not(inner) => !self.eval(inner, e, memo),
-            Cond::And(terms) => terms.iter().all(|t| self.eval(t, e, memo)),
-            Cond::Or(terms) => terms.iter().any(|t| self.eval(t, e, memo)),
-            Cond::AnyOf(ids) => ids.iter().any(|i| self.search(*i, e, memo)),
-            Cond::AllOf(ids) => ids.iter().all(|i| self.search(*i, e, memo)),
+            Cond::Search(i) => self.search(*i, view, memo),
+            Cond::Not(inner) => !self.eval(inner, view, memo),
+            Cond::And(terms) => terms.iter().all(|t| self.eval(t, view, memo)),
+            Cond::Or(terms) => terms.iter().any(|t| self.eval(t, view, memo)),
+            Cond::AnyOf(ids) => ids.iter().any(|i| self.search(*i, view, memo)),
+            Cond::AllOf(ids) => ids.iter().all(|i| self.search(*i, view, memo)),
         }
     }
 
-    fn search(&self, i: usize, e: &Event, memo: &mut [Option<bool>]) -> bool {
+    fn search(&self, i: usize, view: &EventView<'_>, memo: &mut [Option<bool>]) -> bool {
         if let Some(v) = memo[i] {
             return v;
         }
-        let other = |name: &str| {
-            FieldRef {
-                name: name.into(),
-                fallback: None,
-            }
-            .resolve(e)
-        };
-        let hit = match &self.searches[i] {
-            CompiledSearch::Maps(maps) => maps.iter().any(|tests| {
-                tests
-                    .iter()
-                    .all(|t| t.values.matches(t.field.resolve(e), &other))
-            }),
-            CompiledSearch::Keywords(values) => e
-                .fields
-                .iter()
-                .any(|(_, v)| values.matches(Some(Resolved::Value(v)), &other)),
-        };
+        let hit = self.searches[i]
+            .iter()
+            .any(|tests| tests.iter().all(|t| t.matches(view)));
         memo[i] = Some(hit);
         hit
+    }
+
+    /// The Windows event ids the rule can match, when its logic pins them (`EventID: 4688` in
+    /// a selection every match needs); `None` when it can match any id.
+    pub(crate) fn event_ids(&self) -> Option<BTreeSet<u32>> {
+        let eid = self.event_id_field?;
+        let test_ids = |t: &FieldTest| -> Option<BTreeSet<u32>> {
+            if t.field != Some(eid) || t.values.neq || (t.values.all && t.values.values.len() > 1) {
+                return None;
+            }
+            union(t.values.values.iter().map(|alts| {
+                union(alts.iter().map(|m| match m {
+                    Matcher::Int(i) => u32::try_from(*i).ok().map(|i| BTreeSet::from([i])),
+                    Matcher::Str(StrTest::Exact(s)) => {
+                        s.parse::<u32>().ok().map(|i| BTreeSet::from([i]))
+                    }
+                    _ => None,
+                }))
+            }))
+        };
+        let search_ids = |i: usize| -> Option<BTreeSet<u32>> {
+            union(
+                self.searches[i]
+                    .iter()
+                    .map(|tests| intersection(tests.iter().map(test_ids))),
+            )
+        };
+        fn walk(
+            c: &Cond,
+            search_ids: &dyn Fn(usize) -> Option<BTreeSet<u32>>,
+        ) -> Option<BTreeSet<u32>> {
+            match c {
+                Cond::Search(i) => search_ids(*i),
+                Cond::Not(_) => None,
+                Cond::And(terms) => intersection(terms.iter().map(|t| walk(t, search_ids))),
+                Cond::Or(terms) => union(terms.iter().map(|t| walk(t, search_ids))),
+                Cond::AnyOf(ids) => union(ids.iter().map(|i| search_ids(*i))),
+                Cond::AllOf(ids) => intersection(ids.iter().map(|i| search_ids(*i))),
+            }
+        }
+        union(self.conditions.iter().map(|c| walk(c, &search_ids)))
+    }
+
+    /// The literal texts that must be present (lower-cased) for the rule to match.
+    pub(crate) fn need(&self) -> Need {
+        let test_need = |t: &FieldTest| -> Need {
+            if t.values.neq {
+                return Need::Always;
+            }
+            let per_value = t.values.values.iter().map(|alts| {
+                Need::any(alts.iter().map(|m| {
+                    match m {
+                        Matcher::Str(test) => Need::all(
+                            test.required_literals()
+                                .into_iter()
+                                .map(|lit| Need::Literal(t.field, lit)),
+                        ),
+                        _ => Need::Always,
+                    }
+                }))
+            });
+            if t.values.all {
+                Need::all(per_value)
+            } else {
+                Need::any(per_value)
+            }
+        };
+        let search_need = |i: usize| -> Need {
+            Need::any(
+                self.searches[i]
+                    .iter()
+                    .map(|tests| Need::all(tests.iter().map(test_need))),
+            )
+        };
+        fn walk(c: &Cond, search_need: &dyn Fn(usize) -> Need) -> Need {
+            match c {
+                Cond::Search(i) => search_need(*i),
+                Cond::Not(_) => Need::Always,
+                Cond::And(terms) => Need::all(terms.iter().map(|t| walk(t, search_need))),
+                Cond::Or(terms) => Need::any(terms.iter().map(|t| walk(t, search_need))),
+                Cond::AnyOf(ids) => Need::any(ids.iter().map(|i| search_need(*i))),
+                Cond::AllOf(ids) => Need::all(ids.iter().map(|i| search_need(*i))),
+            }
+        }
+        Need::any(self.conditions.iter().map(|c| walk(c, &search_need)))
     }
 }

@@ -2,10 +2,12 @@
 //! names (where a field is read from). Both are TOML under `correlate/mappings/`, embedded at
 //! compile time and parsed once per rule set.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chainwatch_model::{Activity, Canonical, Event, EventClass, SourceFormat};
 use serde::Deserialize;
+
+use crate::prefilter::RouteKey;
 
 const LOGSOURCES: &str = include_str!("../../mappings/logsources.toml");
 const FIELDS: &str = include_str!("../../mappings/sigma-fields.toml");
@@ -98,25 +100,57 @@ impl LogsourceFilter {
         true
     }
 
-    /// The Windows (channel, event id) pairs this filter can match, when it is limited to such
-    /// pairs; `None` when it can match events by class or any id. Used to index rules.
-    pub(crate) fn event_keys(&self) -> Option<Vec<(String, u32)>> {
-        let cat = self.category.as_ref()?;
-        if !cat.classes.is_empty() || cat.events.is_empty() {
-            return None;
+    /// What the prefilter may route this filter on (see [`RouteKey`]), given the event ids
+    /// the rule's detection pins (`eids`); `None` when any event may match.
+    pub(crate) fn route_keys(&self, eids: Option<&BTreeSet<u32>>) -> Option<Vec<RouteKey>> {
+        let in_service = |ch: &str| {
+            self.channels
+                .as_ref()
+                .is_none_or(|cs| cs.iter().any(|c| c.eq_ignore_ascii_case(ch)))
+        };
+        let mut keys = Vec::new();
+        if let Some(cat) = &self.category {
+            for (ch, ids) in &cat.events {
+                if !in_service(ch) {
+                    continue;
+                }
+                for id in ids {
+                    if eids.is_none_or(|e| e.contains(id)) {
+                        keys.push(RouteKey::ChannelId(ch.to_ascii_lowercase().into(), *id));
+                    }
+                }
+            }
+            for (class, _) in &cat.classes {
+                keys.push(RouteKey::Class(*class));
+            }
+            return Some(keys);
         }
-        Some(
-            cat.events
-                .iter()
-                .flat_map(|(ch, ids)| ids.iter().map(move |id| (ch.to_ascii_lowercase(), *id)))
-                .collect(),
-        )
+        if let Some(channels) = &self.channels {
+            for ch in channels {
+                let ch: Box<str> = ch.to_ascii_lowercase().into();
+                match eids {
+                    Some(ids) => {
+                        keys.extend(ids.iter().map(|id| RouteKey::ChannelId(ch.clone(), *id)))
+                    }
+                    None => {
+                        keys.push(RouteKey::Channel(ch));
+                    }
+                }
+            }
+            return Some(keys);
+        }
+        eids.map(|ids| ids.iter().map(|id| RouteKey::Id(*id)).collect())
     }
 }
 
 /// Events of Windows formats always carry channel and id; the class path is for other formats.
 fn is_generic_channel(event: &Event) -> bool {
-    !matches!(
+    !is_windows_format(event)
+}
+
+/// Whether the event's format carries Windows channels and event ids.
+pub(crate) fn is_windows_format(event: &Event) -> bool {
+    matches!(
         event.source.format,
         SourceFormat::WindowsFlat | SourceFormat::WindowsNested
     )

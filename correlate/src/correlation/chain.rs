@@ -1,6 +1,6 @@
 //! Ordered chains: Sigma's `temporal_ordered`, extended by playbooks.
 //!
-//! Per correlation, tenant and group key, a [`Group`] keeps the hits of each stage (and of each
+//! Per correlation, tenant and group key, a group keeps the hits of each stage (and of each
 //! absent rule) sorted by event time. After each hit, [`solve`] looks for placements of the
 //! stages in order:
 //!
@@ -11,38 +11,23 @@
 //! - a placement of stage `k` follows a placement of the previous stage at `p` when `p <= s`
 //!   (a different event when equal), `t - p <= max_gap`, and the chain from its start to `t`
 //!   fits the timespan; optional stages may be skipped;
-//! - the solution is computed layer by layer, keeping per completion time the latest possible
-//!   start (it leaves the most room for the timespan), so the search is a dynamic program, not a
-//!   backtracking search.
+//! - the solution is computed layer by layer, keeping per completion time and number of stages
+//!   placed the latest and the earliest possible start, so the search is a dynamic program, not
+//!   a backtracking search.
 //!
 //! Arrival order never matters: only event times do. Partial findings, suppression and
 //! absence deadlines are decided here too; the engine turns [`Emission`]s into alerts.
 //!
 //! State is bounded: events later than the allowed lateness behind the group's newest event are
 //! dropped; hits older than lateness + timespan are pruned; each stage keeps at most
-//! [`Limits::max_hits`] hits; groups beyond the per-tenant or global limit are evicted least
-//! recently updated first, the per-tenant limit first, so one noisy tenant evicts its own
-//! groups, not others'.
+//! [`Limits::max_hits_per_stage`] hits; groups live in the shared bounded map ([`Groups`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
-use chainwatch_model::{EventId, Evidence, HostName, Severity, TenantId, Timestamp};
+use chainwatch_model::{EventId, Severity, TenantId, Timestamp};
 
-/// The key of a group: the tenant and the group-by values.
-pub(crate) type GroupKey = (TenantId, Box<[Box<str>]>);
-
-/// One event that matched one stage (or absent) rule.
-#[derive(Debug, Clone)]
-pub(crate) struct Hit {
-    pub(crate) time: Timestamp,
-    pub(crate) id: EventId,
-    pub(crate) host: HostName,
-    /// Position of the matched rule within its stage's rules.
-    pub(crate) rule: usize,
-    /// The value counted for `distinct`, when the stage counts distinct values.
-    pub(crate) value: Option<Box<str>>,
-    pub(crate) evidence: Box<Evidence>,
-}
+use super::groups::{GroupKey, GroupState, Groups, Limits};
+use super::{Hit, horizon};
 
 /// How one stage is satisfied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,19 +84,10 @@ pub(crate) struct Emission {
 
 /// What happened to one hit.
 #[derive(Debug, Default)]
-pub(crate) struct Outcome {
+pub(crate) struct ChainOutcome {
     pub(crate) duplicate: bool,
     pub(crate) late: bool,
     pub(crate) emissions: Vec<Emission>,
-}
-
-/// Limits of one correlation's state.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    pub(crate) lateness_ns: i64,
-    pub(crate) max_groups: usize,
-    pub(crate) max_groups_per_tenant: usize,
-    pub(crate) max_hits: usize,
 }
 
 /// The finding being built for a group.
@@ -138,10 +114,15 @@ struct Group {
     /// Events used by a finding, so redelivery cannot reuse them.
     consumed: Vec<(Timestamp, EventId)>,
     newest: Option<Timestamp>,
-    touched: u64,
     open: Option<Open>,
     /// The earliest absence deadline a complete chain waits for.
     waiting: Option<Timestamp>,
+}
+
+impl GroupState for Group {
+    fn is_empty(&self) -> bool {
+        self.stages.iter().all(Vec::is_empty) && self.consumed.is_empty() && self.open.is_none()
+    }
 }
 
 /// Where a hit goes in a group.
@@ -153,82 +134,26 @@ pub(crate) enum Slot {
     Absent(usize),
 }
 
-/// The state of one correlation.
+/// The state of one ordered (playbook) correlation.
 #[derive(Debug, Default)]
-pub(crate) struct OrderedChains {
-    groups: HashMap<GroupKey, Group>,
-    lru: BTreeMap<u64, GroupKey>,
-    per_tenant: HashMap<TenantId, BTreeMap<u64, GroupKey>>,
+pub(crate) struct Chains {
+    groups: Groups<Group>,
     /// Groups whose complete chain waits for an absence deadline, by deadline.
     deadlines: BTreeSet<(Timestamp, GroupKey)>,
-    tick: u64,
-    pub(crate) evicted: u64,
 }
 
-impl OrderedChains {
-    /// Number of tracked groups (partial chains).
+impl Chains {
+    /// Groups held (partial chains).
     pub(crate) fn len(&self) -> usize {
         self.groups.len()
     }
 
-    fn touch(&mut self, key: &GroupKey) {
-        self.tick += 1;
-        let tick = self.tick;
-        if let Some(g) = self.groups.get_mut(key) {
-            let old = std::mem::replace(&mut g.touched, tick);
-            self.lru.remove(&old);
-            if let Some(t) = self.per_tenant.get_mut(&key.0) {
-                t.remove(&old);
-            }
-        }
-        self.lru.insert(tick, key.clone());
-        self.per_tenant
-            .entry(key.0.clone())
-            .or_default()
-            .insert(tick, key.clone());
+    /// Groups evicted so far.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.groups.evicted
     }
 
-    fn remove(&mut self, key: &GroupKey) {
-        if let Some(g) = self.groups.remove(key) {
-            self.lru.remove(&g.touched);
-            if let Some(w) = g.waiting {
-                self.deadlines.remove(&(w, key.clone()));
-            }
-            if let Some(t) = self.per_tenant.get_mut(&key.0) {
-                t.remove(&g.touched);
-                if t.is_empty() {
-                    self.per_tenant.remove(&key.0);
-                }
-            }
-        }
-    }
-
-    fn enforce(&mut self, tenant: &TenantId, keep: &GroupKey, limits: Limits) {
-        while self
-            .per_tenant
-            .get(tenant)
-            .is_some_and(|t| t.len() > limits.max_groups_per_tenant)
-        {
-            let Some(victim) = self.per_tenant[tenant]
-                .values()
-                .find(|k| *k != keep)
-                .cloned()
-            else {
-                break;
-            };
-            self.remove(&victim);
-            self.evicted += 1;
-        }
-        while self.groups.len() > limits.max_groups {
-            let Some(victim) = self.lru.values().find(|k| *k != keep).cloned() else {
-                break;
-            };
-            self.remove(&victim);
-            self.evicted += 1;
-        }
-    }
-
-    /// Adds a hit to the group `key` and decides what to raise. `watermark` is the engine's
+    /// Adds a hit to the group `key` and decides what to raise. `watermark` is the tenant's
     /// event-time watermark (absence deadlines before it have passed).
     pub(crate) fn observe(
         &mut self,
@@ -238,54 +163,48 @@ impl OrderedChains {
         spec: &ChainSpec,
         limits: Limits,
         watermark: Timestamp,
-    ) -> Outcome {
-        if !self.groups.contains_key(&key) {
-            self.groups.insert(
-                key.clone(),
-                Group {
-                    stages: vec![Vec::new(); spec.stages.len()],
-                    absent: vec![Vec::new(); spec.absences.len()],
-                    ..Group::default()
-                },
-            );
-        }
-        self.touch(&key);
-        let (outcome, old_wait, new_wait) = {
-            let Some(g) = self.groups.get_mut(&key) else {
-                return Outcome::default();
-            };
+    ) -> ChainOutcome {
+        let (outcome, old_wait, new_wait) = self.groups.update(&key, limits, |g| {
+            if g.stages.len() < spec.stages.len() {
+                g.stages.resize_with(spec.stages.len(), Vec::new);
+                g.absent.resize_with(spec.absences.len(), Vec::new);
+            }
             let old_wait = g.waiting;
             let outcome = add_hit(g, slot, hit, spec, limits, watermark);
             (outcome, old_wait, g.waiting)
-        };
+        });
         self.rewait(&key, old_wait, new_wait);
-        self.settle(&key, limits);
         outcome
     }
 
-    /// Raises the complete chains whose absence deadlines `watermark` has passed.
+    /// Raises the complete chains whose absence deadlines `watermark` has passed, for `tenant`
+    /// (or every tenant).
     pub(crate) fn advance(
         &mut self,
+        tenant: Option<&TenantId>,
         spec: &ChainSpec,
         watermark: Timestamp,
     ) -> Vec<(GroupKey, Emission)> {
-        let due: Vec<GroupKey> = self
+        let due: Vec<(Timestamp, GroupKey)> = self
             .deadlines
             .iter()
             .take_while(|(d, _)| *d <= watermark)
-            .map(|(_, k)| k.clone())
+            .filter(|(_, k)| tenant.is_none_or(|t| *t == k.0))
+            .cloned()
             .collect();
         let mut out = Vec::new();
-        for key in due {
-            let (emissions, old_wait, new_wait) = {
-                let Some(g) = self.groups.get_mut(&key) else {
-                    continue;
-                };
-                let old_wait = g.waiting;
+        for (deadline, key) in due {
+            self.deadlines.remove(&(deadline, key.clone()));
+            let decided = self.groups.peek(&key, |g| {
                 let emissions = decide(g, spec, watermark);
-                (emissions, old_wait, g.waiting)
+                (emissions, g.waiting)
+            });
+            let Some((emissions, new_wait)) = decided else {
+                continue; // evicted meanwhile
             };
-            self.rewait(&key, old_wait, new_wait);
+            if let Some(n) = new_wait {
+                self.deadlines.insert((n, key.clone()));
+            }
             out.extend(emissions.into_iter().map(|e| (key.clone(), e)));
         }
         out
@@ -301,18 +220,6 @@ impl OrderedChains {
             }
         }
     }
-
-    fn settle(&mut self, key: &GroupKey, limits: Limits) {
-        let empty = self.groups.get(key).is_some_and(|g| {
-            g.stages.iter().all(Vec::is_empty) && g.consumed.is_empty() && g.open.is_none()
-        });
-        if empty {
-            self.remove(key);
-        } else {
-            let tenant = key.0.clone();
-            self.enforce(&tenant, key, limits);
-        }
-    }
 }
 
 fn add_hit(
@@ -322,8 +229,8 @@ fn add_hit(
     spec: &ChainSpec,
     limits: Limits,
     watermark: Timestamp,
-) -> Outcome {
-    let mut out = Outcome::default();
+) -> ChainOutcome {
+    let mut out = ChainOutcome::default();
     let list = match slot {
         Slot::Stage(i) => &g.stages[i],
         Slot::Absent(i) => &g.absent[i],
@@ -346,21 +253,21 @@ fn add_hit(
     };
     let at = list.partition_point(|h| (h.time, h.id) < (hit.time, hit.id));
     list.insert(at, hit);
-    if list.len() > limits.max_hits {
+    if list.len() > limits.max_hits_per_stage {
         // Keep the newest: old hits are the first to age out anyway.
         list.remove(0);
     }
 
     // Prune what can no longer join a chain.
-    let horizon = newest.add_nanos(-(limits.lateness_ns.saturating_add(spec.timespan_ns)));
+    let oldest = horizon(newest, limits);
     for list in g.stages.iter_mut().chain(g.absent.iter_mut()) {
-        list.retain(|h| h.time >= horizon);
+        list.retain(|h| h.time >= oldest);
     }
-    g.consumed.retain(|(t, _)| *t >= horizon);
+    g.consumed.retain(|(t, _)| *t >= oldest);
     if let Some(o) = &g.open {
         let expired = match spec.suppress_ns {
             Some(w) => newest.nanos_since(o.first_seen) > w.max(spec.timespan_ns),
-            None => o.first_seen < horizon,
+            None => o.first_seen < oldest,
         };
         if expired {
             g.open = None;
@@ -586,8 +493,8 @@ fn candidates(hits: &[Hit], spec: &StageSpec) -> Vec<Candidate> {
             if new_value {
                 count += 1;
             }
-            if !rules.contains(&x.rule) {
-                rules.push(x.rule);
+            if !rules.contains(&x.input) {
+                rules.push(x.input);
             }
             used.push(i);
             if count >= spec.min_count && rules.len() >= spec.min_rules {

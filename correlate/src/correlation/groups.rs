@@ -1,0 +1,162 @@
+//! Bounded per-group state, shared by every correlation kind.
+//!
+//! A group is a tenant and the correlation's group-by values. Groups beyond the per-tenant
+//! limit are evicted from that tenant first (least recently updated), before the global limit
+//! applies, so one noisy tenant evicts its own state, not others'. Evictions are counted.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chainwatch_model::TenantId;
+
+/// The key of a group: the tenant and the group-by values.
+pub(crate) type GroupKey = (TenantId, Box<[Box<str>]>);
+
+/// State that can tell when it holds nothing worth keeping.
+pub(crate) trait GroupState: Default {
+    /// True when the group can be dropped.
+    fn is_empty(&self) -> bool;
+}
+
+/// Limits of one correlation's state.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// How far behind its group's newest event an event may be and still count.
+    pub(crate) lateness_ns: i64,
+    /// The correlation's timespan.
+    pub(crate) timespan_ns: i64,
+    /// Most groups over all tenants.
+    pub(crate) max_groups: usize,
+    /// Most groups of one tenant.
+    pub(crate) max_groups_per_tenant: usize,
+    /// Most hits one stage of an ordered chain keeps (counting stages need many).
+    pub(crate) max_hits_per_stage: usize,
+}
+
+#[derive(Debug)]
+struct Slot<G> {
+    state: G,
+    touched: u64,
+}
+
+/// Groups of one correlation, bounded, least-recently-updated first out.
+#[derive(Debug)]
+pub(crate) struct Groups<G> {
+    map: HashMap<GroupKey, Slot<G>>,
+    lru: BTreeMap<u64, GroupKey>,
+    per_tenant: HashMap<TenantId, BTreeMap<u64, GroupKey>>,
+    tick: u64,
+    /// Groups evicted by the limits so far.
+    pub(crate) evicted: u64,
+}
+
+impl<G> Default for Groups<G> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            lru: BTreeMap::new(),
+            per_tenant: HashMap::new(),
+            tick: 0,
+            evicted: 0,
+        }
+    }
+}
+
+impl<G: GroupState> Groups<G> {
+    /// Number of groups held.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Runs `f` on the group `key` (created empty when missing), marks it recently updated,
+    /// drops it when it ends up empty, and applies the limits.
+    pub(crate) fn update<R>(
+        &mut self,
+        key: &GroupKey,
+        limits: Limits,
+        f: impl FnOnce(&mut G) -> R,
+    ) -> R {
+        self.tick += 1;
+        let tick = self.tick;
+        let slot = match self.map.get_mut(key) {
+            Some(slot) => {
+                let old = std::mem::replace(&mut slot.touched, tick);
+                self.lru.remove(&old);
+                if let Some(t) = self.per_tenant.get_mut(&key.0) {
+                    t.remove(&old);
+                }
+                slot
+            }
+            None => self.map.entry(key.clone()).or_insert(Slot {
+                state: G::default(),
+                touched: tick,
+            }),
+        };
+        let out = f(&mut slot.state);
+        let empty = slot.state.is_empty();
+        self.lru.insert(tick, key.clone());
+        self.per_tenant
+            .entry(key.0.clone())
+            .or_default()
+            .insert(tick, key.clone());
+        if empty {
+            self.remove(key);
+        } else {
+            self.enforce(key, limits);
+        }
+        out
+    }
+
+    /// Runs `f` on the group `key` if it exists, without marking it updated; drops it when it
+    /// ends up empty.
+    pub(crate) fn peek<R>(&mut self, key: &GroupKey, f: impl FnOnce(&mut G) -> R) -> Option<R> {
+        let slot = self.map.get_mut(key)?;
+        let out = f(&mut slot.state);
+        if slot.state.is_empty() {
+            self.remove(key);
+        }
+        Some(out)
+    }
+
+    /// Every group key, in a stable order (for end-of-input flushing).
+    pub(crate) fn keys(&self) -> Vec<GroupKey> {
+        self.lru.values().cloned().collect()
+    }
+
+    fn remove(&mut self, key: &GroupKey) {
+        if let Some(slot) = self.map.remove(key) {
+            self.lru.remove(&slot.touched);
+            if let Some(t) = self.per_tenant.get_mut(&key.0) {
+                t.remove(&slot.touched);
+                if t.is_empty() {
+                    self.per_tenant.remove(&key.0);
+                }
+            }
+        }
+    }
+
+    fn enforce(&mut self, keep: &GroupKey, limits: Limits) {
+        let tenant = &keep.0;
+        while self
+            .per_tenant
+            .get(tenant)
+            .is_some_and(|t| t.len() > limits.max_groups_per_tenant)
+        {
+            let Some(victim) = self.per_tenant[tenant]
+                .values()
+                .find(|k| *k != keep)
+                .cloned()
+            else {
+                break;
+            };
+            self.remove(&victim);
+            self.evicted += 1;
+        }
+        while self.map.len() > limits.max_groups {
+            let Some(victim) = self.lru.values().find(|k| *k != keep).cloned() else {
+                break;
+            };
+            self.remove(&victim);
+            self.evicted += 1;
+        }
+    }
+}
