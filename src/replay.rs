@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use chainwatch_config::parse_duration;
 use chainwatch_config::service::InputFormat;
 use chainwatch_correlate::{Engine, EngineConfig};
-use chainwatch_ingest::{Decoder, DecoderConfig, FileRecord, TenantSource, split_records};
+use chainwatch_ingest::{Decoder, DecoderConfig, Piece, TenantSource, W3cState, split_payload};
 use chainwatch_model::{Alert, Provenance, TenantId};
 use chainwatch_sink::render;
 use serde::Serialize;
@@ -63,7 +63,7 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                     e.is_dir()
                         || matches!(
                             e.extension().and_then(|x| x.to_str()),
-                            Some("json" | "jsonl" | "ndjson")
+                            Some("json" | "jsonl" | "ndjson" | "evtx" | "log" | "gz")
                         )
                 })
                 .collect();
@@ -88,8 +88,9 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
     })?;
     let lateness = parse_duration(&args.allowed_lateness).map_err(anyhow::Error::msg)?;
     let decoder = Decoder::new(DecoderConfig {
-        format: InputFormat::Auto,
+        format: args.format.unwrap_or(InputFormat::Auto),
         timezone,
+        w3c_fields: args.w3c_fields.clone(),
         ..DecoderConfig::default()
     })
     .map_err(anyhow::Error::msg)?;
@@ -120,23 +121,27 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
         let data =
             std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
         stats.files += 1;
-        let path = file.display().to_string();
-        for record in split_records(&path, &data) {
+        let origin = Provenance::File {
+            path: file.display().to_string(),
+            line: None,
+            record: None,
+        };
+        // Each file is its own W3C stream: its directives apply to its own lines.
+        let mut w3c = W3cState::new();
+        for piece in split_payload(&data, &origin, &decoder.split_options(), &mut w3c) {
             stats.records_read += 1;
-            let (bytes, provenance, error) = match record {
-                FileRecord::Record { bytes, provenance } => {
-                    match decoder.decode(bytes, &tenant, provenance.clone()) {
-                        Ok(event) => {
-                            stats.events_normalized += 1;
-                            for alert in engine.observe(&event) {
-                                emit(out, &alert, pretty)?;
-                            }
-                            continue;
+            let (bytes, provenance, error) = match piece {
+                Piece::Record(record) => match decoder.decode_record(&record, &tenant, None) {
+                    Ok(event) => {
+                        stats.events_normalized += 1;
+                        for alert in engine.observe(&event) {
+                            emit(out, &alert, pretty)?;
                         }
-                        Err(e) => (bytes, provenance, e),
+                        continue;
                     }
-                }
-                FileRecord::Bad {
+                    Err(e) => (record.bytes, record.provenance, e),
+                },
+                Piece::Bad {
                     bytes,
                     provenance,
                     error,

@@ -1,17 +1,65 @@
 //! The ingest stage: raw telemetry topics in, normalized events out to `chainwatch.events`,
 //! keyed by tenant and host so every event of one host meets the same correlator.
 
+use std::collections::HashMap;
+
 use chainwatch_config::ServiceConfig;
-use chainwatch_ingest::{Decoder, DecoderConfig, TenantSource, TopicPattern};
+use chainwatch_ingest::{
+    Decoder, DecoderConfig, Piece, TenantSource, TopicPattern, W3cState, split_payload,
+};
 use chainwatch_kafka::{InMessage, OutRecord, Transform};
-use chainwatch_model::Provenance;
+use chainwatch_model::{Provenance, Timestamp};
 
 use super::dead_letter;
+
+/// Most W3C streams (topic, partition, key) whose `#Fields:` header is remembered; beyond it
+/// the oldest-seen stream is forgotten (its lines then use the source's `w3c_fields`).
+const MAX_W3C_STREAMS: usize = 10_000;
+
+/// Most bytes a gzip-compressed message may decompress to.
+const MAX_UNPACKED_BYTES: usize = 64 << 20;
 
 struct Source {
     name: String,
     pattern: TopicPattern,
     decoder: Decoder,
+    /// W3C directives per stream: a header sent in one message applies to the lines of the
+    /// following messages of the same topic, partition and key.
+    w3c: HashMap<(String, i32, Vec<u8>), (u64, W3cState)>,
+    w3c_clock: u64,
+}
+
+impl Source {
+    fn w3c_state(&mut self, msg: &InMessage<'_>) -> &mut W3cState {
+        let key = (
+            msg.topic.to_owned(),
+            msg.partition,
+            msg.key.unwrap_or_default().to_vec(),
+        );
+        if !self.w3c.contains_key(&key) && self.w3c.len() >= MAX_W3C_STREAMS {
+            let oldest = self
+                .w3c
+                .iter()
+                .min_by_key(|(_, (seen, _))| *seen)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.w3c.remove(&k);
+            }
+        }
+        self.w3c_clock += 1;
+        let clock = self.w3c_clock;
+        let entry = self.w3c.entry(key).or_insert_with(|| (0, W3cState::new()));
+        entry.0 = clock;
+        &mut entry.1
+    }
+}
+
+/// The ingest clock, for the sources' time bounds.
+fn now() -> Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_nanos(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// The ingest core.
@@ -43,9 +91,15 @@ impl IngestCore {
                     format: s.format,
                     timezone,
                     max_record_bytes: s.max_record_bytes,
+                    max_unpacked_bytes: MAX_UNPACKED_BYTES,
+                    w3c_fields: s.w3c_fields.clone(),
+                    max_event_age: s.max_event_age,
+                    max_event_ahead: s.max_event_ahead,
                     ..DecoderConfig::default()
                 })
-                .map_err(anyhow::Error::msg)?,
+                .map_err(|e| anyhow::anyhow!("source {}: {e}", s.name))?,
+                w3c: HashMap::new(),
+                w3c_clock: 0,
             });
         }
         Ok(Self {
@@ -84,10 +138,11 @@ impl IngestCore {
 
 impl Transform for IngestCore {
     fn process(&mut self, msg: &InMessage<'_>) -> Vec<OutRecord> {
-        let Some((source, tenant)) = self
+        let Some((index, tenant)) = self
             .sources
             .iter()
-            .find_map(|s| s.pattern.tenant_of(msg.topic).map(|t| (s, t)))
+            .enumerate()
+            .find_map(|(i, s)| s.pattern.tenant_of(msg.topic).map(|t| (i, t)))
         else {
             return self.dead(
                 msg,
@@ -98,26 +153,83 @@ impl Transform for IngestCore {
         let Some(payload) = msg.payload else {
             return self.dead(msg, "empty", "the record has no payload");
         };
-        let provenance = Provenance::Kafka {
+        let origin = Provenance::Kafka {
             topic: msg.topic.to_owned(),
             partition: msg.partition,
             offset: msg.offset,
+            record: None,
         };
-        match source
-            .decoder
-            .decode(payload, &TenantSource::Fixed(tenant), provenance)
-        {
-            Ok(event) => match serde_json::to_vec(&event) {
-                Ok(json) => vec![OutRecord {
-                    topic: self.events_topic.clone(),
-                    key: format!("{}/{}", event.tenant, event.host.key()).into_bytes(),
-                    payload: json,
-                    headers: vec![("chainwatch.source", source.name.as_bytes().to_vec())],
-                }],
-                Err(e) => self.dead(msg, "unserializable", &e.to_string()),
-            },
-            Err(e) => self.dead(msg, e.reason(), &e.to_string()),
+        let source = &mut self.sources[index];
+        let options = source.decoder.split_options();
+        let pieces = split_payload(payload, &origin, &options, source.w3c_state(msg));
+        let source = &self.sources[index];
+        let tenant = TenantSource::Fixed(tenant);
+        let received = now();
+        let whole = pieces.len() == 1;
+        let mut out = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            let (bytes, provenance, error) = match piece {
+                Piece::Record(record) => {
+                    match source
+                        .decoder
+                        .decode_record(&record, &tenant, Some(received))
+                    {
+                        Ok(event) => match serde_json::to_vec(&event) {
+                            Ok(json) => {
+                                out.push(OutRecord {
+                                    topic: self.events_topic.clone(),
+                                    key: format!("{}/{}", event.tenant, event.host.key())
+                                        .into_bytes(),
+                                    payload: json,
+                                    headers: vec![(
+                                        "chainwatch.source",
+                                        source.name.as_bytes().to_vec(),
+                                    )],
+                                });
+                                continue;
+                            }
+                            Err(e) => {
+                                out.extend(self.dead(msg, "unserializable", &e.to_string()));
+                                continue;
+                            }
+                        },
+                        Err(e) => (record.bytes, record.provenance, e),
+                    }
+                }
+                Piece::Bad {
+                    bytes,
+                    provenance,
+                    error,
+                } => (bytes, provenance, error),
+            };
+            if whole {
+                out.extend(self.dead(msg, error.reason(), &error.to_string()));
+                continue;
+            }
+            let index = match provenance {
+                Provenance::Kafka { record, .. } => record,
+                Provenance::File { .. } => None,
+            };
+            tracing::warn!(
+                stage = "ingest",
+                topic = msg.topic,
+                partition = msg.partition,
+                offset = msg.offset,
+                record = index,
+                reason = error.reason(),
+                "dead-lettered: {error}"
+            );
+            out.push(dead_letter::part(
+                &self.dead_letter_topic,
+                "ingest",
+                msg,
+                &bytes,
+                index,
+                error.reason(),
+                &error.to_string(),
+            ));
         }
+        out
     }
 }
 

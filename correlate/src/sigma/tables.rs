@@ -116,10 +116,7 @@ impl LogsourceFilter {
 
 /// Events of Windows formats always carry channel and id; the class path is for other formats.
 fn is_generic_channel(event: &Event) -> bool {
-    !matches!(
-        event.source.format,
-        SourceFormat::WindowsFlat | SourceFormat::WindowsNested
-    )
+    !event.source.format.is_windows_event_log()
 }
 
 /// The parsed tables.
