@@ -1,0 +1,116 @@
+//! Sigma rules see every telemetry format: `chainwatch replay` over the ingest fixtures of each
+//! format (ECS, Defender, OCSF, W3C, MSExchange), with rules written for Windows logsources and
+//! for web servers, finds the same activity in each.
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use chainwatch_model::{Alert, Provenance};
+
+const RULES: &str = r#"title: Web server spawns a shell
+id: 3d2c9c4e-0000-4000-8000-000000000001
+level: high
+logsource: {product: windows, category: process_creation}
+detection:
+    selection:
+        ParentImage|endswith: '\w3wp.exe'
+        Image|endswith: '\cmd.exe'
+    condition: selection
+---
+title: ASPX file written
+id: 3d2c9c4e-0000-4000-8000-000000000002
+level: high
+logsource: {product: windows, category: file_event}
+detection:
+    selection:
+        TargetFilename|endswith: '.aspx'
+    condition: selection
+---
+title: ProxyShell autodiscover probe
+id: 3d2c9c4e-0000-4000-8000-000000000003
+level: high
+logsource: {category: webserver}
+detection:
+    selection:
+        c-uri|contains: 'autodiscover.json?@'
+    condition: selection
+---
+title: Mailbox export to a web folder
+id: 3d2c9c4e-0000-4000-8000-000000000004
+level: critical
+logsource: {product: windows, service: msexchange-management}
+detection:
+    selection:
+        Cmdlet: New-MailboxExportRequest
+        Parameters|contains: '.aspx'
+    condition: selection
+"#;
+
+fn file_of(p: &Provenance) -> String {
+    match p {
+        Provenance::File { path, .. } => Path::new(path)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned(),
+        Provenance::Kafka { topic, .. } => topic.clone(),
+    }
+}
+
+#[test]
+fn windows_and_webserver_rules_match_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, RULES).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("ingest/tests/fixtures");
+    let out = Command::new(env!("CARGO_BIN_EXE_chainwatch"))
+        .args(["replay", "--output", "json", "--rules"])
+        .arg(&rules)
+        .arg(&fixtures)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let alerts: Vec<Alert> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for a in &alerts {
+        for e in &a.events {
+            seen.entry(a.rule.title.clone())
+                .or_default()
+                .push(file_of(&e.provenance));
+        }
+    }
+    for files in seen.values_mut() {
+        files.sort();
+    }
+    let expect = |title: &str, files: &[&str]| {
+        assert_eq!(
+            seen.get(title)
+                .map(|v| v.iter().map(String::as_str).collect::<Vec<_>>()),
+            Some(files.to_vec()),
+            "{title}: {seen:#?}"
+        );
+    };
+    expect(
+        "Web server spawns a shell",
+        &["ecs.jsonl", "mde.jsonl", "ocsf.jsonl"],
+    );
+    expect(
+        "ASPX file written",
+        &["ecs.jsonl", "mde.jsonl", "ocsf.jsonl"],
+    );
+    expect(
+        "ProxyShell autodiscover probe",
+        &["ecs.jsonl", "ocsf.jsonl", "u_ex240501.log"],
+    );
+    expect(
+        "Mailbox export to a web folder",
+        &["msexchange.jsonl", "msexchange.jsonl"],
+    );
+}
