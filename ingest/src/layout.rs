@@ -104,7 +104,11 @@ impl Layout {
                 continue;
             };
             return match v {
-                FieldValue::Str(s) => Ok(HostName::new(s)),
+                // A name that is all dots and spaces names no machine.
+                FieldValue::Str(s) => match HostName::new(s) {
+                    h if h.is_empty() => continue,
+                    h => Ok(h),
+                },
                 _ => Err(DecodeError::WrongType {
                     field: "host",
                     expected: "a string",

@@ -87,9 +87,11 @@ impl W3cState {
         self.header.clone()
     }
 
-    /// Reads one directive line (starting with `#`). Unknown directives (`#Remark:`, ...) are
-    /// accepted and ignored; a `#Fields:` line naming no column, or one twice, is an error and
-    /// leaves the previous header in force.
+    /// Reads one directive line (starting with `#`). The W3C directives that carry nothing for
+    /// decoding (`#Version:`, `#Remark:`, `#Start-Date:`, `#End-Date:`) are accepted and
+    /// ignored. A `#Fields:` line naming no column, or one twice, and a line that is no W3C
+    /// directive at all, are errors (the line is dead-lettered, not silently dropped); the
+    /// previous header stays in force.
     pub fn directive(&mut self, line: &str) -> Result<(), DecodeError> {
         let body = line.trim_start_matches('#');
         let (name, value) = body.split_once(':').unwrap_or((body, ""));
@@ -111,7 +113,15 @@ impl W3cState {
             n if n.eq_ignore_ascii_case("Software") => {
                 self.software = (!value.is_empty()).then(|| value.into());
             }
-            _ => {}
+            n if ["Version", "Remark", "Start-Date", "End-Date"]
+                .iter()
+                .any(|d| n.eq_ignore_ascii_case(d)) => {}
+            n => {
+                let n: String = n.chars().take(40).collect();
+                return Err(DecodeError::BadW3cDirective(format!(
+                    "#{n} is not a W3C directive"
+                )));
+            }
         }
         Ok(())
     }
@@ -183,6 +193,11 @@ mod tests {
         );
         assert_eq!(s.header().unwrap().fields.len(), 3, "the old header stays");
         s.directive("#Remark: anything").unwrap();
+        s.directive("#Version: 1.0").unwrap();
+        assert_eq!(
+            s.directive("# just a comment").unwrap_err().reason(),
+            "bad_w3c_directive"
+        );
     }
 
     #[test]

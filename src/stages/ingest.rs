@@ -237,6 +237,89 @@ impl Transform for IngestCore {
 mod tests {
     use super::*;
 
+    fn core(source: &str) -> (tempfile::TempDir, IngestCore) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[kafka]\nbrokers = \"x:9092\"\n\n[[sources]]\n{source}\n\n[correlate]\nrules = [\".\"]\n"
+        );
+        let config = ServiceConfig::from_text(&dir.path().join("c.toml"), &text).unwrap();
+        let core = IngestCore::new(&config).unwrap();
+        (dir, core)
+    }
+
+    fn msg<'a>(key: &'a [u8], offset: i64, payload: &'a [u8]) -> InMessage<'a> {
+        InMessage {
+            topic: "telemetry.acme.iis",
+            partition: 0,
+            offset,
+            key: Some(key),
+            payload: Some(payload),
+        }
+    }
+
+    fn header<'a>(r: &'a OutRecord, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| std::str::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn a_w3c_header_applies_to_later_messages_of_its_stream() {
+        let (_dir, mut core) =
+            core("name = \"iis\"\ntopics = \"telemetry.{tenant}.iis\"\nformat = \"w3c\"");
+        let line = b"2024-05-01 10:00:00 10.0.0.5 POST /owa/auth/shell.aspx";
+        assert!(
+            core.process(&msg(
+                b"exch01",
+                1,
+                b"#Fields: date time s-ip cs-method cs-uri-stem"
+            ))
+            .is_empty(),
+            "a header alone yields nothing"
+        );
+        let out = core.process(&msg(b"exch01", 2, line));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].topic, "chainwatch.events");
+        let event: chainwatch_model::Event = serde_json::from_slice(&out[0].payload).unwrap();
+        assert_eq!(event.fields.get_str("cs-method"), Some("POST"));
+        assert_eq!(event.tenant.as_str(), "acme");
+
+        // Another stream (key) has seen no header: the line is dead-lettered whole.
+        let out = core.process(&msg(b"exch02", 3, line));
+        assert_eq!(out[0].topic, "chainwatch.dead-letter");
+        assert_eq!(header(&out[0], "chainwatch.reason"), Some("no_w3c_header"));
+        assert_eq!(out[0].payload, line);
+
+        // A block of lines: each its own event or dead letter, by index.
+        let block = b"2024-05-01 10:00:01 10.0.0.5 GET /owa/\n2024-05-01 10:00:02 10.0.0.5\n";
+        let out = core.process(&msg(b"exch01", 4, block));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].topic, "chainwatch.events");
+        assert_eq!(out[1].topic, "chainwatch.dead-letter");
+        assert_eq!(
+            header(&out[1], "chainwatch.reason"),
+            Some("w3c_field_count")
+        );
+        assert_eq!(header(&out[1], "chainwatch.source.record"), Some("1"));
+        assert_eq!(header(&out[1], "chainwatch.source.offset"), Some("4"));
+        assert_eq!(out[1].payload, b"2024-05-01 10:00:02 10.0.0.5");
+    }
+
+    #[test]
+    fn configured_columns_and_time_bounds() {
+        let (_dir, mut core) = core(
+            "name = \"iis\"\ntopics = \"telemetry.{tenant}.iis\"\nformat = \"iis\"\nw3c_fields = \"date time s-ip cs-uri-stem\"\nmax_event_age = \"3650d\"",
+        );
+        let out = core.process(&msg(b"k", 1, b"2024-05-01 10:00:00 10.0.0.5 /owa/"));
+        assert_eq!(out[0].topic, "chainwatch.events");
+        let out = core.process(&msg(b"k", 2, b"1999-05-01 10:00:00 10.0.0.5 /owa/"));
+        assert_eq!(
+            header(&out[0], "chainwatch.reason"),
+            Some("time_out_of_range")
+        );
+    }
+
     #[test]
     fn subscriptions_are_simple_regexes() {
         assert_eq!(
