@@ -1,6 +1,7 @@
 //! Sigma rules see every telemetry format: `chainwatch replay` over the ingest fixtures of each
 //! format (ECS, Defender, OCSF, W3C, MSExchange), with rules written for Windows logsources and
-//! for web servers, finds the same activity in each.
+//! for web servers, finds the same activity in each. And `replay` reads every file kind:
+//! JSON lines, W3C logs, EVTX, and gzip of any of them.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
 use std::collections::BTreeMap;
@@ -112,5 +113,64 @@ fn windows_and_webserver_rules_match_every_format() {
     expect(
         "Mailbox export to a web folder",
         &["msexchange.jsonl", "msexchange.jsonl"],
+    );
+}
+
+#[test]
+fn replay_reads_evtx_w3c_and_gzip_files() {
+    use std::io::Write;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let evtx = root.join("../shared/datasets/evtx-samples/MSExchange_Management_wec.evtx");
+    assert!(
+        evtx.is_file(),
+        "the shared datasets are missing: expected {} (the repository is checked out next to `shared/`)",
+        evtx.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = root.join("ingest/tests/fixtures");
+    std::fs::copy(
+        fixtures.join("u_ex240501.log"),
+        dir.path().join("u_ex240501.log"),
+    )
+    .unwrap();
+    std::fs::copy(&evtx, dir.path().join("exchange.evtx")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(dir.path().join("ocsf.jsonl.gz")).unwrap(),
+        flate2::Compression::default(),
+    );
+    gz.write_all(&std::fs::read(fixtures.join("ocsf.jsonl")).unwrap())
+        .unwrap();
+    gz.finish().unwrap();
+    let outputs = tempfile::tempdir().unwrap();
+    let stats = outputs.path().join("stats.json");
+    let dead = outputs.path().join("dead.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_chainwatch"))
+        .args(["replay", "--output", "json", "--stats"])
+        .arg(&stats)
+        .arg("--dead-letter")
+        .arg(&dead)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert_eq!(stats["files"], 3);
+    // 1 EVTX record + 6 OCSF events + 4 W3C lines (one of them truncated).
+    assert_eq!(stats["records_read"], 11);
+    assert_eq!(stats["events_normalized"], 10);
+    assert_eq!(stats["dead_lettered"]["w3c_field_count"], 1);
+    let dead = std::fs::read_to_string(&dead).unwrap();
+    let line: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
+    assert_eq!(line["provenance"]["line"], 7);
+    assert!(
+        line["record"]
+            .as_str()
+            .unwrap()
+            .starts_with("2024-05-01 10:00:01")
     );
 }
