@@ -45,7 +45,22 @@ struct DeadLetter<'a> {
     reason: &'static str,
     error: String,
     provenance: &'a Provenance,
-    record: String,
+    /// The record, when it is text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<String>,
+    /// The record in hex, when it is not text (an EVTX chunk, gzip), so no byte is lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record_hex: Option<String>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -150,12 +165,17 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
             *stats.dead_lettered.entry(error.reason()).or_default() += 1;
             tracing::warn!(reason = error.reason(), %provenance, "dead-lettered: {error}");
             if let Some(w) = dead.as_mut() {
+                let kept = &bytes[..bytes.len().min(64 * 1024)];
+                let (record, record_hex) = match std::str::from_utf8(kept) {
+                    Ok(text) => (Some(text.to_owned()), None),
+                    Err(_) => (None, Some(hex(kept))),
+                };
                 let line = DeadLetter {
                     reason: error.reason(),
                     error: error.to_string(),
                     provenance: &provenance,
-                    record: String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)])
-                        .into_owned(),
+                    record,
+                    record_hex,
                 };
                 serde_json::to_writer(&mut *w, &line)?;
                 w.write_all(b"\n")?;

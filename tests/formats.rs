@@ -141,6 +141,7 @@ fn replay_reads_evtx_w3c_and_gzip_files() {
     gz.write_all(&std::fs::read(fixtures.join("ocsf.jsonl")).unwrap())
         .unwrap();
     gz.finish().unwrap();
+    std::fs::write(dir.path().join("broken.gz"), [0x1f, 0x8b, 0, 1, 2]).unwrap();
     let outputs = tempfile::tempdir().unwrap();
     let stats = outputs.path().join("stats.json");
     let dead = outputs.path().join("dead.jsonl");
@@ -159,13 +160,21 @@ fn replay_reads_evtx_w3c_and_gzip_files() {
     );
     let stats: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
-    assert_eq!(stats["files"], 3);
-    // 1 EVTX record + 6 OCSF events + 4 W3C lines (one of them truncated).
-    assert_eq!(stats["records_read"], 11);
+    assert_eq!(stats["files"], 4);
+    // A broken gzip file, 1 EVTX record, 6 OCSF events, 4 W3C lines (one of them truncated).
+    assert_eq!(stats["records_read"], 12);
     assert_eq!(stats["events_normalized"], 10);
     assert_eq!(stats["dead_lettered"]["w3c_field_count"], 1);
-    let dead = std::fs::read_to_string(&dead).unwrap();
-    let line: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
+    assert_eq!(stats["dead_lettered"]["bad_gzip"], 1);
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Files are read in name order: broken.gz first. Binary bytes are kept, in hex.
+    assert_eq!(dead[0]["reason"], "bad_gzip");
+    assert_eq!(dead[0]["record_hex"], "1f8b000102");
+    let line = &dead[1];
     assert_eq!(line["provenance"]["line"], 7);
     assert!(
         line["record"]
