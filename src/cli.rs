@@ -141,7 +141,15 @@ pub struct ReplayArgs {
     /// names to lists of values, such as `Administrators = ["admin*"]`.
     #[arg(long)]
     pub placeholders: Option<PathBuf>,
-    /// Telemetry files or folders (JSON lines, JSON arrays, concatenated JSON documents).
+    /// The files' format (evtx, ecs, mde, w3c, ocsf, windows, ...). Default: told per file and
+    /// per record.
+    #[arg(long, value_parser = parse_format)]
+    pub format: Option<chainwatch_config::service::InputFormat>,
+    /// W3C columns for log lines before any `#Fields:` header ("date time s-ip cs-method ...").
+    #[arg(long)]
+    pub w3c_fields: Option<String>,
+    /// Telemetry files or folders: JSON lines, JSON arrays, concatenated JSON documents, EVTX,
+    /// W3C (IIS) logs, and any of them gzipped (`.gz`).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 }
@@ -159,4 +167,14 @@ pub enum RulesCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+}
+
+/// Reads a format name as the config spells it.
+fn parse_format(text: &str) -> Result<chainwatch_config::service::InputFormat, String> {
+    use serde::Deserialize;
+    use serde::de::IntoDeserializer;
+    chainwatch_config::service::InputFormat::deserialize(
+        IntoDeserializer::<serde::de::value::Error>::into_deserializer(text),
+    )
+    .map_err(|e| e.to_string())
 }

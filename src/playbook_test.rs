@@ -141,7 +141,7 @@ fn run_fixture(
         (None, Some(t)) => TenantSource::Fixed(TenantId::new(t).map_err(|e| e.to_string())?),
         (None, None) => TenantSource::Fixed(TenantId::new("default").map_err(|e| e.to_string())?),
     };
-    let decoder = file_decoder("+00:00").map_err(|e| format!("{e:#}"))?;
+    let decoder = file_decoder("+00:00", None, None).map_err(|e| format!("{e:#}"))?;
     let mut engine = Engine::new(Arc::clone(rules), EngineConfig::default());
     let mut alerts: Vec<Alert> = Vec::new();
     let mut stats = ReplayStats::default();

@@ -11,7 +11,7 @@ use chainwatch_config::TenantsFile;
 use chainwatch_config::parse_duration;
 use chainwatch_config::service::InputFormat;
 use chainwatch_correlate::{CompileOptions, Engine, EngineConfig};
-use chainwatch_ingest::{Decoder, DecoderConfig, FileRecord, TenantSource, split_records};
+use chainwatch_ingest::{Decoder, DecoderConfig, Piece, TenantSource, W3cState, split_payload};
 use chainwatch_model::{Alert, Provenance, TenantId};
 use chainwatch_sink::render;
 use serde::Serialize;
@@ -50,12 +50,47 @@ pub struct DeadLetter<'a> {
     pub error: String,
     /// Where the record was.
     pub provenance: &'a Provenance,
-    /// The record (up to 64 KiB).
-    pub record: String,
+    /// The record (up to 64 KiB), when it is text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    /// The record in hex, when it is not text (an EVTX chunk, gzip), so no byte is lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_hex: Option<String>,
 }
 
-/// The telemetry files of `paths`: files as given, folders walked for `.json`, `.jsonl` and
-/// `.ndjson` files, in name order.
+impl<'a> DeadLetter<'a> {
+    fn new(
+        error: &chainwatch_ingest::DecodeError,
+        provenance: &'a Provenance,
+        bytes: &[u8],
+    ) -> Self {
+        let kept = &bytes[..bytes.len().min(64 * 1024)];
+        let (record, record_hex) = match std::str::from_utf8(kept) {
+            Ok(text) => (Some(text.to_owned()), None),
+            Err(_) => (None, Some(hex(kept))),
+        };
+        Self {
+            reason: error.reason(),
+            error: error.to_string(),
+            provenance,
+            record,
+            record_hex,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// The telemetry files of `paths`: files as given, folders walked for `.json`, `.jsonl`,
+/// `.ndjson`, `.evtx`, `.log` and `.gz` files, in name order.
 pub(crate) fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
@@ -71,7 +106,7 @@ pub(crate) fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                     e.is_dir()
                         || matches!(
                             e.extension().and_then(|x| x.to_str()),
-                            Some("json" | "jsonl" | "ndjson")
+                            Some("json" | "jsonl" | "ndjson" | "evtx" | "log" | "gz")
                         )
                 })
                 .collect();
@@ -116,23 +151,27 @@ pub fn feed_files(
         let data =
             std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
         stats.files += 1;
-        let path = file.display().to_string();
-        for record in split_records(&path, &data) {
+        let origin = Provenance::File {
+            path: file.display().to_string(),
+            line: None,
+            record: None,
+        };
+        // Each file is its own W3C stream: its directives apply to its own lines.
+        let mut w3c = W3cState::new();
+        for piece in split_payload(&data, &origin, &decoder.split_options(), &mut w3c) {
             stats.records_read += 1;
-            let (bytes, provenance, error) = match record {
-                FileRecord::Record { bytes, provenance } => {
-                    match decoder.decode(bytes, tenant, provenance.clone()) {
-                        Ok(event) => {
-                            stats.events_normalized += 1;
-                            for alert in engine.observe(&event) {
-                                on_alert(alert)?;
-                            }
-                            continue;
+            let (bytes, provenance, error) = match piece {
+                Piece::Record(record) => match decoder.decode_record(&record, tenant, None) {
+                    Ok(event) => {
+                        stats.events_normalized += 1;
+                        for alert in engine.observe(&event) {
+                            on_alert(alert)?;
                         }
-                        Err(e) => (bytes, provenance, e),
+                        continue;
                     }
-                }
-                FileRecord::Bad {
+                    Err(e) => (record.bytes, record.provenance, e),
+                },
+                Piece::Bad {
                     bytes,
                     provenance,
                     error,
@@ -140,12 +179,7 @@ pub fn feed_files(
             };
             *stats.dead_lettered.entry(error.reason()).or_default() += 1;
             tracing::warn!(reason = error.reason(), %provenance, "dead-lettered: {error}");
-            on_dead(DeadLetter {
-                reason: error.reason(),
-                error: error.to_string(),
-                provenance: &provenance,
-                record: String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into_owned(),
-            })?;
+            on_dead(DeadLetter::new(&error, &provenance, &bytes))?;
         }
     }
     // The input has ended: windows still open (count conditions with an upper bound) are
@@ -162,13 +196,19 @@ pub fn feed_files(
     Ok(())
 }
 
-/// A decoder for files of unknown format in zone `timezone`.
-pub fn file_decoder(timezone: &str) -> Result<Decoder> {
+/// A decoder for files of `format` (told per file and record when `None`) in zone
+/// `timezone`; `w3c_fields` are the columns of W3C lines before any `#Fields:` header.
+pub fn file_decoder(
+    timezone: &str,
+    format: Option<InputFormat>,
+    w3c_fields: Option<String>,
+) -> Result<Decoder> {
     let timezone = chainwatch_model::time::parse_offset(timezone)
         .with_context(|| format!("--timezone {timezone:?} is not an offset such as +05:00"))?;
     Decoder::new(DecoderConfig {
-        format: InputFormat::Auto,
+        format: format.unwrap_or(InputFormat::Auto),
         timezone,
+        w3c_fields,
         ..DecoderConfig::default()
     })
     .map_err(anyhow::Error::msg)
@@ -179,7 +219,7 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
     let options = compile_options(args.placeholders.as_deref(), args.tenants.as_deref())?;
     let rules = Arc::new(crate::rules::load_rule_set(&args.rules, &options)?);
     let lateness = parse_duration(&args.allowed_lateness).map_err(anyhow::Error::msg)?;
-    let decoder = file_decoder(&args.timezone)?;
+    let decoder = file_decoder(&args.timezone, args.format, args.w3c_fields.clone())?;
     let tenant = match &args.tenant_field {
         Some(field) => TenantSource::Field(field.clone()),
         None => TenantSource::Fixed(TenantId::new(&args.tenant).context("--tenant")?),

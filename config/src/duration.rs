@@ -31,6 +31,21 @@ pub mod serde_human {
     }
 }
 
+/// Serde helper for optional `Duration` fields written as human durations.
+pub mod serde_human_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// Deserializes `"10m"` into `Some(Duration)`; a missing key is `None` (with `#[serde(default)]`).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -225,6 +225,18 @@ pub enum InputFormat {
     WindowsFlat,
     /// Windows events, nested JSON (`Event.System` / `Event.EventData`).
     WindowsNested,
+    /// Binary EVTX files (one file per record on Kafka; `replay` reads `.evtx` files).
+    Evtx,
+    /// Elastic Common Schema JSON: Winlogbeat (`winlog.*`) and Elastic Agent.
+    #[serde(alias = "winlogbeat")]
+    Ecs,
+    /// Microsoft Defender for Endpoint advanced-hunting rows or streaming-API records.
+    Mde,
+    /// W3C extended log lines, as IIS writes them (`#Fields:` header, space-separated values).
+    #[serde(alias = "iis")]
+    W3c,
+    /// OCSF JSON events.
+    Ocsf,
 }
 
 /// `[[sources]]`: one family of raw telemetry topics.
@@ -245,6 +257,20 @@ pub struct SourceConfig {
     /// Records larger than this are dead-lettered.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
+    /// W3C column names, as in a `#Fields:` line (`"date time s-ip cs-method cs-uri-stem ..."`),
+    /// for lines that arrive before any `#Fields:` header of their stream (after a restart, or
+    /// from a shipper that drops comment lines). Without it such lines are dead-lettered as
+    /// `no_w3c_header`. A `#Fields:` header in the stream always takes precedence.
+    #[serde(default)]
+    pub w3c_fields: Option<String>,
+    /// Events whose time is further than this in the past, against the ingest clock, are
+    /// dead-lettered as `time_out_of_range` (a human duration such as `"400d"`). Unset: no bound.
+    #[serde(default, with = "crate::duration::serde_human_opt")]
+    pub max_event_age: Option<Duration>,
+    /// Events whose time is further than this in the future, against the ingest clock, are
+    /// dead-lettered as `time_out_of_range` (such as `"1h"`). Unset: no bound.
+    #[serde(default, with = "crate::duration::serde_human_opt")]
+    pub max_event_ahead: Option<Duration>,
 }
 
 /// `[correlate]`.
@@ -540,6 +566,37 @@ fn validate(
                 ),
             );
         }
+        if let Some(fields) = &s.w3c_fields {
+            if !matches!(s.format, InputFormat::W3c | InputFormat::Auto) {
+                l.error(
+                    span.clone(),
+                    format!(
+                        "sources[{i}] ({}): 'w3c_fields' applies only to format \"w3c\" or \"auto\"",
+                        s.name
+                    ),
+                );
+            }
+            let names: Vec<&str> = fields.split_whitespace().collect();
+            if names.is_empty() {
+                l.error(
+                    span.clone(),
+                    format!("sources[{i}] ({}): 'w3c_fields' names no column", s.name),
+                );
+            }
+            if let Some(dup) = names
+                .iter()
+                .enumerate()
+                .find_map(|(k, n)| names[..k].contains(n).then_some(n))
+            {
+                l.error(
+                    span.clone(),
+                    format!(
+                        "sources[{i}] ({}): 'w3c_fields' names the column {dup:?} twice",
+                        s.name
+                    ),
+                );
+            }
+        }
         if names.contains(&s.name) {
             l.error(
                 span.clone(),
@@ -761,6 +818,60 @@ route = { tenant = "not a tenant" }
             d.message
                 .contains("CHAINWATCH_TEST_SURELY_UNSET_VARIABLE is not set")
         }));
+    }
+
+    #[test]
+    fn source_formats_w3c_columns_and_time_bounds() {
+        let text = GOOD.replace(
+            "format = \"windows\"",
+            "format = \"iis\"\nw3c_fields = \"date time cs-uri-stem\"\nmax_event_age = \"400d\"\nmax_event_ahead = \"1h\"",
+        );
+        let c = load(&text).unwrap();
+        let s = &c.sources[0];
+        assert_eq!(s.format, InputFormat::W3c);
+        assert_eq!(s.w3c_fields.as_deref(), Some("date time cs-uri-stem"));
+        assert_eq!(s.max_event_age, Some(Duration::from_secs(400 * 86400)));
+        assert_eq!(s.max_event_ahead, Some(Duration::from_secs(3600)));
+        for (format, expected) in [
+            ("evtx", InputFormat::Evtx),
+            ("ecs", InputFormat::Ecs),
+            ("winlogbeat", InputFormat::Ecs),
+            ("mde", InputFormat::Mde),
+            ("w3c", InputFormat::W3c),
+            ("ocsf", InputFormat::Ocsf),
+        ] {
+            let c = load(&GOOD.replace(
+                "\"windows\"\n\n[correlate]",
+                &format!("\"{format}\"\n\n[correlate]"),
+            ))
+            .unwrap();
+            assert_eq!(c.sources[0].format, expected, "{format}");
+        }
+
+        let bad = GOOD.replace(
+            "format = \"windows\"",
+            "format = \"ecs\"\nw3c_fields = \"date date\"\nmax_event_age = \"old\"",
+        );
+        let diags = load(&bad).unwrap_err();
+        assert!(diags.iter().any(|d| d.message.contains("old")), "{diags}");
+        let bad = GOOD.replace(
+            "format = \"windows\"",
+            "format = \"ecs\"\nw3c_fields = \"date date\"",
+        );
+        let diags = load(&bad).unwrap_err();
+        assert!(
+            diags.iter().any(|d| d.message.contains("only to format")),
+            "{diags}"
+        );
+        assert!(
+            diags.iter().any(|d| d.message.contains("\"date\" twice")),
+            "{diags}"
+        );
+        let diags = load(&GOOD.replace("format = \"windows\"", "format = \"syslog\"")).unwrap_err();
+        assert!(
+            diags.iter().any(|d| d.message.contains("syslog")),
+            "{diags}"
+        );
     }
 
     #[test]

@@ -1,19 +1,32 @@
-//! The decoder: raw record bytes to a normalized [`Event`], or a [`DecodeError`] that says why
-//! not. Pure: no I/O, no clock.
+//! The decoder: one record's bytes to a normalized [`Event`], or a [`DecodeError`] that says
+//! why not. Pure: no I/O, no clock (the ingest clock, for time bounds, is passed in).
+//!
+//! A record comes from [`crate::payload::split_payload`] with its framing (JSON, an EVTX
+//! record, a W3C line with its header). JSON is flattened once; its format is the source's
+//! configured one or, for `auto`, told by its fields ([`crate::detect`]). The format's module
+//! names the fields; its [`Layout`](crate::layout::Layout) gives the one clock and the origin
+//! host; its mapping table gives class, activity and canonical fields.
 
+use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chainwatch_config::service::InputFormat;
 use chainwatch_model::time::{FixedOffset, utc_offset};
 use chainwatch_model::{
-    Activity, Event, EventClass, EventId, HostName, Provenance, SourceFormat, SourceMeta, Target,
+    Activity, Event, EventClass, EventId, Fields, Provenance, SourceFormat, SourceMeta, Target,
     TenantId, Timestamp,
 };
 
+use crate::detect::{JsonKind, json_kind};
 use crate::error::DecodeError;
 use crate::json::flatten;
-use crate::normalize::MappingTable;
+use crate::layout::Layout;
+use crate::normalize::Tables;
+use crate::payload::{Framing, Record, SplitOptions};
+use crate::w3c::{self, W3cHeader};
 use crate::windows::{self, Shape};
+use crate::{ecs, mde, ocsf};
 
 /// How a decoder reads records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +39,14 @@ pub struct DecoderConfig {
     pub max_record_bytes: usize,
     /// Deeper JSON is refused.
     pub max_depth: usize,
+    /// Most bytes a gzip payload may decompress to.
+    pub max_unpacked_bytes: usize,
+    /// W3C columns for lines that arrive before any `#Fields:` header of their stream.
+    pub w3c_fields: Option<String>,
+    /// Events older than this, against the ingest clock, are refused.
+    pub max_event_age: Option<Duration>,
+    /// Events further ahead than this, against the ingest clock, are refused.
+    pub max_event_ahead: Option<Duration>,
 }
 
 impl Default for DecoderConfig {
@@ -35,6 +56,10 @@ impl Default for DecoderConfig {
             timezone: utc_offset(),
             max_record_bytes: 1 << 20,
             max_depth: 32,
+            max_unpacked_bytes: 1 << 30,
+            w3c_fields: None,
+            max_event_age: None,
+            max_event_ahead: None,
         }
     }
 }
@@ -52,15 +77,32 @@ pub enum TenantSource {
 #[derive(Debug, Clone)]
 pub struct Decoder {
     config: DecoderConfig,
-    windows: Arc<MappingTable>,
+    tables: Arc<Tables>,
+    w3c_fields: Option<Arc<W3cHeader>>,
+}
+
+/// A record's fields once its format is known, with what the event needs besides them.
+struct Named {
+    fields: Fields,
+    format: SourceFormat,
+    layout: &'static Layout,
+    channel: Option<String>,
+    provider: Option<String>,
 }
 
 impl Decoder {
     /// A decoder with the built-in mapping tables.
     pub fn new(config: DecoderConfig) -> Result<Self, String> {
+        let w3c_fields = match &config.w3c_fields {
+            Some(names) => Some(Arc::new(W3cHeader::from_names(names).ok_or_else(|| {
+                format!("w3c_fields {names:?} names no column, or one twice")
+            })?)),
+            None => None,
+        };
         Ok(Self {
             config,
-            windows: Arc::new(MappingTable::windows()?),
+            tables: Arc::new(Tables::builtin()?),
+            w3c_fields,
         })
     }
 
@@ -69,13 +111,48 @@ impl Decoder {
         &self.config
     }
 
-    /// Decodes one record.
+    /// How payloads of this source are split into records.
+    pub fn split_options(&self) -> SplitOptions {
+        SplitOptions {
+            format: self.config.format,
+            max_unpacked_bytes: self.config.max_unpacked_bytes,
+        }
+    }
+
+    /// Decodes one self-contained record: a JSON object, or (for `w3c` sources, or a line that
+    /// starts with a date) one W3C line read with the configured `w3c_fields`. Payloads that may
+    /// hold several records (files, batches, EVTX) go through
+    /// [`split_payload`](crate::payload::split_payload) and [`Decoder::decode_record`].
     pub fn decode(
         &self,
         raw: &[u8],
         tenant: &TenantSource,
         provenance: Provenance,
     ) -> Result<Event, DecodeError> {
+        let start = raw.trim_ascii_start();
+        let w3c_line = self.config.format == InputFormat::W3c
+            || (self.config.format == InputFormat::Auto && w3c::looks_like_data_line(start));
+        let record = Record {
+            bytes: Cow::Borrowed(raw),
+            provenance,
+            framing: if w3c_line {
+                Framing::W3c(None)
+            } else {
+                Framing::Json
+            },
+        };
+        self.decode_record(&record, tenant, None)
+    }
+
+    /// Decodes one record of a payload. `received` is the ingest clock's reading, for the
+    /// source's time bounds (`None`: no bounds are checked, as in replay).
+    pub fn decode_record(
+        &self,
+        record: &Record<'_>,
+        tenant: &TenantSource,
+        received: Option<Timestamp>,
+    ) -> Result<Event, DecodeError> {
+        let raw: &[u8] = &record.bytes;
         if raw.len() > self.config.max_record_bytes {
             return Err(DecodeError::TooLarge {
                 size: raw.len(),
@@ -85,22 +162,142 @@ impl Decoder {
         let text = std::str::from_utf8(raw).map_err(|e| DecodeError::InvalidUtf8 {
             at: e.valid_up_to(),
         })?;
-        let leaves = flatten(text, self.config.max_depth)?;
-        let shape = match self.config.format {
-            InputFormat::WindowsFlat => Shape::Flat,
-            InputFormat::WindowsNested => Shape::Nested,
-            InputFormat::Windows | InputFormat::Auto => windows::detect_shape(&leaves),
+        let named = match &record.framing {
+            Framing::Json => self.name_json(text, None)?,
+            Framing::Evtx => self.name_json(text, Some(JsonKind::WindowsNested))?,
+            Framing::W3c(header) => self.name_w3c(text, header.as_deref())?,
         };
-        let fields = windows::to_fields(leaves, shape);
-        if self.config.format == InputFormat::Auto
-            && shape == Shape::Flat
-            && windows::event_id(&fields).is_none()
-        {
-            return Err(DecodeError::UnknownFormat(
-                "neither a nested Windows event (Event.System) nor a flat one (EventID)".into(),
-            ));
-        }
+        let named = if record.framing == Framing::Evtx {
+            Named {
+                format: SourceFormat::Evtx,
+                ..named
+            }
+        } else {
+            named
+        };
+        self.build(raw, named, tenant, record.provenance.clone(), received)
+    }
 
+    fn name_json(&self, text: &str, forced: Option<JsonKind>) -> Result<Named, DecodeError> {
+        let leaves = flatten(text, self.config.max_depth)?;
+        let kind = match (forced, self.config.format) {
+            (Some(k), _) => k,
+            (None, InputFormat::Auto) => json_kind(&leaves).ok_or_else(|| {
+                DecodeError::UnknownFormat(
+                    "a JSON object of no known format (Windows event, ECS, Defender, OCSF, W3C)"
+                        .into(),
+                )
+            })?,
+            (None, InputFormat::Windows) => match windows::detect_shape(&leaves) {
+                Shape::Flat => JsonKind::WindowsFlat,
+                Shape::Nested => JsonKind::WindowsNested,
+            },
+            (None, InputFormat::WindowsFlat) => JsonKind::WindowsFlat,
+            (None, InputFormat::WindowsNested | InputFormat::Evtx) => JsonKind::WindowsNested,
+            (None, InputFormat::Ecs) => JsonKind::Ecs,
+            (None, InputFormat::Mde) => JsonKind::Mde,
+            (None, InputFormat::Ocsf) => JsonKind::Ocsf,
+            (None, InputFormat::W3c) => JsonKind::W3c,
+        };
+        let windows_meta = |fields: &Fields| {
+            (
+                fields.get_str("Channel").map(str::to_owned),
+                windows::PROVIDER_FIELDS
+                    .iter()
+                    .find_map(|f| fields.get_str(f))
+                    .map(str::to_owned),
+            )
+        };
+        Ok(match kind {
+            JsonKind::WindowsFlat | JsonKind::WindowsNested => {
+                let shape = if kind == JsonKind::WindowsFlat {
+                    Shape::Flat
+                } else {
+                    Shape::Nested
+                };
+                let fields = windows::to_fields(leaves, shape);
+                let (channel, provider) = windows_meta(&fields);
+                Named {
+                    fields,
+                    format: match shape {
+                        Shape::Flat => SourceFormat::WindowsFlat,
+                        Shape::Nested => SourceFormat::WindowsNested,
+                    },
+                    layout: windows::layout(shape),
+                    channel,
+                    provider,
+                }
+            }
+            JsonKind::Ecs => {
+                let fields = ecs::to_fields(leaves);
+                let (channel, provider) = windows_meta(&fields);
+                Named {
+                    fields,
+                    format: SourceFormat::Ecs,
+                    layout: &ecs::LAYOUT,
+                    channel,
+                    provider,
+                }
+            }
+            JsonKind::Mde => {
+                let (fields, table) = mde::to_fields(leaves, self.config.max_depth);
+                Named {
+                    fields,
+                    format: SourceFormat::Mde,
+                    layout: &mde::LAYOUT,
+                    channel: table,
+                    provider: None,
+                }
+            }
+            JsonKind::Ocsf => {
+                let fields = ocsf::to_fields(leaves);
+                let provider = fields.get_str(ocsf::PRODUCT_FIELD).map(str::to_owned);
+                Named {
+                    fields,
+                    format: SourceFormat::Ocsf,
+                    layout: &ocsf::LAYOUT,
+                    channel: None,
+                    provider,
+                }
+            }
+            JsonKind::W3c => Named {
+                fields: ocsf::to_fields(leaves),
+                format: SourceFormat::W3c,
+                layout: &w3c::LAYOUT,
+                channel: None,
+                provider: None,
+            },
+        })
+    }
+
+    fn name_w3c(&self, line: &str, header: Option<&W3cHeader>) -> Result<Named, DecodeError> {
+        let header = header
+            .or(self.w3c_fields.as_deref())
+            .ok_or(DecodeError::NoW3cHeader)?;
+        Ok(Named {
+            fields: w3c::line_fields(line, header)?,
+            format: SourceFormat::W3c,
+            layout: &w3c::LAYOUT,
+            channel: None,
+            provider: header.software.as_deref().map(str::to_owned),
+        })
+    }
+
+    fn build(
+        &self,
+        raw: &[u8],
+        named: Named,
+        tenant: &TenantSource,
+        provenance: Provenance,
+        received: Option<Timestamp>,
+    ) -> Result<Event, DecodeError> {
+        let Named {
+            fields,
+            format,
+            layout,
+            channel,
+            provider,
+        } = named;
         let tenant = match tenant {
             TenantSource::Fixed(t) => t.clone(),
             TenantSource::Field(name) => {
@@ -110,43 +307,15 @@ impl Decoder {
                 TenantId::new(value).map_err(|e| DecodeError::NoTenant(e.to_string()))?
             }
         };
-
-        let time_names = windows::time_fields(shape);
-        let time_text =
-            time_names
-                .iter()
-                .find_map(|f| fields.get(f))
-                .ok_or(DecodeError::NoTime(match shape {
-                    Shape::Flat => "@timestamp, TimeCreated, EventTime",
-                    Shape::Nested => "Event.System.TimeCreated",
-                }))?;
-        let time_text = time_text.as_str().ok_or(DecodeError::WrongType {
-            field: "event time",
-            expected: "a string",
-        })?;
-        let time = Timestamp::parse_lenient(time_text, self.config.timezone)
-            .map_err(|_| DecodeError::BadTime(time_text.to_owned()))?;
-
-        let host = windows::host_fields(shape)
-            .iter()
-            .find_map(|f| fields.get_str(f).filter(|h| !h.trim().is_empty()))
-            .map(HostName::new)
-            .ok_or(DecodeError::NoHost(match shape {
-                Shape::Flat => "Hostname, Computer, host",
-                Shape::Nested => "Event.System.Computer",
-            }))?;
-
-        let source = SourceMeta {
-            format: match shape {
-                Shape::Flat => SourceFormat::WindowsFlat,
-                Shape::Nested => SourceFormat::WindowsNested,
-            },
-            channel: fields.get_str("Channel").map(str::to_owned),
-            provider: windows::PROVIDER_FIELDS
-                .iter()
-                .find_map(|f| fields.get_str(f))
-                .map(str::to_owned),
-            event_id: windows::event_id(&fields),
+        let time = layout.time(&fields, self.config.timezone)?;
+        if let Some(now) = received {
+            self.check_bounds(time, now)?;
+        }
+        let host = layout.host(&fields)?;
+        let event_id = if format.is_windows_event_log() {
+            windows::event_id(&fields)
+        } else {
+            None
         };
         let mut event = Event {
             id: EventId::of_record(tenant.as_str(), raw),
@@ -159,12 +328,69 @@ impl Decoder {
             process: None,
             parent: None,
             target: Target::default(),
-            source,
+            source: SourceMeta {
+                format,
+                channel,
+                provider,
+                event_id,
+            },
             fields,
             provenance,
         };
-        self.windows.apply(&mut event);
+        let t = &self.tables;
+        match format {
+            SourceFormat::WindowsFlat | SourceFormat::WindowsNested | SourceFormat::Evtx => {
+                t.windows.apply(&mut event);
+            }
+            SourceFormat::Ecs => {
+                if !(ecs::is_windows_event(&event.fields) && t.windows.apply(&mut event)) {
+                    t.ecs.apply(&mut event);
+                }
+            }
+            SourceFormat::Mde => {
+                t.mde.apply(&mut event);
+            }
+            SourceFormat::Ocsf => {
+                t.ocsf.apply(&mut event);
+            }
+            SourceFormat::W3c => {
+                t.w3c.apply(&mut event);
+            }
+        }
         Ok(event)
+    }
+
+    fn check_bounds(&self, time: Timestamp, now: Timestamp) -> Result<(), DecodeError> {
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let behind = now.nanos_since(time);
+        if let Some(age) = self.config.max_event_age
+            && behind > nanos(age)
+        {
+            return Err(DecodeError::TimeOutOfRange {
+                time: time.to_string(),
+                by: format!("{} in the past", human(behind)),
+            });
+        }
+        if let Some(ahead) = self.config.max_event_ahead
+            && -behind > nanos(ahead)
+        {
+            return Err(DecodeError::TimeOutOfRange {
+                time: time.to_string(),
+                by: format!("{} in the future", human(-behind)),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A span of nanoseconds in its largest whole unit (`12d`, `3h`, `40s`).
+fn human(nanos: i64) -> String {
+    let s = nanos / 1_000_000_000;
+    match s {
+        s if s >= 86_400 => format!("{}d", s / 86_400),
+        s if s >= 3_600 => format!("{}h", s / 3_600),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 

@@ -103,6 +103,10 @@ fn split_array<'a>(
     }
 }
 
+/// Longest document spread over several lines; longer ones are reported as malformed (records
+/// are bounded by `max_record_bytes`, 1 MiB by default, anyway).
+const MAX_DOCUMENT: usize = 16 << 20;
+
 fn next_line_start(data: &[u8], from: usize) -> usize {
     memchr::memchr(b'\n', &data[from..]).map_or(data.len(), |i| from + i + 1)
 }
@@ -143,9 +147,10 @@ fn split_stream<'a>(
             pos = line_end;
             continue;
         }
-        // A document over several lines.
-        let mut stream =
-            serde_json::Deserializer::from_slice(&data[pos..]).into_iter::<&RawValue>();
+        // A document over several lines, looked for within a bounded window: a truncated line
+        // (an unterminated string) must not make every later line be parsed again.
+        let window = &data[pos..data.len().min(pos.saturating_add(MAX_DOCUMENT))];
+        let mut stream = serde_json::Deserializer::from_slice(window).into_iter::<&RawValue>();
         match stream.next() {
             Some(Ok(raw)) => {
                 let len = stream.byte_offset();

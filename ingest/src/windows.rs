@@ -8,6 +8,7 @@
 use chainwatch_model::{FieldValue, Fields};
 
 use crate::json::Leaf;
+use crate::layout::{Layout, TimeField};
 
 /// The two JSON shapes of Windows events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,20 +71,34 @@ pub fn to_fields(leaves: Vec<Leaf>, shape: Shape) -> Fields {
     fields
 }
 
-/// Time fields by shape, in the order they are tried. The envelope time is present on every
-/// channel; Sysmon's `UtcTime` is not, and disagrees with it in recordings, so it is never used.
-pub fn time_fields(shape: Shape) -> &'static [&'static str] {
-    match shape {
-        Shape::Flat => &["@timestamp", "TimeCreated", "EventTime"],
-        Shape::Nested => &["TimeCreated_SystemTime"],
-    }
-}
+/// Where flat Windows JSON keeps time and host. `@timestamp` (the shipper's envelope, present on
+/// every channel), else `TimeCreated`, else NXLog's `EventTime` (local time without a zone: read
+/// in the source's zone). `Hostname` is the origin in NXLog/WEF data, `host` the collector.
+pub const FLAT: Layout = Layout {
+    time: &[
+        TimeField::Text("@timestamp"),
+        TimeField::Text("TimeCreated"),
+        TimeField::Text("EventTime"),
+    ],
+    time_names: "@timestamp, TimeCreated, EventTime",
+    host: &["Hostname", "Computer", "ComputerName", "host.name", "host"],
+    host_names: "Hostname, Computer, ComputerName, host.name, host",
+};
 
-/// Host fields by shape, in the order they are tried: the origin before any collector.
-pub fn host_fields(shape: Shape) -> &'static [&'static str] {
+/// Where nested Windows JSON and EVTX records keep time and host: `System.TimeCreated` (UTC,
+/// from the record's FILETIME) and `System.Computer`.
+pub const NESTED: Layout = Layout {
+    time: &[TimeField::Text("TimeCreated_SystemTime")],
+    time_names: "Event.System.TimeCreated",
+    host: &["Computer"],
+    host_names: "Event.System.Computer",
+};
+
+/// The layout of a shape.
+pub fn layout(shape: Shape) -> &'static Layout {
     match shape {
-        Shape::Flat => &["Hostname", "Computer", "ComputerName", "host.name", "host"],
-        Shape::Nested => &["Computer"],
+        Shape::Flat => &FLAT,
+        Shape::Nested => &NESTED,
     }
 }
 

@@ -229,6 +229,16 @@ pub enum SourceFormat {
     WindowsFlat,
     /// Windows events as nested JSON (`Event.System` / `Event.EventData`, as evtx tools print).
     WindowsNested,
+    /// Windows events read from a binary EVTX file.
+    Evtx,
+    /// Elastic Common Schema JSON: Winlogbeat (`winlog.*`) and Elastic Agent.
+    Ecs,
+    /// Microsoft Defender for Endpoint advanced-hunting rows and streaming-API records.
+    Mde,
+    /// W3C extended log lines (IIS access logs).
+    W3c,
+    /// OCSF JSON events (Security Lake, Tenzir, Vector).
+    Ocsf,
 }
 
 impl SourceFormat {
@@ -237,7 +247,25 @@ impl SourceFormat {
         match self {
             SourceFormat::WindowsFlat => "windows-flat",
             SourceFormat::WindowsNested => "windows-nested",
+            SourceFormat::Evtx => "evtx",
+            SourceFormat::Ecs => "ecs",
+            SourceFormat::Mde => "mde",
+            SourceFormat::W3c => "w3c",
+            SourceFormat::Ocsf => "ocsf",
         }
+    }
+
+    /// True for formats whose events are Windows event-log records, named by channel and event
+    /// id (Sigma's Windows logsources select them that way). Other formats are selected by
+    /// their OCSF-aligned class and activity.
+    pub fn is_windows_event_log(self) -> bool {
+        matches!(
+            self,
+            SourceFormat::WindowsFlat
+                | SourceFormat::WindowsNested
+                | SourceFormat::Evtx
+                | SourceFormat::Ecs
+        )
     }
 }
 

@@ -45,12 +45,12 @@ impl HostName {
 
 /// The comparison key of a host name: lower case, domain stripped, IP addresses kept whole.
 pub fn host_key(raw: &str) -> String {
-    let raw = raw.trim().trim_end_matches('.');
+    let raw = raw.trim().trim_matches('.');
     if raw.parse::<std::net::IpAddr>().is_ok() {
         return raw.to_ascii_lowercase();
     }
-    let short = raw.split('.').next().unwrap_or(raw);
-    short.to_lowercase()
+    let short = raw.split('.').find(|l| !l.trim().is_empty()).unwrap_or("");
+    short.trim().to_lowercase()
 }
 
 impl PartialEq for HostName {
@@ -107,6 +107,13 @@ mod tests {
             HostName::new("FS03.offsec.lan"),
             HostName::new("fs01.offsec.lan")
         );
+    }
+
+    #[test]
+    fn stray_dots_do_not_empty_the_key() {
+        assert_eq!(HostName::new(".EXCH01").key(), "exch01");
+        assert_eq!(HostName::new("exch01..corp.").key(), "exch01");
+        assert!(HostName::new(" . ").is_empty());
     }
 
     #[test]

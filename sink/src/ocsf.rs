@@ -271,11 +271,18 @@ fn provenance_tags(p: &Provenance) -> Vec<Value> {
             topic,
             partition,
             offset,
-        } => vec![
-            tag("provenance.topic", topic.clone()),
-            tag("provenance.partition", partition.to_string()),
-            tag("provenance.offset", offset.to_string()),
-        ],
+            record,
+        } => {
+            let mut v = vec![
+                tag("provenance.topic", topic.clone()),
+                tag("provenance.partition", partition.to_string()),
+                tag("provenance.offset", offset.to_string()),
+            ];
+            if let Some(r) = record {
+                v.push(tag("provenance.record", r.to_string()));
+            }
+            v
+        }
         Provenance::File { path, line, record } => {
             let mut v = vec![tag("provenance.path", path.clone())];
             if let Some(l) = line {

@@ -85,6 +85,7 @@ impl Transform for CorrelateCore {
                     stage: "correlate",
                     reason: "malformed_event",
                     msg,
+                    record: None,
                     error: &format!("not an event: {e}"),
                 }
                 .emit(&self.metrics);

@@ -43,3 +43,32 @@ pub fn record(
         headers,
     }
 }
+
+/// A dead-letter record for one part of `msg` (a record of a message that carried several, such
+/// as a W3C block or an EVTX file): the part's own bytes, and its index in a header.
+pub fn part(
+    topic: &str,
+    stage: &'static str,
+    msg: &InMessage<'_>,
+    bytes: &[u8],
+    index: Option<u64>,
+    reason: &'static str,
+    error: &str,
+) -> OutRecord {
+    let mut out = record(topic, stage, msg, reason, error);
+    let kept = &bytes[..bytes.len().min(MAX_KEPT)];
+    out.payload = kept.to_vec();
+    out.headers
+        .retain(|(k, _)| *k != "chainwatch.truncated.from");
+    if kept.len() < bytes.len() {
+        out.headers.push((
+            "chainwatch.truncated.from",
+            bytes.len().to_string().into_bytes(),
+        ));
+    }
+    if let Some(i) = index {
+        out.headers
+            .push(("chainwatch.source.record", i.to_string().into_bytes()));
+    }
+    out
+}

@@ -1,12 +1,15 @@
 //! The ingest stage: raw telemetry topics in, normalized events out to `chainwatch.events`,
 //! keyed by tenant and host so every event of one host meets the same correlator.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chainwatch_config::ServiceConfig;
-use chainwatch_ingest::{Decoder, DecoderConfig, TenantSource, TopicPattern};
+use chainwatch_ingest::{
+    Decoder, DecoderConfig, Piece, TenantSource, TopicPattern, W3cState, split_payload,
+};
 use chainwatch_kafka::{InMessage, OutRecord, Transform};
-use chainwatch_model::Provenance;
+use chainwatch_model::{Provenance, Timestamp};
 
 use super::dead_letter;
 use crate::telemetry::Metrics;
@@ -16,12 +19,56 @@ use crate::telemetry::events::{DeadLettered, EventNormalized, RecordConsumed};
 /// (milliseconds since the epoch, decimal), for the arrival-to-alert latency.
 pub const ARRIVAL_HEADER: &str = "chainwatch.arrival";
 
+/// Most W3C streams (topic, partition, key) whose `#Fields:` header is remembered; beyond it
+/// the oldest-seen stream is forgotten (its lines then use the source's `w3c_fields`).
+const MAX_W3C_STREAMS: usize = 10_000;
+
+/// Most bytes a gzip-compressed message may decompress to.
+const MAX_UNPACKED_BYTES: usize = 64 << 20;
+
 struct Source {
     name: String,
     pattern: TopicPattern,
     decoder: Decoder,
     /// The configured format, as a metric label.
     format_label: String,
+    /// W3C directives per stream: a header sent in one message applies to the lines of the
+    /// following messages of the same topic, partition and key.
+    w3c: HashMap<(String, i32, Vec<u8>), (u64, W3cState)>,
+    w3c_clock: u64,
+}
+
+impl Source {
+    fn w3c_state(&mut self, msg: &InMessage<'_>) -> &mut W3cState {
+        let key = (
+            msg.topic.to_owned(),
+            msg.partition,
+            msg.key.unwrap_or_default().to_vec(),
+        );
+        if !self.w3c.contains_key(&key) && self.w3c.len() >= MAX_W3C_STREAMS {
+            let oldest = self
+                .w3c
+                .iter()
+                .min_by_key(|(_, (seen, _))| *seen)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.w3c.remove(&k);
+            }
+        }
+        self.w3c_clock += 1;
+        let clock = self.w3c_clock;
+        let entry = self.w3c.entry(key).or_insert_with(|| (0, W3cState::new()));
+        entry.0 = clock;
+        &mut entry.1
+    }
+}
+
+/// The ingest clock, for the sources' time bounds.
+fn now() -> Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_nanos(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// The ingest core.
@@ -67,9 +114,15 @@ impl IngestCore {
                     format: s.format,
                     timezone,
                     max_record_bytes: s.max_record_bytes,
+                    max_unpacked_bytes: MAX_UNPACKED_BYTES,
+                    w3c_fields: s.w3c_fields.clone(),
+                    max_event_age: s.max_event_age,
+                    max_event_ahead: s.max_event_ahead,
                     ..DecoderConfig::default()
                 })
-                .map_err(anyhow::Error::msg)?,
+                .map_err(|e| anyhow::anyhow!("source {}: {e}", s.name))?,
+                w3c: HashMap::new(),
+                w3c_clock: 0,
                 format_label: kebab(&format!("{:?}", s.format)),
             });
         }
@@ -100,6 +153,7 @@ impl IngestCore {
             stage: "ingest",
             reason,
             msg,
+            record: None,
             error,
         }
         .emit(&self.metrics);
@@ -115,10 +169,11 @@ impl IngestCore {
 
 impl Transform for IngestCore {
     fn process(&mut self, msg: &InMessage<'_>) -> Vec<OutRecord> {
-        let Some((source, tenant)) = self
+        let Some((index, tenant)) = self
             .sources
             .iter()
-            .find_map(|s| s.pattern.tenant_of(msg.topic).map(|t| (s, t)))
+            .enumerate()
+            .find_map(|(i, s)| s.pattern.tenant_of(msg.topic).map(|t| (i, t)))
         else {
             RecordConsumed {
                 tenant: None,
@@ -134,50 +189,189 @@ impl Transform for IngestCore {
         };
         RecordConsumed {
             tenant: Some(tenant.as_str()),
-            source: &source.name,
-            format: &source.format_label,
+            source: &self.sources[index].name,
+            format: &self.sources[index].format_label,
         }
         .emit(&self.metrics);
         let Some(payload) = msg.payload else {
             return self.dead(msg, "empty", "the record has no payload");
         };
-        let provenance = Provenance::Kafka {
+        let origin = Provenance::Kafka {
             topic: msg.topic.to_owned(),
             partition: msg.partition,
             offset: msg.offset,
+            record: None,
         };
-        match source
-            .decoder
-            .decode(payload, &TenantSource::Fixed(tenant), provenance)
-        {
-            Ok(event) => match serde_json::to_vec(&event) {
-                Ok(json) => {
-                    EventNormalized {
-                        tenant: event.tenant.as_str(),
-                        format: event.source.format.as_str(),
+        let source = &mut self.sources[index];
+        let options = source.decoder.split_options();
+        let pieces = split_payload(payload, &origin, &options, source.w3c_state(msg));
+        let source = &self.sources[index];
+        let tenant = TenantSource::Fixed(tenant);
+        let received = now();
+        let whole = pieces.len() == 1;
+        let mut out = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            let (bytes, provenance, error) = match piece {
+                Piece::Record(record) => {
+                    match source
+                        .decoder
+                        .decode_record(&record, &tenant, Some(received))
+                    {
+                        Ok(event) => match serde_json::to_vec(&event) {
+                            Ok(json) => {
+                                EventNormalized {
+                                    tenant: event.tenant.as_str(),
+                                    format: event.source.format.as_str(),
+                                }
+                                .emit(&self.metrics);
+                                let mut headers =
+                                    vec![("chainwatch.source", source.name.as_bytes().to_vec())];
+                                if let Some(ms) = msg.timestamp {
+                                    headers.push((ARRIVAL_HEADER, ms.to_string().into_bytes()));
+                                }
+                                out.push(OutRecord {
+                                    topic: self.events_topic.clone(),
+                                    key: format!("{}/{}", event.tenant, event.host.key())
+                                        .into_bytes(),
+                                    payload: json,
+                                    headers,
+                                });
+                                continue;
+                            }
+                            Err(e) => {
+                                out.extend(self.dead(msg, "unserializable", &e.to_string()));
+                                continue;
+                            }
+                        },
+                        Err(e) => (record.bytes, record.provenance, e),
                     }
-                    .emit(&self.metrics);
-                    let mut headers = vec![("chainwatch.source", source.name.as_bytes().to_vec())];
-                    if let Some(ms) = msg.timestamp {
-                        headers.push((ARRIVAL_HEADER, ms.to_string().into_bytes()));
-                    }
-                    vec![OutRecord {
-                        topic: self.events_topic.clone(),
-                        key: format!("{}/{}", event.tenant, event.host.key()).into_bytes(),
-                        payload: json,
-                        headers,
-                    }]
                 }
-                Err(e) => self.dead(msg, "unserializable", &e.to_string()),
-            },
-            Err(e) => self.dead(msg, e.reason(), &e.to_string()),
+                Piece::Bad {
+                    bytes,
+                    provenance,
+                    error,
+                } => (bytes, provenance, error),
+            };
+            if whole {
+                out.extend(self.dead(msg, error.reason(), &error.to_string()));
+                continue;
+            }
+            let index = match provenance {
+                Provenance::Kafka { record, .. } => record,
+                Provenance::File { .. } => None,
+            };
+            let text = error.to_string();
+            DeadLettered {
+                stage: "ingest",
+                reason: error.reason(),
+                msg,
+                record: index,
+                error: &text,
+            }
+            .emit(&self.metrics);
+            out.push(dead_letter::part(
+                &self.dead_letter_topic,
+                "ingest",
+                msg,
+                &bytes,
+                index,
+                error.reason(),
+                &text,
+            ));
         }
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn core(source: &str) -> (tempfile::TempDir, IngestCore) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[kafka]\nbrokers = \"x:9092\"\n\n[[sources]]\n{source}\n\n[correlate]\nrules = [\".\"]\n"
+        );
+        let config = ServiceConfig::from_text(&dir.path().join("c.toml"), &text).unwrap();
+        let core = IngestCore::new(&config).unwrap();
+        (dir, core)
+    }
+
+    fn msg<'a>(key: &'a [u8], offset: i64, payload: &'a [u8]) -> InMessage<'a> {
+        InMessage {
+            topic: "telemetry.acme.iis",
+            partition: 0,
+            offset,
+            key: Some(key),
+            payload: Some(payload),
+            timestamp: Some(1_700_000_000_000),
+            headers: chainwatch_kafka::InHeaders::default(),
+        }
+    }
+
+    fn header<'a>(r: &'a OutRecord, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| std::str::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn a_w3c_header_applies_to_later_messages_of_its_stream() {
+        let (_dir, mut core) =
+            core("name = \"iis\"\ntopics = \"telemetry.{tenant}.iis\"\nformat = \"w3c\"");
+        let line = b"2024-05-01 10:00:00 10.0.0.5 POST /owa/auth/shell.aspx";
+        assert!(
+            core.process(&msg(
+                b"exch01",
+                1,
+                b"#Fields: date time s-ip cs-method cs-uri-stem"
+            ))
+            .is_empty(),
+            "a header alone yields nothing"
+        );
+        let out = core.process(&msg(b"exch01", 2, line));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].topic, "chainwatch.events");
+        let event: chainwatch_model::Event = serde_json::from_slice(&out[0].payload).unwrap();
+        assert_eq!(event.fields.get_str("cs-method"), Some("POST"));
+        assert_eq!(event.tenant.as_str(), "acme");
+        assert_eq!(header(&out[0], ARRIVAL_HEADER), Some("1700000000000"));
+
+        // Another stream (key) has seen no header: the line is dead-lettered whole.
+        let out = core.process(&msg(b"exch02", 3, line));
+        assert_eq!(out[0].topic, "chainwatch.dead-letter");
+        assert_eq!(header(&out[0], "chainwatch.reason"), Some("no_w3c_header"));
+        assert_eq!(out[0].payload, line);
+
+        // A block of lines: each its own event or dead letter, by index.
+        let block = b"2024-05-01 10:00:01 10.0.0.5 GET /owa/\n2024-05-01 10:00:02 10.0.0.5\n";
+        let out = core.process(&msg(b"exch01", 4, block));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].topic, "chainwatch.events");
+        assert_eq!(out[1].topic, "chainwatch.dead-letter");
+        assert_eq!(
+            header(&out[1], "chainwatch.reason"),
+            Some("w3c_field_count")
+        );
+        assert_eq!(header(&out[1], "chainwatch.source.record"), Some("1"));
+        assert_eq!(header(&out[1], "chainwatch.source.offset"), Some("4"));
+        assert_eq!(out[1].payload, b"2024-05-01 10:00:02 10.0.0.5");
+    }
+
+    #[test]
+    fn configured_columns_and_time_bounds() {
+        let (_dir, mut core) = core(
+            "name = \"iis\"\ntopics = \"telemetry.{tenant}.iis\"\nformat = \"iis\"\nw3c_fields = \"date time s-ip cs-uri-stem\"\nmax_event_age = \"3650d\"",
+        );
+        let out = core.process(&msg(b"k", 1, b"2024-05-01 10:00:00 10.0.0.5 /owa/"));
+        assert_eq!(out[0].topic, "chainwatch.events");
+        let out = core.process(&msg(b"k", 2, b"1999-05-01 10:00:00 10.0.0.5 /owa/"));
+        assert_eq!(
+            header(&out[0], "chainwatch.reason"),
+            Some("time_out_of_range")
+        );
+    }
 
     #[test]
     fn format_labels_are_the_config_spelling() {

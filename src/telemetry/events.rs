@@ -66,6 +66,8 @@ pub struct DeadLettered<'a, 'm> {
     pub reason: &'static str,
     /// The record.
     pub msg: &'a InMessage<'m>,
+    /// Which record of a message holding several (W3C lines, an EVTX file), if so.
+    pub record: Option<u64>,
     /// What went wrong, for the log line.
     pub error: &'a str,
 }
@@ -78,6 +80,7 @@ impl DeadLettered<'_, '_> {
             topic = self.msg.topic,
             partition = self.msg.partition,
             offset = self.msg.offset,
+            record = self.record,
             reason = self.reason,
             "dead-lettered: {}",
             self.error

@@ -150,10 +150,7 @@ fn is_generic_channel(event: &Event) -> bool {
 
 /// Whether the event's format carries Windows channels and event ids.
 pub(crate) fn is_windows_format(event: &Event) -> bool {
-    matches!(
-        event.source.format,
-        SourceFormat::WindowsFlat | SourceFormat::WindowsNested
-    )
+    event.source.format.is_windows_event_log()
 }
 
 /// The parsed tables.
