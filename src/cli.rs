@@ -34,6 +34,47 @@ pub enum Command {
     },
     /// Send telemetry files to a Kafka topic, record by record (the demo's producer).
     Produce(ProduceArgs),
+    /// Write a synthetic workload: tenants, hosts, noise, injected chains with known answers.
+    Gen(GenArgs),
+}
+
+/// `chainwatch gen`.
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// The folder to write `telemetry.<tenant>.windows.jsonl` files and `answers.json` to.
+    #[arg(long, default_value = "workload")]
+    pub out: PathBuf,
+    /// How many tenants (`tenant0000`, `tenant0001`, ...).
+    #[arg(long, default_value_t = 2)]
+    pub tenants: usize,
+    /// Hosts per tenant.
+    #[arg(long, default_value_t = 100)]
+    pub hosts: usize,
+    /// Noise events, all tenants together.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Complete four-stage chains to inject, spread over the tenants, one host each.
+    #[arg(long, default_value_t = 10)]
+    pub chains: usize,
+    /// Hosts per tenant given a first stage alone (partial chains that never complete).
+    #[arg(long, default_value_t = 0)]
+    pub partials: usize,
+    /// The share of noise events delivered late (up to 5 minutes after later events).
+    #[arg(long, default_value_t = 0.02)]
+    pub late: f64,
+    /// The event-time span of each tenant's telemetry.
+    #[arg(long, default_value = "2h")]
+    pub duration: String,
+    /// The time of the first event (RFC 3339).
+    #[arg(long, default_value = "2026-11-20T00:00:00Z")]
+    pub start: String,
+    /// Seed of the random choices: the same seed writes the same files.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Rule or playbook files or folders: example events any of them matches are not used as
+    /// noise. Without it, the shipped playbooks.
+    #[arg(long = "rules")]
+    pub rules: Vec<PathBuf>,
 }
 
 /// `chainwatch playbook ...`.
@@ -148,6 +189,14 @@ pub struct ReplayArgs {
     /// W3C columns for log lines before any `#Fields:` header ("date time s-ip cs-method ...").
     #[arg(long)]
     pub w3c_fields: Option<String>,
+    /// Decode every record in full: no fast path (the reference the fast path must equal).
+    #[arg(long, conflicts_with = "verify")]
+    pub full: bool,
+    /// Run twice, in full and with the fast path, and fail unless alerts and dead letters are
+    /// identical; every record the fast path skips is also decoded and tested against every
+    /// rule. Prints a summary instead of alerts.
+    #[arg(long)]
+    pub verify: bool,
     /// Telemetry files or folders: JSON lines, JSON arrays, concatenated JSON documents, EVTX,
     /// W3C (IIS) logs, and any of them gzipped (`.gz`).
     #[arg(required = true)]

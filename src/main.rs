@@ -4,8 +4,10 @@
 //! - `replay`: the same cores over files, no broker ([`replay`]).
 //! - `rules check`: load rules and report every problem ([`rules`]).
 //! - `produce`: send telemetry files to a topic ([`produce`]), the demo's producer.
+//! - `gen`: a synthetic workload with known answers ([`workload`]), for benchmarks and tests.
 //! - metrics, health and logs of `run`: [`telemetry`].
 
+mod chunked;
 mod cli;
 mod playbook_test;
 mod produce;
@@ -15,6 +17,7 @@ mod rules;
 mod run;
 mod stages;
 mod telemetry;
+mod workload;
 
 use std::process::ExitCode;
 
@@ -62,6 +65,19 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(produce::produce(args)))
                 .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Gen(args) => {
+            init_logging(cli.log_json, "error");
+            workload::generate(args).map(|answers| {
+                println!(
+                    "wrote {} events, {} chains, for {} tenants to {}",
+                    answers.events,
+                    answers.chains.len(),
+                    answers.tenants.len(),
+                    args.out.display()
+                );
+                ExitCode::SUCCESS
+            })
         }
         Command::Replay(args) => {
             init_logging(cli.log_json, "error");

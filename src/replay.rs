@@ -10,9 +10,9 @@ use anyhow::{Context, Result, bail};
 use chainwatch_config::TenantsFile;
 use chainwatch_config::parse_duration;
 use chainwatch_config::service::InputFormat;
-use chainwatch_correlate::{CompileOptions, Engine, EngineConfig};
-use chainwatch_ingest::{Decoder, DecoderConfig, Piece, TenantSource, W3cState, split_payload};
-use chainwatch_model::{Alert, Provenance, TenantId};
+use chainwatch_correlate::{CompileOptions, Engine, EngineConfig, Gate, Interest};
+use chainwatch_ingest::{Decoder, DecoderConfig, Piece, TenantSource};
+use chainwatch_model::{Alert, Provenance, RawField, TenantId};
 use chainwatch_sink::render;
 use serde::Serialize;
 
@@ -39,6 +39,36 @@ pub struct ReplayStats {
     pub late: u64,
     /// Partial chains held at the end.
     pub partial_chains: usize,
+    /// Events the fast path proved no rule can match, so never decoded (counted in
+    /// `events_normalized`: they are events).
+    pub skipped: u64,
+    /// What the fast path did (absent with `--full`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast_path: Option<FastPathStats>,
+    /// CPU time of the replay (reading, decoding, matching; not rule loading), in seconds.
+    pub cpu_seconds: f64,
+    /// Records read per CPU-second.
+    pub records_per_cpu_second: f64,
+}
+
+/// Why records took the full path, in `--stats`.
+#[derive(Debug, Default, Serialize)]
+pub struct FastPathStats {
+    /// Records not read raw: not a flat Windows event, or not of the ordinary shape (nested
+    /// values, `\u` escapes, ...), or one the decoder refuses.
+    pub not_raw: u64,
+    /// Records read raw and skipped: no rule can match them.
+    pub skipped: u64,
+    /// Of those, skipped on their route alone.
+    pub by_route: u64,
+    /// Read raw, decoded: a rule of their route has no literal anchor.
+    pub unanchored: u64,
+    /// Read raw, decoded: a rule field may read a synthesized value.
+    pub synthetic: u64,
+    /// Read raw, decoded: lower-casing changes their length.
+    pub lowering: u64,
+    /// Read raw, decoded: an anchor literal occurs where its rule reads.
+    pub literal: u64,
 }
 
 /// A record that could not become an event, as the dead-letter file writes it.
@@ -135,6 +165,66 @@ pub fn compile_options(
     Ok(options)
 }
 
+/// The fast path of a replay: records the gate proves no rule can match are not decoded.
+#[derive(Debug)]
+pub struct FastPath {
+    /// The gate of the engine's rules.
+    pub gate: Gate,
+    /// Also decode every skipped record and test every rule on it (`--verify`): each mismatch
+    /// is recorded in `mismatches`.
+    pub check: bool,
+    /// Skipped records that did match a rule, or did not decode as the fast path read them.
+    pub mismatches: Vec<String>,
+    /// Records not read raw.
+    pub not_raw: u64,
+    scratch: Vec<RawField>,
+}
+
+impl FastPath {
+    /// The fast path for `engine`'s rules, with `decoder`'s normalization.
+    pub fn new(engine: &Engine, decoder: &Decoder, check: bool) -> Self {
+        Self {
+            gate: Gate::new(
+                Arc::clone(engine.rules()),
+                &decoder.windows_origins(),
+                &interest(),
+            ),
+            check,
+            mismatches: Vec::new(),
+            not_raw: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// What it did.
+    pub fn stats(&self) -> FastPathStats {
+        let g = self.gate.stats();
+        FastPathStats {
+            not_raw: self.not_raw,
+            skipped: g.skipped,
+            by_route: g.by_route,
+            unanchored: g.unanchored,
+            synthetic: g.synthetic,
+            lowering: g.lowering,
+            literal: g.literal,
+        }
+    }
+}
+
+/// What the engine's users besides the rules need decoded (none yet).
+fn interest() -> Interest {
+    Interest::default()
+}
+
+/// CPU time of the calling thread so far (Linux `schedstat`; zero elsewhere).
+pub fn thread_cpu() -> std::time::Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .map(std::time::Duration::from_nanos)
+        .unwrap_or_default()
+}
+
 /// Feeds every record of `files` through `decoder` and `engine`: alerts go to `on_alert`, dead
 /// letters to `on_dead`, counts to `stats`. This is the whole embedded pipeline; `replay` and
 /// `playbook test` both run it.
@@ -147,19 +237,67 @@ pub fn feed_files(
     on_alert: &mut dyn FnMut(Alert) -> Result<()>,
     on_dead: &mut dyn FnMut(DeadLetter<'_>) -> Result<()>,
 ) -> Result<()> {
+    feed_files_with(
+        files, decoder, tenant, engine, None, stats, on_alert, on_dead,
+    )
+}
+
+/// [`feed_files`], with the fast path when `fast` is given.
+#[allow(clippy::too_many_arguments)]
+pub fn feed_files_with(
+    files: &[PathBuf],
+    decoder: &Decoder,
+    tenant: &TenantSource,
+    engine: &mut Engine,
+    mut fast: Option<&mut FastPath>,
+    stats: &mut ReplayStats,
+    on_alert: &mut dyn FnMut(Alert) -> Result<()>,
+    on_dead: &mut dyn FnMut(DeadLetter<'_>) -> Result<()>,
+) -> Result<()> {
+    let fixed = match tenant {
+        TenantSource::Fixed(t) => Some(t.clone()),
+        TenantSource::Field(_) => None,
+    };
+    let options = decoder.split_options();
+    let mut buf = Vec::new();
     for file in collect_files(files)? {
-        let data =
-            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
         stats.files += 1;
         let origin = Provenance::File {
             path: file.display().to_string(),
             line: None,
             record: None,
         };
-        // Each file is its own W3C stream: its directives apply to its own lines.
-        let mut w3c = W3cState::new();
-        for piece in split_payload(&data, &origin, &decoder.split_options(), &mut w3c) {
+        crate::chunked::for_each_piece(&file, &origin, &options, &mut buf, &mut |piece| {
             stats.records_read += 1;
+            if let (Piece::Record(record), Some(fast), Some(t)) =
+                (&piece, fast.as_deref_mut(), &fixed)
+                && let Some(raw) = read_raw(
+                    decoder,
+                    record,
+                    tenant,
+                    &mut fast.scratch,
+                    &mut fast.not_raw,
+                )
+                && !fast.gate.may_match(&raw.record)
+            {
+                let time = raw.time;
+                if fast.check {
+                    check_skipped(
+                        fast.gate.rules(),
+                        decoder,
+                        record,
+                        tenant,
+                        time,
+                        &mut fast.mismatches,
+                    );
+                }
+                stats.events_normalized += 1;
+                stats.skipped += 1;
+                for alert in engine.observe_unmatched(t, time) {
+                    on_alert(alert)?;
+                }
+                return Ok(());
+            }
             let (bytes, provenance, error) = match piece {
                 Piece::Record(record) => match decoder.decode_record(&record, tenant, None) {
                     Ok(event) => {
@@ -167,7 +305,7 @@ pub fn feed_files(
                         for alert in engine.observe(&event) {
                             on_alert(alert)?;
                         }
-                        continue;
+                        return Ok(());
                     }
                     Err(e) => (record.bytes, record.provenance, e),
                 },
@@ -179,8 +317,8 @@ pub fn feed_files(
             };
             *stats.dead_lettered.entry(error.reason()).or_default() += 1;
             tracing::warn!(reason = error.reason(), %provenance, "dead-lettered: {error}");
-            on_dead(DeadLetter::new(&error, &provenance, &bytes))?;
-        }
+            on_dead(DeadLetter::new(&error, &provenance, &bytes))
+        })?;
     }
     // The input has ended: windows still open (count conditions with an upper bound) are
     // decided now.
@@ -194,6 +332,59 @@ pub fn feed_files(
     stats.late = es.late;
     stats.partial_chains = engine.partial_chains();
     Ok(())
+}
+
+/// The record read raw, counting those that are not.
+fn read_raw<'a>(
+    decoder: &Decoder,
+    record: &'a chainwatch_ingest::Record<'_>,
+    tenant: &TenantSource,
+    scratch: &'a mut Vec<RawField>,
+    not_raw: &mut u64,
+) -> Option<chainwatch_ingest::RawEvent<'a>> {
+    let raw = decoder.read_raw(record, tenant, None, scratch);
+    if raw.is_none() {
+        *not_raw += 1;
+    }
+    raw
+}
+
+/// `--verify`: a record the gate skipped must decode, at the time the fast path read, and
+/// match no rule when every rule is tested.
+fn check_skipped(
+    rules: &chainwatch_correlate::RuleSet,
+    decoder: &Decoder,
+    record: &chainwatch_ingest::Record<'_>,
+    tenant: &TenantSource,
+    time: chainwatch_model::Timestamp,
+    mismatches: &mut Vec<String>,
+) {
+    match decoder.decode_record(record, tenant, None) {
+        Err(e) => mismatches.push(format!(
+            "{}: skipped, but the full decoder refuses it: {e}",
+            record.provenance
+        )),
+        Ok(event) => {
+            if event.time != time {
+                mismatches.push(format!(
+                    "{}: skipped at {time}, decoded at {}",
+                    record.provenance, event.time
+                ));
+            }
+            let matched = rules.matching_exhaustive(&event);
+            if !matched.is_empty() {
+                let ids: Vec<&str> = matched
+                    .iter()
+                    .map(|&r| rules.detections[r].info.rule.id.as_str())
+                    .collect();
+                mismatches.push(format!(
+                    "{}: skipped, but it matches {}",
+                    record.provenance,
+                    ids.join(", ")
+                ));
+            }
+        }
+    }
 }
 
 /// A decoder for files of `format` (told per file and record when `None`) in zone
@@ -224,13 +415,12 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
         Some(field) => TenantSource::Field(field.clone()),
         None => TenantSource::Fixed(TenantId::new(&args.tenant).context("--tenant")?),
     };
-    let mut engine = Engine::new(
-        rules,
-        EngineConfig {
-            allowed_lateness: lateness,
-            ..EngineConfig::default()
-        },
-    );
+    let config = EngineConfig {
+        allowed_lateness: lateness,
+        ..EngineConfig::default()
+    };
+    let new_engine = || -> Result<Engine> { Ok(Engine::new(Arc::clone(&rules), config)) };
+    let mut engine = new_engine()?;
     // On a pipe, one JSON alert per line (scripts depend on it); readable on a terminal.
     let output = match args.output {
         Output::Auto if std::io::stdout().is_terminal() => Output::Pretty,
@@ -243,12 +433,21 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
         )),
         None => None,
     };
+    if args.verify {
+        let reference = collect(args, &decoder, &tenant, &mut new_engine()?, None)?;
+        let mut fast = FastPath::new(&engine, &decoder, true);
+        let fast_run = collect(args, &decoder, &tenant, &mut engine, Some(&mut fast))?;
+        return verdict(reference, fast_run, fast, out);
+    }
+    let mut fast = (!args.full).then(|| FastPath::new(&engine, &decoder, false));
     let mut stats = ReplayStats::default();
-    feed_files(
+    let cpu = thread_cpu();
+    feed_files_with(
         &args.files,
         &decoder,
         &tenant,
         &mut engine,
+        fast.as_mut(),
         &mut stats,
         &mut |alert| emit(out, &alert, output),
         &mut |letter| {
@@ -262,7 +461,129 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayStats> {
     if let Some(mut w) = dead {
         w.flush()?;
     }
+    stats.cpu_seconds = (thread_cpu() - cpu).as_secs_f64();
+    stats.fast_path = fast.as_ref().map(FastPath::stats);
+    if stats.cpu_seconds > 0.0 {
+        stats.records_per_cpu_second = stats.records_read as f64 / stats.cpu_seconds;
+    }
     Ok(stats)
+}
+
+/// What a run produced, for `--verify`.
+struct Outputs {
+    alerts: Vec<String>,
+    dead: Vec<String>,
+    stats: ReplayStats,
+}
+
+fn collect(
+    args: &ReplayArgs,
+    decoder: &Decoder,
+    tenant: &TenantSource,
+    engine: &mut Engine,
+    fast: Option<&mut FastPath>,
+) -> Result<Outputs> {
+    let mut alerts = Vec::new();
+    let mut dead = Vec::new();
+    let mut stats = ReplayStats::default();
+    let cpu = thread_cpu();
+    feed_files_with(
+        &args.files,
+        decoder,
+        tenant,
+        engine,
+        fast,
+        &mut stats,
+        &mut |alert| {
+            alerts.push(render::json_line(&alert));
+            Ok(())
+        },
+        &mut |letter| {
+            dead.push(serde_json::to_string(&letter)?);
+            Ok(())
+        },
+    )?;
+    stats.cpu_seconds = (thread_cpu() - cpu).as_secs_f64();
+    Ok(Outputs {
+        alerts,
+        dead,
+        stats,
+    })
+}
+
+/// Compares a full run with a fast one: alerts and dead letters must be identical, and every
+/// record the fast path skipped must match no rule.
+fn verdict(
+    reference: Outputs,
+    fast_run: Outputs,
+    fast: FastPath,
+    out: &mut dyn Write,
+) -> Result<ReplayStats> {
+    let mut problems = fast.mismatches;
+    let differ = |what: &str, a: &[String], b: &[String], problems: &mut Vec<String>| {
+        if a.len() != b.len() {
+            problems.push(format!(
+                "{what}: {} in the full run, {} in the fast run",
+                a.len(),
+                b.len()
+            ));
+        }
+        if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
+            problems.push(format!(
+                "{what} #{i} differs:\n  full: {}\n  fast: {}",
+                a[i], b[i]
+            ));
+        }
+    };
+    differ("alerts", &reference.alerts, &fast_run.alerts, &mut problems);
+    differ(
+        "dead letters",
+        &reference.dead,
+        &fast_run.dead,
+        &mut problems,
+    );
+    let (r, f) = (&reference.stats, &fast_run.stats);
+    if (
+        r.records_read,
+        r.events_normalized,
+        r.matches,
+        r.alerts,
+        r.partial_chains,
+    ) != (
+        f.records_read,
+        f.events_normalized,
+        f.matches,
+        f.alerts,
+        f.partial_chains,
+    ) {
+        problems.push(format!("counts differ: full {r:?}, fast {f:?}"));
+    }
+    writeln!(
+        out,
+        "verify: {} records, {} events, {} alerts, {} dead letters; the fast path skipped {} \
+         events ({} on their route alone), each decoded and tested against every rule",
+        f.records_read,
+        f.events_normalized,
+        fast_run.alerts.len(),
+        fast_run.dead.len(),
+        f.skipped,
+        fast.gate.stats().by_route,
+    )?;
+    if problems.is_empty() {
+        writeln!(
+            out,
+            "verify: the fast path's results are identical to the full path's"
+        )?;
+        Ok(fast_run.stats)
+    } else {
+        for p in problems.iter().take(20) {
+            writeln!(out, "verify: {p}")?;
+        }
+        bail!(
+            "the fast path differs from the full path ({} problems)",
+            problems.len()
+        )
+    }
 }
 
 fn emit(out: &mut dyn Write, alert: &Alert, output: Output) -> Result<()> {

@@ -262,6 +262,28 @@ impl Engine {
         alerts
     }
 
+    /// Feeds an event that no rule can match (the gate said so, without decoding it): the same
+    /// effect as [`Engine::observe`] on it, which is to count it and, when some correlation
+    /// decides on the tenant's clock, to move that clock to `time` and decide what it closes.
+    pub fn observe_unmatched(&mut self, tenant: &TenantId, time: Timestamp) -> Vec<Alert> {
+        self.stats.events += 1;
+        let mut alerts = Vec::new();
+        if self.clocked {
+            let rules = Arc::clone(&self.rules);
+            let clock = self.clocks.entry(tenant.clone()).or_insert(time);
+            *clock = (*clock).max(time);
+            self.tick(&rules, Some(tenant), &mut alerts);
+            self.stats.alerts += alerts.len() as u64;
+        }
+        alerts
+    }
+
+    /// True when some correlation decides on the tenant's clock (a count with an upper bound,
+    /// a chain that waits for an absence): then every event's time matters, matched or not.
+    pub fn is_clocked(&self) -> bool {
+        self.clocked
+    }
+
     /// Moves every tenant's event-time watermark to at least `watermark` and decides what it
     /// closes (absence deadlines, count windows with upper bounds). The shell calls it when
     /// input is idle; it never moves a watermark back.

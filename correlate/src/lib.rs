@@ -14,17 +14,22 @@
 //!   with eviction counted.
 //! - [`policy`]: per-tenant playbooks, exclusions, priorities and host roles.
 //! - [`engine`]: [`Engine::observe`], the pure core: `&Event -> Vec<Alert>`, no I/O, no clock.
+//! - [`gate`]: the fast path's question, answered from a record's raw text before anything is
+//!   decoded: can any rule match it? ([`Gate::may_match`]; [`Engine::observe_unmatched`] for
+//!   the records it skips.)
 //!
 //! The Kafka loop that feeds an engine lives in the binary (`src/stages/correlate.rs`).
 
 mod correlation;
 pub mod engine;
+pub mod gate;
 pub mod policy;
 mod prefilter;
 pub mod ruleset;
 pub mod sigma;
 
 pub use engine::{Engine, EngineConfig, EngineStats};
+pub use gate::{Gate, GateStats, Interest};
 pub use policy::Policies;
 pub use ruleset::{
     CompileOptions, CompiledCorrelation, CompiledRule, Input, PrefilterSummary, RuleInfo, RuleSet,

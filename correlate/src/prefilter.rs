@@ -133,20 +133,22 @@ pub(crate) const LONG_TEXT_FIELDS: [&str; 10] = [
 /// (Teddy) is first checked with it, which skips text many times faster than the automaton's
 /// overlapping search; only text where some anchor occurs is searched for all of them.
 #[derive(Debug, Clone)]
-struct Scan {
-    field: Option<FieldId>,
+pub(crate) struct Scan {
+    pub(crate) field: Option<FieldId>,
     automaton: AhoCorasick,
     gate: Option<packed::Searcher>,
+    /// The anchor literals (lower-cased), by pattern id.
+    pub(crate) literals: Vec<Box<str>>,
     /// Per pattern, the rules anchored on it.
-    rules: Vec<Vec<u32>>,
+    pub(crate) rules: Vec<Vec<u32>>,
 }
 
 /// The rules that share one set of routes: the anchored ones behind per-field automata, the
 /// others in a plain list.
 #[derive(Debug, Clone, Default)]
-struct Bucket {
-    scans: Vec<Scan>,
-    plain: Vec<u32>,
+pub(crate) struct Bucket {
+    pub(crate) scans: Vec<Scan>,
+    pub(crate) plain: Vec<u32>,
 }
 
 /// What the prefilter knows of one rule.
@@ -253,6 +255,7 @@ impl Prefilter {
                     field,
                     automaton,
                     gate,
+                    literals: patterns.iter().map(|(p, _)| Box::from(*p)).collect(),
                     rules: patterns.into_iter().map(|(_, r)| r).collect(),
                 });
             }
@@ -274,46 +277,72 @@ impl Prefilter {
         }
     }
 
+    /// The buckets an event of this channel, event id and class visits, sorted, into `out`.
+    /// `windows` says whether the event's format carries Windows channels and ids (else its
+    /// class decides, as in the logsource tables).
+    pub(crate) fn route(
+        &self,
+        channel: Option<&str>,
+        id: Option<u32>,
+        class: EventClass,
+        windows: bool,
+        out: &mut Vec<u32>,
+    ) {
+        out.clear();
+        out.extend_from_slice(&self.any);
+        if self.by_key.is_empty() {
+            return;
+        }
+        let interned = channel.and_then(|c| {
+            let mut buf = [0u8; 96];
+            let b = c.as_bytes();
+            if b.len() <= buf.len() {
+                buf[..b.len()].copy_from_slice(b);
+                buf[..b.len()].make_ascii_lowercase();
+                let lowered = std::str::from_utf8(&buf[..b.len()]).ok()?;
+                self.channels.get(lowered).copied()
+            } else {
+                self.channels.get(c.to_ascii_lowercase().as_str()).copied()
+            }
+        });
+        let mut look = |k: Key| {
+            if let Some(b) = self.by_key.get(&k) {
+                out.extend_from_slice(b);
+            }
+        };
+        if let Some(ch) = interned {
+            if let Some(id) = id {
+                look(Key::ChannelId(ch, id));
+            }
+            look(Key::Channel(ch));
+        }
+        if let Some(id) = id {
+            look(Key::Id(id));
+        }
+        if !windows || channel.is_none() || id.is_none() {
+            look(Key::Class(class));
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// A bucket.
+    pub(crate) fn bucket(&self, b: u32) -> &Bucket {
+        &self.buckets[b as usize]
+    }
+
     /// Adds to `out` every rule the event may match. `windows` says whether the event's format
     /// carries Windows channels and ids (else its class decides, as in the logsource tables).
     pub(crate) fn candidates(&self, view: &EventView<'_>, windows: bool, out: &mut Vec<u32>) {
         let mut buckets: Vec<u32> = Vec::with_capacity(self.any.len() + 8);
-        buckets.extend_from_slice(&self.any);
-        if !self.by_key.is_empty() {
-            let event = view.event;
-            let channel = event.source.channel.as_deref().and_then(|c| {
-                let mut buf = [0u8; 96];
-                let b = c.as_bytes();
-                if b.len() <= buf.len() {
-                    buf[..b.len()].copy_from_slice(b);
-                    buf[..b.len()].make_ascii_lowercase();
-                    let lowered = std::str::from_utf8(&buf[..b.len()]).ok()?;
-                    self.channels.get(lowered).copied()
-                } else {
-                    self.channels.get(c.to_ascii_lowercase().as_str()).copied()
-                }
-            });
-            let id = event.source.event_id;
-            let mut look = |k: Key| {
-                if let Some(b) = self.by_key.get(&k) {
-                    buckets.extend_from_slice(b);
-                }
-            };
-            if let Some(ch) = channel {
-                if let Some(id) = id {
-                    look(Key::ChannelId(ch, id));
-                }
-                look(Key::Channel(ch));
-            }
-            if let Some(id) = id {
-                look(Key::Id(id));
-            }
-            if !windows || event.source.channel.is_none() || id.is_none() {
-                look(Key::Class(event.class));
-            }
-            buckets.sort_unstable();
-            buckets.dedup();
-        }
+        let event = view.event;
+        self.route(
+            event.source.channel.as_deref(),
+            event.source.event_id,
+            event.class,
+            windows,
+            &mut buckets,
+        );
         let mut found: Vec<usize> = Vec::new();
         let mut buf = String::new();
         for b in buckets {

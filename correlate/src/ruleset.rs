@@ -460,6 +460,11 @@ impl RuleSet {
         scratch.len()
     }
 
+    /// The prefilter.
+    pub(crate) fn prefilter(&self) -> &Prefilter {
+        &self.prefilter
+    }
+
     /// How the prefilter reaches the rules.
     pub fn prefilter_summary(&self) -> PrefilterSummary {
         self.summary

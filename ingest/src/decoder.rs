@@ -111,6 +111,11 @@ impl Decoder {
         &self.config
     }
 
+    /// Its mapping tables.
+    pub(crate) fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
     /// How payloads of this source are split into records.
     pub fn split_options(&self) -> SplitOptions {
         SplitOptions {
@@ -360,7 +365,7 @@ impl Decoder {
         Ok(event)
     }
 
-    fn check_bounds(&self, time: Timestamp, now: Timestamp) -> Result<(), DecodeError> {
+    pub(crate) fn check_bounds(&self, time: Timestamp, now: Timestamp) -> Result<(), DecodeError> {
         let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         let behind = now.nanos_since(time);
         if let Some(age) = self.config.max_event_age

@@ -15,8 +15,6 @@
 //! Anything else is an unknown format. Binary EVTX, gzip and W3C text are told apart before
 //! JSON is parsed, by their first bytes (`crate::payload`).
 
-use chainwatch_model::FieldValue;
-
 use crate::json::Leaf;
 
 /// A JSON record format.
@@ -38,53 +36,95 @@ pub enum JsonKind {
 
 /// The format of a flattened JSON record, or `None`.
 pub fn json_kind(leaves: &[Leaf]) -> Option<JsonKind> {
-    let mut nested = false;
-    let mut winlog = false;
-    let mut class_uid = false;
-    let mut ocsf_time = false;
-    let mut metadata = false;
-    let mut streaming = false;
-    let mut timestamp = false;
-    let mut device = false;
-    let mut event_id = false;
-    let mut w3c = false;
-    let mut at_timestamp = false;
-    let mut ecs_event = false;
+    json_kind_of(leaves.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// The format of a record from its leaves' paths and, for string leaves, their text (the same
+/// decision as [`json_kind`], for readers that do not build leaves).
+pub fn json_kind_of<'a>(
+    leaves: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> Option<JsonKind> {
+    let mut clues = KindClues::default();
     for (k, v) in leaves {
-        let k = k.as_str();
-        nested |= k.starts_with("Event.System.");
-        winlog |= k.starts_with("winlog.") || k == "ecs.version";
-        class_uid |= k == "class_uid";
-        ocsf_time |= k == "time" || k == "time_dt";
-        metadata |= k.starts_with("metadata.");
-        streaming |=
-            k == "category" && matches!(v, FieldValue::Str(s) if s.starts_with("AdvancedHunting-"));
-        timestamp |= k == "Timestamp" || k == "properties.Timestamp";
-        device |= matches!(
-            k.strip_prefix("properties.").unwrap_or(k),
-            "DeviceName" | "DeviceId" | "ActionType" | "ReportId"
-        );
-        event_id |= k == "EventID";
-        w3c |= k == "cs-uri-stem" || k == "cs-method";
-        at_timestamp |= k == "@timestamp";
-        ecs_event |= matches!(k, "event.category" | "event.kind" | "event.dataset");
+        clues.note(k.as_bytes(), v.map(str::as_bytes));
     }
-    if nested {
-        Some(JsonKind::WindowsNested)
-    } else if winlog {
-        Some(JsonKind::Ecs)
-    } else if class_uid && (ocsf_time || metadata) {
-        Some(JsonKind::Ocsf)
-    } else if streaming || (timestamp && device) {
-        Some(JsonKind::Mde)
-    } else if event_id {
-        Some(JsonKind::WindowsFlat)
-    } else if w3c {
-        Some(JsonKind::W3c)
-    } else if at_timestamp && ecs_event {
-        Some(JsonKind::Ecs)
-    } else {
-        None
+    clues.kind()
+}
+
+/// What the fields seen so far say of a record's format; [`KindClues::kind`] decides.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KindClues {
+    nested: bool,
+    winlog: bool,
+    class_uid: bool,
+    ocsf_time: bool,
+    metadata: bool,
+    streaming: bool,
+    timestamp: bool,
+    device: bool,
+    event_id: bool,
+    w3c: bool,
+    at_timestamp: bool,
+    ecs_event: bool,
+}
+
+impl KindClues {
+    /// Notes one leaf: its path and, for a string, its text. Dispatched on the first byte, since
+    /// most paths are none of the telling ones.
+    #[inline]
+    pub fn note(&mut self, k: &[u8], v: Option<&[u8]>) {
+        const DEVICE: [&[u8]; 4] = [b"DeviceName", b"DeviceId", b"ActionType", b"ReportId"];
+        match k.first() {
+            Some(b'E') => {
+                self.nested |= k.starts_with(b"Event.System.");
+                self.event_id |= k == b"EventID";
+            }
+            Some(b'w') => self.winlog |= k.starts_with(b"winlog."),
+            Some(b'e') => {
+                self.winlog |= k == b"ecs.version";
+                self.ecs_event |=
+                    k == b"event.category" || k == b"event.kind" || k == b"event.dataset";
+            }
+            Some(b'c') => {
+                self.class_uid |= k == b"class_uid";
+                self.streaming |=
+                    k == b"category" && v.is_some_and(|s| s.starts_with(b"AdvancedHunting-"));
+                self.w3c |= k == b"cs-uri-stem" || k == b"cs-method";
+            }
+            Some(b't') => self.ocsf_time |= k == b"time" || k == b"time_dt",
+            Some(b'm') => self.metadata |= k.starts_with(b"metadata."),
+            Some(b'T') => self.timestamp |= k == b"Timestamp",
+            Some(b'p') => {
+                self.timestamp |= k == b"properties.Timestamp";
+                self.device |= k
+                    .strip_prefix(b"properties.")
+                    .is_some_and(|rest| DEVICE.contains(&rest));
+            }
+            Some(b'D' | b'A' | b'R') => self.device |= DEVICE.contains(&k),
+            Some(b'@') => self.at_timestamp |= k == b"@timestamp",
+            _ => {}
+        }
+    }
+
+    /// The format the clues point to, or `None`.
+    pub fn kind(&self) -> Option<JsonKind> {
+        if self.nested {
+            Some(JsonKind::WindowsNested)
+        } else if self.winlog {
+            Some(JsonKind::Ecs)
+        } else if self.class_uid && (self.ocsf_time || self.metadata) {
+            Some(JsonKind::Ocsf)
+        } else if self.streaming || (self.timestamp && self.device) {
+            Some(JsonKind::Mde)
+        } else if self.event_id {
+            Some(JsonKind::WindowsFlat)
+        } else if self.w3c {
+            Some(JsonKind::W3c)
+        } else if self.at_timestamp && self.ecs_event {
+            Some(JsonKind::Ecs)
+        } else {
+            None
+        }
     }
 }
 

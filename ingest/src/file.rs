@@ -45,6 +45,42 @@ pub fn split_records<'a>(path: &str, data: &'a [u8]) -> Vec<FileRecord<'a>> {
     out
 }
 
+/// Splits a stretch of whole lines of a JSON text file into records, as [`split_records`]
+/// splits them within the whole file: `data` starts at the beginning of line `first_line`,
+/// after the file's first stretch (so neither a byte-order mark nor a JSON array is looked
+/// for), and holds no record over several lines (see [`spans_lines`]).
+pub fn split_records_from<'a>(path: &str, data: &'a [u8], first_line: u64) -> Vec<FileRecord<'a>> {
+    let mut out = Vec::new();
+    let Some(first) = data.iter().position(|b| !b.is_ascii_whitespace()) else {
+        return out;
+    };
+    let mut lines = LineCounter {
+        data,
+        pos: 0,
+        line: first_line,
+    };
+    split_stream(path, data, first, &mut lines, &mut out);
+    out
+}
+
+/// The number of line breaks in `data`, or `None` when some line of it starts a JSON object it
+/// does not end: a record over several lines, which only the rest of the file as a whole can
+/// split as [`split_records`] does.
+pub fn plain_lines(data: &[u8]) -> Option<u64> {
+    let mut breaks = 0u64;
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', data).chain(std::iter::once(data.len()));
+    for end in ends {
+        let t = data[start..end].trim_ascii();
+        if t.first() == Some(&b'{') && t.last() != Some(&b'}') {
+            return None;
+        }
+        start = end + 1;
+        breaks += 1;
+    }
+    Some(breaks - 1)
+}
+
 /// Counts lines up to a position, incrementally (positions only move forward).
 struct LineCounter<'a> {
     data: &'a [u8],
@@ -58,6 +94,15 @@ impl<'a> LineCounter<'a> {
             data,
             pos: 0,
             line: 1,
+        }
+    }
+
+    /// Notes that the line after `line` starts at `pos` (just past its line break), so the
+    /// next count starts there.
+    fn next_line_at(&mut self, pos: usize, line: u64) {
+        if pos > self.pos && pos > 0 && self.data.get(pos - 1) == Some(&b'\n') {
+            self.pos = pos;
+            self.line = line + 1;
         }
     }
 
@@ -134,6 +179,7 @@ fn split_stream<'a>(
                     "a line that does not start a JSON object".into(),
                 ),
             });
+            lines.next_line_at(line_end, line);
             pos = line_end;
             continue;
         }
@@ -144,6 +190,7 @@ fn split_stream<'a>(
                 bytes: line_bytes,
                 provenance: file_prov(path, line, None),
             });
+            lines.next_line_at(line_end, line);
             pos = line_end;
             continue;
         }

@@ -26,6 +26,7 @@ pub mod detect;
 pub mod ecs;
 pub mod error;
 pub mod evtx;
+pub mod fast;
 pub mod file;
 pub mod json;
 pub mod layout;
@@ -33,13 +34,17 @@ pub mod mde;
 pub mod normalize;
 pub mod ocsf;
 pub mod payload;
+pub mod raw;
 pub mod tenant;
 pub mod w3c;
 pub mod windows;
 
 pub use decoder::{Decoder, DecoderConfig, TenantSource};
 pub use error::DecodeError;
-pub use file::{FileRecord, split_records};
-pub use payload::{Framing, Piece, Record, SplitOptions, split_payload};
+pub use fast::RawEvent;
+pub use file::{FileRecord, plain_lines, split_records};
+pub use payload::{
+    Framing, Piece, Record, SplitOptions, split_json_lines, split_payload, splits_as_json_lines,
+};
 pub use tenant::TopicPattern;
 pub use w3c::W3cState;

@@ -19,7 +19,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chainwatch_model::{Activity, Canonical, Event, EventClass, FieldValue, Fields};
+use chainwatch_model::{
+    Activity, Canonical, Event, EventClass, FieldOrigins, FieldValue, Fields, Origin,
+};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -542,6 +544,116 @@ fn derive_of(spec: DeriveSpec, has_key: bool) -> Result<Derive, String> {
         },
         action: actions.remove(0),
     })
+}
+
+impl Source {
+    /// Where this source's text comes from; `added` resolves fields the table itself adds.
+    fn origin(&self, added: &[(String, Origin)]) -> Origin {
+        match self {
+            Source::Field(name) => {
+                let mut o = Origin::Fields(vec![name.clone()]);
+                if let Some((_, a)) = added.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                    o.merge(a);
+                }
+                o
+            }
+            Source::Template(_) => Origin::Synthetic,
+        }
+    }
+}
+
+fn merge_into(list: &mut Vec<(String, Origin)>, name: &str, origin: &Origin) {
+    match list.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        Some((_, o)) => o.merge(origin),
+        None => list.push((name.to_owned(), origin.clone())),
+    }
+}
+
+impl MappingTable {
+    /// Where every field this table fills may come from: the canonical fields and the fields
+    /// added by derivations and aliases, with the record fields they copy, or
+    /// [`Origin::Synthetic`] when they may be joined from several fields (templates) or
+    /// converted (process ids, read from hex and kept as numbers). Channels and providers
+    /// whose events may be given synthesized fields are listed, lower-cased (`*`: any event).
+    pub fn origins(&self) -> FieldOrigins {
+        let mut added: Vec<(String, Origin)> = Vec::new();
+        let mut scopes: Vec<String> = Vec::new();
+        let mut scope = |sel: &Selector| {
+            if sel.channels.is_empty() && sel.providers.is_empty() {
+                scopes.push("*".into());
+            }
+            for s in sel.channels.iter().chain(&sel.providers) {
+                scopes.push(s.to_ascii_lowercase());
+            }
+        };
+        // Derivations run in file order, each seeing the fields added before it; then the
+        // entry's canonical fields, then its aliases (`apply`).
+        for d in &self.derives {
+            let before = added.clone();
+            match &d.action {
+                DeriveAction::Data(names) => {
+                    let o = Source::Field("Data".into()).origin(&before);
+                    for n in names.iter().filter(|n| !n.is_empty()) {
+                        merge_into(&mut added, n, &o);
+                    }
+                }
+                DeriveAction::Extract { from, names, .. } => {
+                    let o = Source::Field(from.clone()).origin(&before);
+                    for n in names {
+                        merge_into(&mut added, n, &o);
+                    }
+                }
+                DeriveAction::Set(sets) => {
+                    for (n, source) in sets {
+                        let o = source.origin(&before);
+                        if o == Origin::Synthetic {
+                            scope(&d.selector);
+                        }
+                        merge_into(&mut added, n, &o);
+                    }
+                }
+            }
+        }
+        let derived = added.clone();
+        let mut canonical: Vec<(Canonical, Origin)> = Vec::new();
+        for e in &self.entries {
+            for (c, sources) in &e.fields {
+                for source in sources {
+                    // Process ids are parsed (hex or decimal) and kept as numbers.
+                    let o = if matches!(
+                        c,
+                        Canonical::ProcessPid | Canonical::ParentPid | Canonical::TargetProcessPid
+                    ) {
+                        Origin::Synthetic
+                    } else {
+                        source.origin(&derived)
+                    };
+                    match canonical.iter_mut().find(|(x, _)| x == c) {
+                        Some((_, have)) => have.merge(&o),
+                        None => canonical.push((*c, o)),
+                    }
+                }
+            }
+        }
+        for e in &self.entries {
+            for (n, sources) in &e.aliases {
+                for source in sources {
+                    let o = source.origin(&added);
+                    if o == Origin::Synthetic {
+                        scope(&e.selector);
+                    }
+                    merge_into(&mut added, n, &o);
+                }
+            }
+        }
+        scopes.sort();
+        scopes.dedup();
+        FieldOrigins {
+            canonical,
+            added,
+            synthetic_scopes: scopes,
+        }
+    }
 }
 
 /// Every format's table, parsed once and shared by decoders.

@@ -140,6 +140,43 @@ pub fn split_payload<'a>(
     pieces
 }
 
+/// True when a payload that starts with `head` (its first bytes, at least up to its first
+/// non-blank one) is split as JSON objects one after another (not gzip, EVTX, W3C or a JSON
+/// array). Such a payload can be split a stretch of whole lines at a time: the first with
+/// [`split_payload`], the next ones with [`split_json_lines`].
+pub fn splits_as_json_lines(head: &[u8], opts: &SplitOptions) -> bool {
+    let data = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    if data.starts_with(&GZIP_MAGIC)
+        || crate::evtx::is_evtx(data)
+        || matches!(opts.format, InputFormat::Evtx | InputFormat::W3c)
+    {
+        return false;
+    }
+    data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// Splits a later stretch of whole lines of a file [`splits_as_json_lines`] accepted: `data`
+/// starts at line `first_line` and holds no record over several lines
+/// ([`crate::file::plain_lines`] counts them). The pieces are those [`split_payload`] finds in the
+/// whole file, with the same provenance.
+pub fn split_json_lines<'a>(
+    data: &'a [u8],
+    origin: &Provenance,
+    first_line: u64,
+) -> Vec<Piece<'a>> {
+    split_json_records(
+        crate::file::split_records_from(origin_path(origin), data, first_line),
+        origin,
+    )
+}
+
+fn origin_path(origin: &Provenance) -> &str {
+    match origin {
+        Provenance::File { path, .. } => path.as_str(),
+        Provenance::Kafka { .. } => "",
+    }
+}
+
 fn split_inner<'a>(
     data: &'a [u8],
     origin: &Provenance,
@@ -256,13 +293,13 @@ struct Batch<'a> {
 }
 
 fn split_json<'a>(data: &'a [u8], origin: &Provenance) -> Vec<Piece<'a>> {
-    let path = match origin {
-        Provenance::File { path, .. } => path.as_str(),
-        Provenance::Kafka { .. } => "",
-    };
+    split_json_records(split_records(origin_path(origin), data), origin)
+}
+
+fn split_json_records<'a>(records: Vec<FileRecord<'a>>, origin: &Provenance) -> Vec<Piece<'a>> {
     let mut out = Vec::new();
     let mut index = 0u64;
-    for r in split_records(path, data) {
+    for r in records {
         let (bytes, provenance, error) = match r {
             FileRecord::Record { bytes, provenance } => (bytes, provenance, None),
             FileRecord::Bad {

@@ -16,6 +16,7 @@ pub mod event;
 pub mod host;
 pub mod id;
 pub mod provenance;
+pub mod raw;
 pub mod severity;
 pub mod tenant;
 pub mod time;
@@ -29,6 +30,7 @@ pub use event::{
 pub use host::HostName;
 pub use id::{AlertId, EventId};
 pub use provenance::Provenance;
+pub use raw::{FieldOrigins, Origin, RawField, RawKind, RawRecord};
 pub use severity::Severity;
 pub use tenant::TenantId;
 pub use time::Timestamp;
