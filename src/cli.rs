@@ -75,6 +75,10 @@ pub struct GenArgs {
     /// noise. Without it, the shipped playbooks.
     #[arg(long = "rules")]
     pub rules: Vec<PathBuf>,
+    /// Also write each event's tenant into this field (for `replay --tenant-field` over
+    /// several tenants' files at once).
+    #[arg(long)]
+    pub tenant_field: Option<String>,
 }
 
 /// `chainwatch playbook ...`.

@@ -63,6 +63,7 @@ const S_TIME: &str = "@@cw-time@@";
 const S_UTC: &str = "@@cw-utc@@";
 const S_HOST: &str = "@@cw-host@@";
 const S_PID: &str = "@@cw-pid@@";
+const S_TENANT: &str = "@@cw-tenant@@";
 
 /// `answers.json`.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
@@ -104,6 +105,7 @@ enum Part {
     Utc,
     Host,
     Pid,
+    Tenant,
 }
 
 /// A noise template: the example event's JSON cut around its per-event values.
@@ -111,7 +113,10 @@ enum Part {
 struct Template(Vec<Part>);
 
 impl Template {
-    fn new(mut event: Map<String, Value>) -> Self {
+    fn new(mut event: Map<String, Value>, tenant_field: Option<&str>) -> Self {
+        if let Some(field) = tenant_field {
+            event.insert(field.into(), Value::String(S_TENANT.into()));
+        }
         for (key, sentinel) in [
             ("@timestamp", S_TIME),
             ("UtcTime", S_UTC),
@@ -126,7 +131,7 @@ impl Template {
         let mut parts = Vec::new();
         let mut rest = text.as_str();
         loop {
-            let next = [S_TIME, S_UTC, S_HOST, S_PID]
+            let next = [S_TIME, S_UTC, S_HOST, S_PID, S_TENANT]
                 .iter()
                 .filter_map(|s| rest.find(s).map(|i| (i, *s)))
                 .min_by_key(|(i, _)| *i);
@@ -139,14 +144,15 @@ impl Template {
                 S_TIME => Part::Time,
                 S_UTC => Part::Utc,
                 S_HOST => Part::Host,
-                _ => Part::Pid,
+                S_PID => Part::Pid,
+                _ => Part::Tenant,
             });
             rest = &rest[i + s.len()..];
         }
         Self(parts)
     }
 
-    fn write(&self, out: &mut Vec<u8>, time: Timestamp, host: &str, pid: u32) {
+    fn write(&self, out: &mut Vec<u8>, time: Timestamp, host: &str, pid: u32, tenant: &str) {
         for p in &self.0 {
             match p {
                 Part::Text(t) => out.extend_from_slice(t.as_bytes()),
@@ -158,6 +164,7 @@ impl Template {
                 Part::Pid => {
                     let _ = write!(out, "{pid}");
                 }
+                Part::Tenant => out.extend_from_slice(tenant.as_bytes()),
             }
         }
         out.push(b'\n');
@@ -172,7 +179,11 @@ fn utc_time(time: Timestamp) -> String {
 }
 
 /// The noise templates: every example event no rule of `rules` matches.
-fn templates(rules: &RuleSet, decoder: &Decoder) -> Result<Vec<Template>> {
+fn templates(
+    rules: &RuleSet,
+    decoder: &Decoder,
+    tenant_field: Option<&str>,
+) -> Result<Vec<Template>> {
     let tenant = TenantSource::Fixed(TenantId::new("gen").expect("valid tenant"));
     let mut out = Vec::new();
     for (i, line) in EXAMPLE.lines().enumerate() {
@@ -194,7 +205,7 @@ fn templates(rules: &RuleSet, decoder: &Decoder) -> Result<Vec<Template>> {
         let Value::Object(map) = serde_json::from_str(line)? else {
             continue;
         };
-        out.push(Template::new(map));
+        out.push(Template::new(map, tenant_field));
     }
     if out.is_empty() {
         bail!("no example event is free of rule matches: no noise templates");
@@ -209,7 +220,13 @@ fn host_name(tenant: &str, i: usize) -> String {
 }
 
 /// The record of stage `stage` (0-based) of a chain on `host` at `time`.
-fn stage_record(stage: usize, host: &str, time: Timestamp, rng: &mut fastrand::Rng) -> Vec<u8> {
+fn stage_record(
+    stage: usize,
+    host: &str,
+    time: Timestamp,
+    tenant: Option<(&str, &str)>,
+    rng: &mut fastrand::Rng,
+) -> Vec<u8> {
     let sysmon = "Microsoft-Windows-Sysmon/Operational";
     let short = host.split('.').next().unwrap_or(host);
     let pid = rng.u32(1000..60000).to_string();
@@ -267,6 +284,9 @@ fn stage_record(stage: usize, host: &str, time: Timestamp, rng: &mut fastrand::R
         if m.get("Channel").and_then(Value::as_str) == Some(sysmon) {
             m.insert("UtcTime".into(), Value::String(utc_time(time)));
         }
+        if let Some((field, name)) = tenant {
+            m.insert(field.into(), Value::String(name.into()));
+        }
     }
     let mut out = serde_json::to_vec(&v).expect("json");
     out.push(b'\n');
@@ -321,7 +341,7 @@ pub fn generate(args: &GenArgs) -> Result<Answers> {
     let options = crate::replay::compile_options(None, None)?;
     let rules = Arc::new(crate::rules::load_rule_set(&args.rules, &options)?);
     let decoder = crate::replay::file_decoder("+00:00", None, None)?;
-    let templates = templates(&rules, &decoder)?;
+    let templates = templates(&rules, &decoder, args.tenant_field.as_deref())?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
 
@@ -446,7 +466,13 @@ fn write_tenant(
         };
         while let Some(i) = next_injected.next_if(|i| i.time <= time) {
             let host = host_name(tenant, i.host);
-            let bytes = stage_record(i.stage, &host, Timestamp::from_millis(i.time), rng);
+            let bytes = stage_record(
+                i.stage,
+                &host,
+                Timestamp::from_millis(i.time),
+                args.tenant_field.as_deref().map(|f| (f, tenant)),
+                rng,
+            );
             written += emit(&mut heap, i.time, &mut out)?;
             if i.deliver > i.time {
                 heap.push(Late {
@@ -472,6 +498,7 @@ fn write_tenant(
             Timestamp::from_millis(time),
             &host,
             rng.u32(100..65000),
+            tenant,
         );
         if rng.f64() < args.late {
             heap.push(Late {
@@ -501,13 +528,14 @@ mod tests {
         m.insert("@timestamp".into(), "x".into());
         m.insert("Hostname".into(), "h".into());
         m.insert("EventID".into(), 4624.into());
-        let t = Template::new(m);
+        let t = Template::new(m, Some("customer"));
         let mut out = Vec::new();
-        t.write(&mut out, Timestamp::from_millis(0), "HOST-1", 7);
+        t.write(&mut out, Timestamp::from_millis(0), "HOST-1", 7, "acme");
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["@timestamp"], "1970-01-01T00:00:00.000Z");
         assert_eq!(v["Hostname"], "HOST-1");
         assert_eq!(v["EventID"], 4624);
+        assert_eq!(v["customer"], "acme");
         assert_eq!(
             utc_time(Timestamp::from_millis(1500)),
             "1970-01-01 00:00:01.500"
