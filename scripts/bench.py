@@ -47,7 +47,8 @@ def replay(rules, files, extra=(), repeat=1):
 
 
 def gen(name, *args):
-    out = os.path.join(WORK, name)
+    # The folder names the arguments: a workload is reused only when it is the same one.
+    out = os.path.join(WORK, name + "-" + "_".join(a.strip("-") for a in args))
     if not os.path.exists(os.path.join(out, "answers.json")):
         subprocess.run([BIN, "gen", "--out", out] + list(args), check=True,
                        stdout=subprocess.DEVNULL)
@@ -173,7 +174,8 @@ def svg(panels, path):
     import math
     w, h, pad = 330, 240, 50
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w * len(panels)}" height="{h}" '
-             'font-family="sans-serif" font-size="11">']
+             'font-family="sans-serif" font-size="11">',
+             '<rect width="100%" height="100%" fill="white"/>']
     for i, (title, xlabel, pts) in enumerate(panels):
         ox = i * w
         xs = [math.log10(x) for x, _ in pts]
