@@ -39,10 +39,14 @@ fn dataset(name: &str, tmp: &Path) -> PathBuf {
     out
 }
 
-/// Replays a file with the shipped playbooks; returns each finding at its latest revision.
-fn findings(file: &Path) -> Vec<Alert> {
+/// Replays a file with the shipped playbooks; returns each finding at its latest revision and
+/// the number of stage-rule matches. Every record must decode: a recording the decoder could
+/// not read would pass "no finding" for the wrong reason.
+fn findings(file: &Path, tmp: &Path) -> (Vec<Alert>, u64) {
+    let stats = tmp.join("stats.json");
     let out = Command::new(env!("CARGO_BIN_EXE_chainwatch"))
-        .args(["replay", "--output", "json"])
+        .args(["replay", "--output", "json", "--stats"])
+        .arg(&stats)
         .arg(file)
         .output()
         .unwrap();
@@ -50,6 +54,14 @@ fn findings(file: &Path) -> Vec<Alert> {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert!(
+        stats["events_normalized"].as_u64().unwrap() > 0
+            && stats["dead_lettered"].as_object().unwrap().is_empty(),
+        "{}: {stats}",
+        file.display()
     );
     let mut latest: BTreeMap<String, Alert> = BTreeMap::new();
     for line in String::from_utf8(out.stdout).unwrap().lines() {
@@ -62,7 +74,10 @@ fn findings(file: &Path) -> Vec<Alert> {
             latest.insert(id, a);
         }
     }
-    latest.into_values().collect()
+    (
+        latest.into_values().collect(),
+        stats["matches"].as_u64().unwrap(),
+    )
 }
 
 /// (playbook, complete, host) of a finding.
@@ -127,11 +142,39 @@ fn real_recordings_raise_the_findings_they_should() {
         ),
         // Benign: `net1 user` discovery without /add.
         ("otrf/empire_shell_net_local_users.zip", expect(&[])),
+        // EVTX. Benign: an ordinary workstation's Security log, with two legitimate admin
+        // accounts created (4720) and nothing before or after them.
+        ("evtx-samples/security.evtx", expect(&[])),
+        // Mail forwarding set through the Exchange PowerShell app pool (Set-Mailbox
+        // -ForwardingSmtpAddress), with no forged ECP request: not ProxyToken.
+        ("evtx-samples/MSExchange_Management_wec.evtx", expect(&[])),
+        // `net user /add` and 4720 on one host, with no remote execution from another.
+        (
+            "mdecrevoisier-evtx/ID4688-User_creation_via_commandline.evtx",
+            expect(&[]),
+        ),
+        // PsExec's target side (service install, admin share) without an account created.
+        (
+            "mdecrevoisier-evtx/ID4688_4697_5140-5145_PSexec_remote_execution_+_admin_share.evtx",
+            expect(&[]),
+        ),
+        // lsassy: WMI runs a comsvcs MiniDump of LSASS; no payload or discovery burst before.
+        (
+            "mdecrevoisier-evtx/ID1-LSASS_dump_with_LSASSY_SYSMON.evtx",
+            expect(&[]),
+        ),
+        // VSS deletion alone (the ransomware chain's last stage, without its first ones).
+        (
+            "mdecrevoisier-evtx/ID4688-Delete_VSS_backup_WMI.evtx",
+            expect(&[]),
+        ),
     ];
-    let mut table = String::from("| file | expected | found |\n|---|---|---|\n");
+    let mut table =
+        String::from("| file | expected | found | stage matches |\n|---|---|---|---:|\n");
     let mut wrong = Vec::new();
     for (name, expected) in &cases {
-        let found = summary(&findings(&dataset(name, tmp.path())));
+        let (alerts, matches) = findings(&dataset(name, tmp.path()), tmp.path());
+        let found = summary(&alerts);
         let show = |v: &[Found]| {
             if v.is_empty() {
                 return "none".to_owned();
@@ -144,7 +187,7 @@ fn real_recordings_raise_the_findings_they_should() {
                 .join("; ")
         };
         table.push_str(&format!(
-            "| {name} | {} | {} |\n",
+            "| {name} | {} | {} | {matches} |\n",
             show(expected),
             show(&found)
         ));
