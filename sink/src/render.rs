@@ -111,7 +111,8 @@ fn evidence(e: &Evidence) -> String {
         .or_else(|| e.target.file.as_ref().map(|f| format!("file {f}")))
         .or_else(|| e.target.service.as_ref().map(|s| format!("service {s}")))
         .or_else(|| e.target.url.as_ref().map(|u| format!("url {u}")))
-        .or_else(|| e.target.registry.as_ref().map(|r| format!("registry {r}")));
+        .or_else(|| e.target.registry.as_ref().map(|r| format!("registry {r}")))
+        .or_else(|| e.target.api.as_ref().map(|a| format!("api {a}")));
     if let Some(t) = target {
         if !what.is_empty() {
             what.push_str(" -> ");
