@@ -111,9 +111,14 @@ pub struct TenantConfig {
     #[serde(default)]
     pub priority: BTreeMap<String, chainwatch_model::Severity>,
     /// Host roles: role name to host names, e.g. `{ exchange = ["EXCH01", "EXCH02"] }`. A
-    /// playbook scoped to a role runs only on those hosts.
+    /// playbook scoped to a role runs only on those hosts (and on hosts inferred to have it).
     #[serde(default)]
     pub roles: BTreeMap<String, Vec<String>>,
+    /// Whether host roles inferred from telemetry (Exchange servers, domain controllers, IIS
+    /// servers) count as playbook scope besides the declared `roles`. Default `true`; `false`
+    /// scopes playbooks by the declared roles only.
+    #[serde(default)]
+    pub infer_roles: Option<bool>,
     /// Known-good activity: matches of these are dropped for this tenant.
     #[serde(default)]
     pub exclude: Vec<ExclusionConfig>,

@@ -84,7 +84,7 @@ fn techniques(ids: &[TechniqueId]) -> String {
 }
 
 /// `w3wp.exe > cmd.exe: cmd /c whoami  [file:958]`
-fn evidence(e: &Evidence) -> String {
+pub(crate) fn evidence(e: &Evidence) -> String {
     let mut what = String::new();
     if let Some(parent) = e.parent.as_ref().and_then(|p| p.name()) {
         let _ = write!(what, "{parent} > ");
