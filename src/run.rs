@@ -131,8 +131,10 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
             allowed_lateness: config.correlate.allowed_lateness,
             max_groups: config.correlate.max_groups,
             max_groups_per_tenant: config.correlate.max_groups_per_tenant,
+            lookback: (&config.correlate.lookback).into(),
             ..EngineConfig::default()
         };
+        let roles_topic = crate::hosts::roles_topic(&config).await?;
         let mut core = CorrelateCore::new(
             rules_rx.clone(),
             engine,
@@ -140,7 +142,11 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
             topics.alerts_format,
             &topics.dead_letter,
         )
-        .with_metrics(Arc::clone(&metrics));
+        .with_metrics(Arc::clone(&metrics))
+        .with_roles_topic(roles_topic.clone());
+        if let Some(topic) = &roles_topic {
+            core.restore_roles(crate::hosts::restore(&config, topic).await?);
+        }
         tokio::spawn(crate::reload::watch(
             crate::reload::Watch {
                 paths: rule_paths.clone(),

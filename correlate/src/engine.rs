@@ -142,6 +142,12 @@ impl Engine {
         self.roles.take_changes()
     }
 
+    /// Per tenant and role, the hosts this engine observed with the role, when that may have
+    /// changed since the last call (for the role gauge); `None` otherwise.
+    pub fn role_counts_if_changed(&mut self) -> Option<BTreeMap<(TenantId, String), usize>> {
+        self.roles.counts_changed().then(|| self.roles.counts())
+    }
+
     /// Merges host roles read back from the roles topic (at start-up).
     pub fn restore_roles(&mut self, records: impl IntoIterator<Item = HostRoles>) {
         for r in records {

@@ -53,6 +53,18 @@ impl Default for LookbackConfig {
     }
 }
 
+impl From<&chainwatch_config::service::LookbackSettings> for LookbackConfig {
+    fn from(s: &chainwatch_config::service::LookbackSettings) -> Self {
+        Self {
+            period: s.period,
+            max_events_per_host: s.max_events_per_host,
+            max_events_per_tenant: s.max_events_per_tenant,
+            max_events: s.max_events,
+            max_events_per_alert: s.max_events_per_alert,
+        }
+    }
+}
+
 impl LookbackConfig {
     /// No look-back.
     pub fn off() -> Self {

@@ -382,6 +382,8 @@ pub struct RoleTable {
     hosts: usize,
     refused: u64,
     changes: Vec<HostRoles>,
+    /// [`RoleTable::counts`] may have changed since [`RoleTable::counts_changed`] was asked.
+    dirty: bool,
 }
 
 impl RoleTable {
@@ -397,8 +399,11 @@ impl RoleTable {
             .get_mut(&event.tenant)
             .and_then(|t| t.get_mut(event.host.key()));
         if shown.is_empty() {
-            if let Some(entry) = known {
+            if let Some(entry) = known
+                && !entry.observed
+            {
                 entry.observed = true;
+                self.dirty = true;
             }
             return;
         }
@@ -425,9 +430,15 @@ impl RoleTable {
                     })
             }
         };
-        entry.observed = true;
+        if !entry.observed {
+            entry.observed = true;
+            self.dirty = true;
+        }
         let mut changed = false;
         for (role, signal) in shown {
+            if !entry.roles.roles.contains_key(role) {
+                self.dirty = true;
+            }
             let seen = entry
                 .roles
                 .roles
@@ -552,6 +563,12 @@ impl RoleTable {
             }
         }
         out
+    }
+
+    /// True once when [`RoleTable::counts`] may differ from when this was last asked (a host
+    /// gained a role, or a restored host was observed here): the time to set gauges again.
+    pub fn counts_changed(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
     }
 
     /// Hosts with a role held.
@@ -744,6 +761,8 @@ service = ["WAS"]
         let globex = TenantId::new("globex").unwrap();
         assert!(!t.has(&globex, "exch01", "exchange"));
         assert_eq!(t.counts()[&(acme, "exchange".to_owned())], 1);
+        assert!(t.counts_changed());
+        assert!(!t.counts_changed(), "asked again: nothing new");
     }
 
     #[test]

@@ -645,25 +645,29 @@ fn page(alert: &Alert) -> Page {
     });
     let span = alert.last_seen.nanos_since(first).max(0);
     let mut charts = Vec::new();
-    if let Some(lb) = &alert.lookback {
-        let from = lb
-            .events
-            .first()
-            .map_or(lb.from, |n| n.evidence.time.min(first));
-        // The whole window: from the earliest notable event (or the window's start) to the end.
-        let pad = (alert.last_seen.nanos_since(from) / 20).max(60_000_000_000);
+    let pad = (span / 20).max(30_000_000_000);
+    let chain_from = first.add_nanos(-pad);
+    // The dwell time, when notable events came before what the chain's own chart shows: from
+    // the earliest of them to the end.
+    if let Some(earliest) = alert
+        .lookback
+        .as_ref()
+        .and_then(|lb| lb.events.first())
+        .map(|n| n.evidence.time)
+        .filter(|t| *t < chain_from)
+    {
+        let wide = (alert.last_seen.nanos_since(earliest) / 20).max(60_000_000_000);
         charts.push(chart(
             "Look-back and chain".to_owned(),
             alert,
-            from.add_nanos(-pad),
-            alert.last_seen.add_nanos(pad),
+            earliest.add_nanos(-wide),
+            alert.last_seen.add_nanos(wide),
         ));
     }
-    let pad = (span / 20).max(30_000_000_000);
     charts.push(chart(
         "The chain".to_owned(),
         alert,
-        first.add_nanos(-pad),
+        chain_from,
         alert.last_seen.add_nanos(pad),
     ));
     Page {

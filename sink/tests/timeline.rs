@@ -110,9 +110,17 @@ fn the_page_shows_every_stage_tactic_and_look_back_event() {
     }
     assert!(html.contains("Web shell file written"));
     assert!(html.contains("errorEE.aspx"));
-    assert!(html.contains("<svg"));
-    // Two charts: the whole look-back window, and the chain.
+    // One chart: the look-back events fall within the chain's.
+    assert_eq!(html.matches("<svg").count(), 1);
+    assert!(html.contains("The chain"));
+    // Notable activity hours before the chain: a second chart shows the dwell time.
+    let mut early = a.clone();
+    early.lookback.as_mut().unwrap().events[0].evidence.time =
+        a.first_seen.add_nanos(-6 * 3_600_000_000_000);
+    let html = timeline::html(&early).unwrap();
     assert_eq!(html.matches("<svg").count(), 2);
+    assert!(html.contains("Look-back and chain"));
+    assert!(timeline::text(&early).contains("earliest notable activity 6h00m00s before"));
     for step in &a.response {
         assert!(html.contains(&escaped(step)), "{step}");
     }

@@ -1,0 +1,104 @@
+//! Host roles from a running deployment: the correlate stage infers them from the telemetry
+//! it sees and writes them to the roles topic, `chainwatch hosts --config` lists them, and a
+//! restarted chainwatch reads them back.
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+mod support;
+
+use std::time::Duration;
+
+use chainwatch_correlate::HostRoles;
+use support::*;
+
+fn record(host: &str, fields: serde_json::Value) -> Vec<u8> {
+    let mut v = serde_json::json!({"@timestamp": "2026-11-20T03:00:00.000Z", "Hostname": host});
+    v.as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
+    serde_json::to_vec(&v).unwrap()
+}
+
+fn hosts(config: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainwatch"))
+        .args(["hosts", "--config", config.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_lists_its_tenants_exchange_servers_and_keeps_them_across_a_restart() {
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = names.write_config(dir.path(), "");
+    let raw = names.raw("contoso");
+    create_topics(&[&raw], 2).await;
+    let cw = Chainwatch::run(&config, &[]);
+
+    let records = vec![
+        // Exchange writes its own logs.
+        record(
+            "EXCH01.contoso.local",
+            serde_json::json!({"Channel": "MSExchange Management", "SourceName": "MSExchange CmdletLogs",
+                "EventID": 1, "Data": "Get-Mailbox"}),
+        ),
+        // An IIS worker on a plain web server.
+        record(
+            "WEB02",
+            serde_json::json!({"Channel": "Microsoft-Windows-Sysmon/Operational", "SourceName": "Microsoft-Windows-Sysmon",
+                "EventID": 1, "Image": "C:\\Windows\\System32\\inetsrv\\w3wp.exe",
+                "CommandLine": "w3wp.exe -ap \"DefaultAppPool\"", "ParentImage": "C:\\Windows\\System32\\svchost.exe"}),
+        ),
+        // Only a domain controller's KDC logs service tickets.
+        record(
+            "DC01",
+            serde_json::json!({"Channel": "Security", "SourceName": "Microsoft-Windows-Security-Auditing",
+                "EventID": 4769, "ServiceName": "krbtgt", "TargetUserName": "WS1$"}),
+        ),
+    ];
+    let mut all: Vec<(String, Vec<u8>)> = records.into_iter().map(|r| ("k".into(), r)).collect();
+    all.extend(noise("WS1", 10).into_iter().map(|r| ("k".into(), r)));
+    produce(&raw, &all).await;
+    let limit = Duration::from_secs(90);
+    await_caught_up(&format!("{}-ingest", names.groups), &[&raw], limit);
+    await_caught_up(
+        &format!("{}-correlate", names.groups),
+        &[&names.events],
+        limit,
+    );
+
+    let exchange: Vec<HostRoles> = hosts(&config, &["--role", "exchange", "--output", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(exchange.len(), 1, "{exchange:#?}");
+    assert_eq!(exchange[0].tenant.as_str(), "contoso");
+    assert_eq!(exchange[0].host.key(), "exch01");
+    assert_eq!(exchange[0].roles["exchange"].signal, "exchange_log");
+    let table = hosts(&config, &["--tenant", "contoso"]);
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("DC01") && r.contains("domain_controller"))
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("WEB02") && r.contains("iis"))
+    );
+    assert!(!table.contains("WS1"), "{table}");
+    assert_eq!(cw.stop().code(), Some(0));
+
+    // A restarted correlator reads them back before it consumes anything.
+    let cw = Chainwatch::run_logging(&config, &[], "info");
+    cw.await_log(&["host roles read back", "hosts=3"], limit);
+    // Running (its signal handler in place) before it is stopped.
+    cw.await_log(&["chainwatch running"], limit);
+    assert_eq!(cw.stop().code(), Some(0));
+}
