@@ -19,6 +19,7 @@ use chainwatch_correlate::{Engine, EngineConfig, HostRoles, LookbackConfig, Role
 use chainwatch_ingest::TenantSource;
 use chainwatch_kafka::scan::{self, Flow};
 use chainwatch_model::TenantId;
+use tokio::sync::watch;
 
 use crate::cli::{HostsArgs, HostsOutput};
 use crate::replay::{ReplayStats, feed_files, file_decoder};
@@ -59,47 +60,98 @@ pub fn read_roles(kafka: &KafkaConfig, topic: &str) -> Result<Vec<HostRoles>> {
     Ok(latest.into_values().flatten().collect())
 }
 
-/// The roles topic the correlate stage writes to, created (compacted) when chainwatch creates
-/// its topics; `None` when it does not exist and may not be created: roles are then still
-/// inferred and used as scope, but not published (a warning says so).
-pub async fn roles_topic(config: &ServiceConfig) -> Result<Option<String>> {
+/// The correlate stage's roles topic, before the stage knows whether it can write to it.
+#[derive(Debug)]
+pub struct RolesTopic {
+    kafka: KafkaConfig,
+    topic: String,
+    /// Created (or found) at start-up: it exists.
+    exists: bool,
+}
+
+/// Creates the roles topic (compacted) when chainwatch creates its topics, as it does the
+/// others at start-up; otherwise whether it exists is asked later ([`RolesTopic::open`]), so a
+/// broker that is not reachable yet does not stop the process.
+pub async fn roles_topic(config: &ServiceConfig) -> Result<RolesTopic> {
     let topic = config.topics.roles.clone();
     if config.kafka.create_topics {
         chainwatch_kafka::admin::ensure_compacted_topics(&config.kafka, &[&topic])
             .await
             .context("creating the roles topic")?;
-        return Ok(Some(topic));
     }
-    let kafka = config.kafka.clone();
-    let probe = topic.clone();
-    let exists = tokio::task::spawn_blocking(move || {
-        scan::reader(&kafka, "roles")
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r.exists(&probe).map_err(anyhow::Error::from))
+    Ok(RolesTopic {
+        kafka: config.kafka.clone(),
+        topic,
+        exists: config.kafka.create_topics,
     })
-    .await??;
-    if exists {
-        Ok(Some(topic))
-    } else {
-        tracing::warn!(
-            topic,
-            "the roles topic does not exist and create_topics is off: inferred host roles scope playbooks but are not published (chainwatch hosts cannot list them)"
-        );
-        Ok(None)
-    }
 }
 
-/// Reads the roles topic back into the correlate core (roles seen before a restart, or by
-/// other correlators).
-pub async fn restore(config: &ServiceConfig, topic: &str) -> Result<Vec<HostRoles>> {
-    let kafka = config.kafka.clone();
-    let topic = topic.to_owned();
-    let records = tokio::task::spawn_blocking(move || read_roles(&kafka, &topic)).await??;
-    tracing::info!(
-        hosts = records.len(),
-        "host roles read back from the roles topic"
-    );
-    Ok(records)
+impl RolesTopic {
+    /// The topic to write role records to, and the records already on it (roles seen before
+    /// a restart, or by other correlators). Waits for the broker to answer (retrying while it
+    /// is unreachable, until `stop`). `None` when the topic does not exist and may not be
+    /// created: roles are then inferred and scope playbooks, but are not written (a warning
+    /// says so), so a missing topic can never stall the stage.
+    pub async fn open(self, mut stop: watch::Receiver<bool>) -> (Option<String>, Vec<HostRoles>) {
+        if !self.exists && !self.wait_for_topic(&mut stop).await {
+            return (None, Vec::new());
+        }
+        let (kafka, topic) = (self.kafka.clone(), self.topic.clone());
+        let read = tokio::task::spawn_blocking(move || read_roles(&kafka, &topic))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+        match read {
+            Ok(records) => {
+                tracing::info!(
+                    hosts = records.len(),
+                    "host roles read back from the roles topic"
+                );
+                (Some(self.topic), records)
+            }
+            Err(e) => {
+                tracing::warn!(topic = self.topic, error = %e, "cannot read the roles topic back; starting without the roles it holds");
+                (Some(self.topic), Vec::new())
+            }
+        }
+    }
+
+    /// Asks the broker whether the topic exists, again while it cannot answer; `false` when it
+    /// does not (warned) or `stop` came first.
+    async fn wait_for_topic(&self, stop: &mut watch::Receiver<bool>) -> bool {
+        let mut warned = false;
+        loop {
+            let (kafka, topic) = (self.kafka.clone(), self.topic.clone());
+            let probe = tokio::task::spawn_blocking(move || {
+                scan::reader(&kafka, "roles")
+                    .map_err(anyhow::Error::from)
+                    .and_then(|r| r.exists(&topic).map_err(anyhow::Error::from))
+            })
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+            match probe {
+                Ok(true) => return true,
+                Ok(false) => {
+                    tracing::warn!(
+                        topic = self.topic,
+                        "the roles topic does not exist and create_topics is off: inferred host roles scope playbooks but are not published (chainwatch hosts cannot list them)"
+                    );
+                    return false;
+                }
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(topic = self.topic, error = %e, "cannot look up the roles topic yet; retrying");
+                        warned = true;
+                    }
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return false,
+                        () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Host roles inferred from telemetry files, all of `tenant`.

@@ -142,11 +142,7 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
             topics.alerts_format,
             &topics.dead_letter,
         )
-        .with_metrics(Arc::clone(&metrics))
-        .with_roles_topic(roles_topic.clone());
-        if let Some(topic) = &roles_topic {
-            core.restore_roles(crate::hosts::restore(&config, topic).await?);
-        }
+        .with_metrics(Arc::clone(&metrics));
         tokio::spawn(crate::reload::watch(
             crate::reload::Watch {
                 paths: rule_paths.clone(),
@@ -170,6 +166,10 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
         let rx = stopped.clone();
         tasks.spawn(
             async move {
+                // Roles seen before (and where to write new ones) before the first event.
+                let (topic, known) = roles_topic.open(rx.clone()).await;
+                core.set_roles_topic(topic);
+                core.restore_roles(known);
                 run_transform(&consumer, &producer, &mut core, rx, LoopConfig::default()).await?;
                 producer.flush(FLUSH)?;
                 Ok("correlate")

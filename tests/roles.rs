@@ -95,10 +95,11 @@ async fn a_deployment_lists_its_tenants_exchange_servers_and_keeps_them_across_a
     assert!(!table.contains("WS1"), "{table}");
     assert_eq!(cw.stop().code(), Some(0));
 
-    // A restarted correlator reads them back before it consumes anything.
+    // A restarted correlator reads them back.
     let cw = Chainwatch::run_logging(&config, &[], "info");
-    cw.await_log(&["host roles read back", "hosts=3"], limit);
-    // Running (its signal handler in place) before it is stopped.
+    // Running (its signal handler in place), then the correlate stage reads the roles back
+    // before it consumes its first event.
     cw.await_log(&["chainwatch running"], limit);
+    cw.await_log(&["host roles read back", "hosts=3"], limit);
     assert_eq!(cw.stop().code(), Some(0));
 }

@@ -60,6 +60,21 @@ pub fn pretty(alert: &Alert) -> String {
             let _ = writeln!(out, "     {}", evidence(e));
         }
     }
+    if let Some(lb) = alert.lookback.as_ref().filter(|lb| !lb.events.is_empty()) {
+        let before = lb
+            .events
+            .iter()
+            .filter(|n| n.evidence.time < alert.first_seen)
+            .count();
+        let _ = writeln!(
+            out,
+            "  look-back: {} other notable event(s) on the host since {} ({before} before the first evidence{}); `chainwatch explain {}` shows them",
+            lb.events.len(),
+            lb.from,
+            if lb.complete { "" } else { ", incomplete" },
+            alert.id
+        );
+    }
     if !alert.response.is_empty() {
         out.push_str("  respond:\n");
         for (i, step) in alert.response.iter().enumerate() {

@@ -88,6 +88,16 @@ fn the_terminal_timeline_merges_stages_and_look_back_in_time() {
     for n in 1..=4 {
         assert!(text.contains(&format!("stage {n}")), "{text}");
     }
+    // The readable block of replay and the stdout sink points at it.
+    let block = chainwatch_sink::render::pretty(&a);
+    assert!(
+        block.contains("look-back: 2 other notable event(s) on the host since"),
+        "{block}"
+    );
+    assert!(
+        block.contains(&format!("chainwatch explain {}", a.id)),
+        "{block}"
+    );
 }
 
 #[test]

@@ -55,9 +55,8 @@ impl CorrelateCore {
     }
 
     /// Writes host role records to `topic` (without it they are only counted as dropped).
-    pub fn with_roles_topic(mut self, topic: Option<String>) -> Self {
+    pub fn set_roles_topic(&mut self, topic: Option<String>) {
         self.roles_topic = topic;
-        self
     }
 
     /// Merges host roles read back from the roles topic at start-up.
