@@ -1,6 +1,7 @@
-//! Host roles from a running deployment: the correlate stage infers them from the telemetry
-//! it sees and writes them to the roles topic, `chainwatch hosts --config` lists them, and a
-//! restarted chainwatch reads them back.
+//! Investigating a running deployment: the correlate stage infers host roles from the
+//! telemetry it sees and writes them to the roles topic, `chainwatch hosts --config` lists
+//! them, and a restarted chainwatch reads them back; `chainwatch explain ID --config` finds a
+//! finding on the alerts topic.
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 mod support;
@@ -33,7 +34,7 @@ fn hosts(config: &std::path::Path, args: &[&str]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deployment_lists_its_tenants_exchange_servers_and_keeps_them_across_a_restart() {
+async fn investigating_a_running_deployment_hosts_by_role_across_a_restart_and_a_finding_by_id() {
     let names = Names::new();
     let dir = tempfile::tempdir().unwrap();
     let config = names.write_config(dir.path(), "");
@@ -64,6 +65,12 @@ async fn a_deployment_lists_its_tenants_exchange_servers_and_keeps_them_across_a
     ];
     let mut all: Vec<(String, Vec<u8>)> = records.into_iter().map(|r| ("k".into(), r)).collect();
     all.extend(noise("WS1", 10).into_iter().map(|r| ("k".into(), r)));
+    // And an intrusion on the Exchange server (its web shell's parent is an IIS worker).
+    all.extend(
+        stages("EXCH01.contoso.local", 0)
+            .into_iter()
+            .map(|(_, r)| ("x".into(), r)),
+    );
     produce(&raw, &all).await;
     let limit = Duration::from_secs(90);
     await_caught_up(&format!("{}-ingest", names.groups), &[&raw], limit);
@@ -83,7 +90,11 @@ async fn a_deployment_lists_its_tenants_exchange_servers_and_keeps_them_across_a
     assert_eq!(exchange[0].roles["exchange"].signal, "exchange_log");
     let table = hosts(&config, &["--tenant", "contoso"]);
     let rows: Vec<&str> = table.lines().skip(1).collect();
-    assert_eq!(rows.len(), 3, "{table}");
+    assert_eq!(rows.len(), 4, "{table}");
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("EXCH01") && r.contains("iis"))
+    );
     assert!(
         rows.iter()
             .any(|r| r.contains("DC01") && r.contains("domain_controller"))
@@ -94,6 +105,36 @@ async fn a_deployment_lists_its_tenants_exchange_servers_and_keeps_them_across_a
     );
     assert!(!table.contains("WS1"), "{table}");
     assert_eq!(cw.stop().code(), Some(0));
+
+    // The finding, by id, from the alerts topic: its latest revision, with its look-back.
+    let findings: Vec<chainwatch_model::Alert> = read_all(&names.alerts)
+        .iter()
+        .map(|r| serde_json::from_slice(&r.payload).unwrap())
+        .collect();
+    let id = findings[0].id.to_string();
+    let latest = findings.iter().map(|a| a.revision).max().unwrap();
+    let page = dir.path().join("finding.html");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainwatch"))
+        .args(["explain", &id, "--config", config.to_str().unwrap()])
+        .args(["--html", page.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("complete chain, revision {latest}")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("alert {id}")), "{text}");
+    assert!(
+        std::fs::read_to_string(&page)
+            .unwrap()
+            .contains("Stage 4: recovery_inhibited")
+    );
 
     // A restarted correlator reads them back.
     let cw = Chainwatch::run_logging(&config, &[], "info");
