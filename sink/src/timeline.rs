@@ -665,7 +665,10 @@ fn page(alert: &Alert) -> Page {
         ));
     }
     charts.push(chart(
-        "The chain".to_owned(),
+        match alert.kind {
+            AlertKind::Chain => "The chain".to_owned(),
+            AlertKind::Detection => "The detection".to_owned(),
+        },
         alert,
         chain_from,
         alert.last_seen.add_nanos(pad),
@@ -678,7 +681,7 @@ fn page(alert: &Alert) -> Page {
             AlertKind::Detection => "detection",
         },
         state: match (alert.kind, alert.partial) {
-            (AlertKind::Detection, _) => "detection".to_owned(),
+            (AlertKind::Detection, _) => "one event".to_owned(),
             (AlertKind::Chain, true) => format!("partial, revision {}", alert.revision),
             (AlertKind::Chain, false) => format!("complete, revision {}", alert.revision),
         },
