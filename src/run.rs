@@ -131,8 +131,10 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
             allowed_lateness: config.correlate.allowed_lateness,
             max_groups: config.correlate.max_groups,
             max_groups_per_tenant: config.correlate.max_groups_per_tenant,
+            lookback: (&config.correlate.lookback).into(),
             ..EngineConfig::default()
         };
+        let roles_topic = crate::hosts::roles_topic(&config).await?;
         let mut core = CorrelateCore::new(
             rules_rx.clone(),
             engine,
@@ -164,6 +166,10 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
         let rx = stopped.clone();
         tasks.spawn(
             async move {
+                // Roles seen before (and where to write new ones) before the first event.
+                let (topic, known) = roles_topic.open(rx.clone()).await;
+                core.set_roles_topic(topic);
+                core.restore_roles(known);
                 run_transform(&consumer, &producer, &mut core, rx, LoopConfig::default()).await?;
                 producer.flush(FLUSH)?;
                 Ok("correlate")

@@ -88,6 +88,11 @@ pub struct TopicsConfig {
     /// (OCSF Detection Finding). Sinks read either.
     #[serde(default)]
     pub alerts_format: FindingFormat,
+    /// Host roles inferred from telemetry, one record per tenant and host (a compacted
+    /// topic, created so when chainwatch creates its topics): what `chainwatch hosts` lists,
+    /// and what a restarted correlator reads back.
+    #[serde(default = "default_roles_topic")]
+    pub roles: String,
 }
 
 impl Default for TopicsConfig {
@@ -97,6 +102,7 @@ impl Default for TopicsConfig {
             alerts: default_alerts_topic(),
             dead_letter: default_dead_letter_topic(),
             alerts_format: FindingFormat::default(),
+            roles: default_roles_topic(),
         }
     }
 }
@@ -111,9 +117,14 @@ pub struct TenantConfig {
     #[serde(default)]
     pub priority: BTreeMap<String, chainwatch_model::Severity>,
     /// Host roles: role name to host names, e.g. `{ exchange = ["EXCH01", "EXCH02"] }`. A
-    /// playbook scoped to a role runs only on those hosts.
+    /// playbook scoped to a role runs only on those hosts (and on hosts inferred to have it).
     #[serde(default)]
     pub roles: BTreeMap<String, Vec<String>>,
+    /// Whether host roles inferred from telemetry (Exchange servers, domain controllers, IIS
+    /// servers) count as playbook scope besides the declared `roles`. Default `true`; `false`
+    /// scopes playbooks by the declared roles only.
+    #[serde(default)]
+    pub infer_roles: Option<bool>,
     /// Known-good activity: matches of these are dropped for this tenant.
     #[serde(default)]
     pub exclude: Vec<ExclusionConfig>,
@@ -298,6 +309,48 @@ pub struct CorrelateConfig {
     /// listed here is refused, as the Sigma specification requires.
     #[serde(default)]
     pub placeholders: BTreeMap<String, Vec<String>>,
+    /// `[correlate.lookback]`: what every alert carries of its hosts' other notable events.
+    #[serde(default)]
+    pub lookback: LookbackSettings,
+}
+
+/// `[correlate.lookback]`: per host, the recent notable events (any rule match, whatever its
+/// level) are kept in a bounded buffer; every alert carries those of its hosts from `period`
+/// before its first evidence up to its last. Entries dropped by a bound are counted
+/// (`chainwatch_lookback_evictions_total`) and an alert whose window lost some says so.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookbackSettings {
+    /// How far before an alert's first evidence its look-back reaches (`"24h"`); `"0s"` turns
+    /// the look-back off.
+    #[serde(default = "default_lookback_period", with = "serde_human")]
+    pub period: Duration,
+    /// Most notable events kept per host (its oldest are dropped first).
+    #[serde(default = "default_lookback_per_host")]
+    pub max_events_per_host: usize,
+    /// Most notable events kept per tenant, over its hosts (the least recently active host's
+    /// oldest are dropped first), so one noisy tenant drops its own history, not others'.
+    #[serde(default = "default_lookback_per_tenant")]
+    pub max_events_per_tenant: usize,
+    /// Most notable events kept in all (taken from the tenant holding the most).
+    #[serde(default = "default_lookback_events")]
+    pub max_events: usize,
+    /// Most notable events one alert carries (the lowest levels, then the oldest, are left
+    /// out first; the alert counts them).
+    #[serde(default = "default_lookback_per_alert")]
+    pub max_events_per_alert: usize,
+}
+
+impl Default for LookbackSettings {
+    fn default() -> Self {
+        Self {
+            period: default_lookback_period(),
+            max_events_per_host: default_lookback_per_host(),
+            max_events_per_tenant: default_lookback_per_tenant(),
+            max_events: default_lookback_events(),
+            max_events_per_alert: default_lookback_per_alert(),
+        }
+    }
 }
 
 fn default_group_prefix() -> String {
@@ -320,6 +373,24 @@ fn default_alerts_topic() -> String {
 }
 fn default_dead_letter_topic() -> String {
     "chainwatch.dead-letter".into()
+}
+fn default_roles_topic() -> String {
+    "chainwatch.roles".into()
+}
+fn default_lookback_period() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_lookback_per_host() -> usize {
+    256
+}
+fn default_lookback_per_tenant() -> usize {
+    100_000
+}
+fn default_lookback_events() -> usize {
+    1_000_000
+}
+fn default_lookback_per_alert() -> usize {
+    200
 }
 fn default_timezone() -> String {
     "+00:00".into()
@@ -349,6 +420,7 @@ impl Default for CorrelateConfig {
             max_groups_per_tenant: default_max_groups_per_tenant(),
             reload_interval: default_reload_interval(),
             placeholders: BTreeMap::new(),
+            lookback: LookbackSettings::default(),
         }
     }
 }
@@ -660,6 +732,15 @@ fn validate(
                 "correlate: 'max_groups_per_tenant' is above 'max_groups'",
             );
         }
+        let lb = &c.lookback;
+        if lb.max_events_per_host > lb.max_events_per_tenant
+            || lb.max_events_per_tenant > lb.max_events
+        {
+            l.error(
+                0..0,
+                "correlate.lookback: expected max_events_per_host <= max_events_per_tenant <= max_events",
+            );
+        }
     }
 }
 
@@ -870,6 +951,41 @@ route = { tenant = "not a tenant" }
         let diags = load(&GOOD.replace("format = \"windows\"", "format = \"syslog\"")).unwrap_err();
         assert!(
             diags.iter().any(|d| d.message.contains("syslog")),
+            "{diags}"
+        );
+    }
+
+    #[test]
+    fn lookback_and_roles_topic_have_defaults_and_checks() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.topics.roles, "chainwatch.roles");
+        assert_eq!(c.correlate.lookback.period, Duration::from_secs(86400));
+        assert_eq!(c.correlate.lookback.max_events_per_host, 256);
+        let text = GOOD.replace(
+            "allowed_lateness = \"30m\"",
+            "allowed_lateness = \"30m\"\n\n[correlate.lookback]\nperiod = \"6h\"\nmax_events_per_host = 50",
+        );
+        let c = load(&text).unwrap();
+        assert_eq!(c.correlate.lookback.period, Duration::from_secs(6 * 3600));
+        assert_eq!(c.correlate.lookback.max_events_per_host, 50);
+        let bad = GOOD.replace(
+            "allowed_lateness = \"30m\"",
+            "allowed_lateness = \"30m\"\n\n[correlate.lookback]\nmax_events_per_host = 5000000\ncolour = 1",
+        );
+        let diags = load(&bad).unwrap_err();
+        assert!(
+            diags.iter().any(|d| d.message.contains("colour")),
+            "{diags}"
+        );
+        let bad = GOOD.replace(
+            "allowed_lateness = \"30m\"",
+            "allowed_lateness = \"30m\"\n\n[correlate.lookback]\nmax_events_per_host = 5000000",
+        );
+        let diags = load(&bad).unwrap_err();
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.message.contains("max_events_per_host")),
             "{diags}"
         );
     }

@@ -21,7 +21,9 @@ use crate::correlation::chain::{Chains, Emission};
 use crate::correlation::count::{Count, Measure};
 use crate::correlation::temporal::Temporal;
 use crate::correlation::{Firing, GroupKey, Hit, Limits, Outcome, State};
-use crate::ruleset::{CompiledCorrelation, CompiledRule, RuleSet, Source};
+use crate::lookback::{LookbackBuffer, LookbackConfig};
+use crate::roles::{HostRoles, RoleSignals, RoleTable};
+use crate::ruleset::{CompiledCorrelation, CompiledRule, RuleInfo, RuleSet, Source};
 use crate::sigma::fields::{EventView, ViewBuffers};
 
 /// Limits and tolerances of an engine.
@@ -35,6 +37,8 @@ pub struct EngineConfig {
     pub max_groups_per_tenant: usize,
     /// Most hits kept per stage of one group of an ordered chain (counting stages need many).
     pub max_hits_per_stage: usize,
+    /// What alerts carry of their hosts' other notable events, and its bounds.
+    pub lookback: LookbackConfig,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +48,7 @@ impl Default for EngineConfig {
             max_groups: 1_000_000,
             max_groups_per_tenant: 100_000,
             max_hits_per_stage: 1024,
+            lookback: LookbackConfig::default(),
         }
     }
 }
@@ -67,6 +72,8 @@ pub struct EngineStats {
     pub alerts: u64,
     /// Detection rules tested after the prefilter (over all events).
     pub candidates: u64,
+    /// Notable events the look-back dropped by its bounds.
+    pub lookback_evicted: u64,
 }
 
 /// A correlation engine over one rule set.
@@ -84,6 +91,11 @@ pub struct Engine {
     scratch: Vec<u32>,
     matched: Vec<usize>,
     buffers: ViewBuffers,
+    /// Per host, recent notable events: what alerts carry as their look-back.
+    lookback: LookbackBuffer,
+    /// Host roles inferred from every event seen (scope of role-scoped playbooks).
+    roles: RoleTable,
+    signals: &'static RoleSignals,
 }
 
 fn nanos(d: Duration) -> i64 {
@@ -102,6 +114,7 @@ impl Engine {
     pub fn new(rules: Arc<RuleSet>, config: EngineConfig) -> Self {
         let states = rules.correlations.iter().map(new_state).collect();
         let clocked = clocked(&rules);
+        let lookback = LookbackBuffer::new(config.lookback, retention(&rules, &config));
         Self {
             rules,
             states,
@@ -112,7 +125,46 @@ impl Engine {
             scratch: Vec::new(),
             matched: Vec::new(),
             buffers: ViewBuffers::default(),
+            lookback,
+            roles: RoleTable::default(),
+            signals: RoleSignals::builtin(),
         }
+    }
+
+    /// The host roles inferred so far.
+    pub fn roles(&self) -> &RoleTable {
+        &self.roles
+    }
+
+    /// Hosts that gained a role (or whose role was seen again a day later) since the last
+    /// call: the records the shell writes to the roles topic.
+    pub fn take_role_changes(&mut self) -> Vec<HostRoles> {
+        self.roles.take_changes()
+    }
+
+    /// Per tenant and role, the hosts this engine observed with the role, when that may have
+    /// changed since the last call (for the role gauge); `None` otherwise.
+    pub fn role_counts_if_changed(&mut self) -> Option<BTreeMap<(TenantId, String), usize>> {
+        self.roles.counts_changed().then(|| self.roles.counts())
+    }
+
+    /// Merges host roles read back from the roles topic (at start-up).
+    pub fn restore_roles(&mut self, records: impl IntoIterator<Item = HostRoles>) {
+        for r in records {
+            self.roles.restore(r);
+        }
+    }
+
+    /// The look-back buffer (its size, its snapshot).
+    pub fn lookback(&self) -> &LookbackBuffer {
+        &self.lookback
+    }
+
+    /// Replaces the look-back buffer (with one restored from a snapshot).
+    pub fn set_lookback(&mut self, lookback: LookbackBuffer) {
+        self.lookback = lookback;
+        self.lookback
+            .set_retention(retention(&self.rules, &self.config));
     }
 
     /// The rule set.
@@ -151,6 +203,7 @@ impl Engine {
             .collect();
         self.stats.evicted += old.iter().flatten().map(|(_, s)| s.evicted()).sum::<u64>();
         self.clocked = clocked(&rules);
+        self.lookback.set_retention(retention(&rules, &self.config));
         self.rules = rules;
         kept
     }
@@ -159,6 +212,7 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         let mut s = self.stats.clone();
         s.evicted += self.states.iter().map(State::evicted).sum::<u64>();
+        s.lookback_evicted = self.lookback.evicted();
         s
     }
 
@@ -190,6 +244,10 @@ impl Engine {
         let rules = Arc::clone(&self.rules);
         let mut alerts = Vec::new();
         let mut queue = VecDeque::new();
+        // Roles first: an event that shows its host is an Exchange server puts the host in
+        // the scope of Exchange playbooks for its own matches too.
+        self.roles.observe(self.signals, event);
+        let mut notable: Vec<&RuleInfo> = Vec::new();
         {
             let buffers = std::mem::take(&mut self.buffers);
             let view = EventView::with_buffers(event, &rules.fields, buffers);
@@ -204,6 +262,7 @@ impl Engine {
                     continue;
                 }
                 self.stats.matches += 1;
+                notable.push(&rule.info);
                 if rule.standalone {
                     alerts.push(detection_alert(rule, event));
                 }
@@ -214,7 +273,7 @@ impl Engine {
                     Arc::from([Evidence::of(event, &rule.info.rule.id)]);
                 for &(ci, input) in &rule.feeds {
                     let corr = &rules.correlations[ci];
-                    if !policies.applies(ci, corr, event) {
+                    if !policies.applies(ci, corr, event, &self.roles) {
                         continue;
                     }
                     let key = (
@@ -247,6 +306,7 @@ impl Engine {
             self.matched = matched;
             self.buffers = view.into_buffers();
         }
+        self.lookback.record(event, &notable);
         if self.clocked {
             let clock = self
                 .clocks
@@ -258,8 +318,16 @@ impl Engine {
         if self.clocked {
             self.tick(&rules, Some(&event.tenant), &mut alerts);
         }
-        self.stats.alerts += alerts.len() as u64;
+        self.finish_alerts(&mut alerts);
         alerts
+    }
+
+    /// Counts alerts and gives each its look-back.
+    fn finish_alerts(&mut self, alerts: &mut [Alert]) {
+        self.stats.alerts += alerts.len() as u64;
+        for a in alerts {
+            self.lookback.attach(a);
+        }
     }
 
     /// Moves every tenant's event-time watermark to at least `watermark` and decides what it
@@ -273,7 +341,7 @@ impl Engine {
         }
         let mut alerts = Vec::new();
         self.tick(&rules, None, &mut alerts);
-        self.stats.alerts += alerts.len() as u64;
+        self.finish_alerts(&mut alerts);
         alerts
     }
 
@@ -326,7 +394,7 @@ impl Engine {
                 .collect();
             self.fire_all(&rules, fired, &mut alerts);
         }
-        self.stats.alerts += alerts.len() as u64;
+        self.finish_alerts(&mut alerts);
         alerts
     }
 
@@ -453,6 +521,19 @@ fn feed_outer(
     }
 }
 
+/// How far behind a host's newest notable event the look-back must keep entries: an alert's
+/// first evidence can be the longest timespan and the allowed lateness behind it, and its
+/// look-back reaches the period before that.
+fn retention(rules: &RuleSet, config: &EngineConfig) -> Duration {
+    let longest = rules
+        .correlations
+        .iter()
+        .map(|c| c.timespan)
+        .max()
+        .unwrap_or_default();
+    config.lookback.period + longest + config.allowed_lateness
+}
+
 /// True when some correlation decides on the tenant's clock: a count with an upper bound, or
 /// a chain that waits for an absence.
 fn clocked(rules: &RuleSet) -> bool {
@@ -533,6 +614,7 @@ fn detection_alert(rule: &CompiledRule, event: &Event) -> Alert {
         events: vec![Evidence::of(event, &rule.info.rule.id)],
         response: Vec::new(),
         description: rule.info.description.clone(),
+        lookback: None,
     }
 }
 
@@ -627,6 +709,7 @@ fn correlation_alert(rules: &RuleSet, corr: &CompiledCorrelation, firing: &Firin
             .map(|p| p.response.clone())
             .unwrap_or_default(),
         description: corr.info.description.clone(),
+        lookback: None,
     }
 }
 
@@ -740,6 +823,7 @@ fn chain_alert(
             .map(|p| p.response.clone())
             .unwrap_or_default(),
         description: corr.info.description.clone(),
+        lookback: None,
     }
 }
 

@@ -37,3 +37,37 @@ pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), 
     }
     Ok(())
 }
+
+/// Creates `topics` as compacted topics (`cleanup.policy=compact`: the broker keeps the
+/// latest record per key), with the configured partitions and replication; existing topics
+/// are left as they are.
+pub async fn ensure_compacted_topics(
+    config: &KafkaConfig,
+    topics: &[&str],
+) -> Result<(), StageError> {
+    let admin: AdminClient<DefaultClientContext> = crate::client::admin_config(config).create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            NewTopic::new(
+                t,
+                config.partitions,
+                TopicReplication::Fixed(config.replication_factor),
+            )
+            .set("cleanup.policy", "compact")
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new, &opts).await? {
+        match result {
+            Ok(topic) => tracing::info!(topic, "created compacted topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(StageError::Setup(format!(
+                    "cannot create topic {topic}: {code}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}

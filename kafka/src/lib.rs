@@ -8,12 +8,15 @@
 //! - [`stats`]: the parts of librdkafka's statistics JSON that [`observe`] reads.
 //! - [`stage`]: the one loop every stage runs: consume, run a core ([`Transform`] or
 //!   [`Deliver`]), produce or deliver, then store the offset.
+//! - [`scan`]: reading topic ranges located by time without any consumer group (hunts,
+//!   `explain`, `hosts`, the correlator's start-up read of the roles topic).
 //!
 //! Only this crate and the binary build librdkafka; the cores (ingest, correlate, sink) do not.
 
 pub mod admin;
 pub mod client;
 pub mod observe;
+pub mod scan;
 pub mod stage;
 pub mod stats;
 

@@ -188,6 +188,10 @@ struct Pending {
     offset: i64,
     records: Vec<OutRecord>,
     inflight: Vec<Option<DeliveryFuture>>,
+    /// Records acknowledged so far (a prefix: they are settled in order). `settle` may be
+    /// cancelled between two records (the loop's `select!` takes a new message) and started
+    /// again: it must not send the acknowledged ones a second time.
+    acked: usize,
 }
 
 async fn send(producer: &Producer, r: &OutRecord) -> DeliveryFuture {
@@ -218,7 +222,7 @@ async fn send(producer: &Producer, r: &OutRecord) -> DeliveryFuture {
 
 /// Waits until every record of `p` is acknowledged, sending failed ones again.
 async fn settle(producer: &Producer, p: &mut Pending) {
-    for i in 0..p.records.len() {
+    for i in p.acked..p.records.len() {
         let mut attempt = 0u32;
         loop {
             let fut = match p.inflight[i].as_mut() {
@@ -231,7 +235,10 @@ async fn settle(producer: &Producer, p: &mut Pending) {
             let result = fut.await;
             p.inflight[i] = None;
             match result {
-                Ok(Ok(_)) => break,
+                Ok(Ok(_)) => {
+                    p.acked = i + 1;
+                    break;
+                }
                 Ok(Err((e, _))) => {
                     attempt += 1;
                     tracing::warn!(topic = %p.records[i].topic, error = %e, attempt, "record not acknowledged; sending it again");
@@ -303,6 +310,7 @@ pub async fn run_transform<T: Transform>(
                         offset: msg.offset,
                         records,
                         inflight,
+                        acked: 0,
                     });
                 }
                 Err(e) => {
@@ -391,6 +399,7 @@ pub async fn run_delivery<D: Deliver>(
                     offset: msg.offset,
                     records,
                     inflight,
+                    acked: 0,
                 };
                 settle(producer, &mut p).await;
             }

@@ -1,11 +1,12 @@
 //! The correlate stage: normalized events in, findings out to `chainwatch.alerts`, keyed by
 //! tenant, in the configured form (`[topics] alerts_format`), named in the `chainwatch.format`
-//! header.
+//! header. Hosts that gain an inferred role go to the roles topic (compacted, keyed
+//! `tenant/host`), as part of the same message's effect.
 
 use std::sync::Arc;
 
 use chainwatch_config::service::FindingFormat;
-use chainwatch_correlate::{Engine, EngineConfig, EngineStats, RuleSet};
+use chainwatch_correlate::{Engine, EngineConfig, EngineStats, HostRoles, RuleSet};
 use chainwatch_kafka::{InMessage, OutRecord, Transform};
 use chainwatch_model::Event;
 use chainwatch_sink::decode;
@@ -13,7 +14,9 @@ use chainwatch_sink::decode;
 use super::dead_letter;
 use super::ingest::ARRIVAL_HEADER;
 use crate::telemetry::Metrics;
-use crate::telemetry::events::{AlertRaised, CorrelatorState, DeadLettered};
+use crate::telemetry::events::{
+    AlertRaised, CorrelatorState, DeadLettered, HostRoleChanged, HostRolesCounted, LookbackState,
+};
 
 /// The correlate core.
 pub struct CorrelateCore {
@@ -25,6 +28,8 @@ pub struct CorrelateCore {
     metrics: Arc<Metrics>,
     /// The engine's totals at the last report, to count differences.
     reported: EngineStats,
+    /// Where host role records go (`None`: nowhere, the topic does not exist).
+    roles_topic: Option<String>,
 }
 
 impl CorrelateCore {
@@ -45,7 +50,18 @@ impl CorrelateCore {
             dead_letter_topic: dead_letter_topic.to_owned(),
             metrics: Metrics::detached(),
             reported: EngineStats::default(),
+            roles_topic: None,
         }
+    }
+
+    /// Writes host role records to `topic` (without it they are only counted as dropped).
+    pub fn set_roles_topic(&mut self, topic: Option<String>) {
+        self.roles_topic = topic;
+    }
+
+    /// Merges host roles read back from the roles topic at start-up.
+    pub fn restore_roles(&mut self, records: Vec<HostRoles>) {
+        self.engine.restore_roles(records);
     }
 
     /// Reports to `metrics` (instead of a registry nothing serves).
@@ -62,6 +78,15 @@ impl CorrelateCore {
             partial_chains: self.engine.partial_chains(),
         }
         .emit(&self.metrics);
+        LookbackState {
+            held: self.engine.lookback().len(),
+            evicted: stats.lookback_evicted,
+            previous: self.reported.lookback_evicted,
+        }
+        .emit(&self.metrics);
+        if let Some(counts) = self.engine.role_counts_if_changed() {
+            HostRolesCounted { counts: &counts }.emit(&self.metrics);
+        }
         self.reported = stats;
     }
 }
@@ -105,6 +130,25 @@ impl Transform for CorrelateCore {
         let alerts = self.engine.observe(&event);
         let now = std::time::SystemTime::now();
         self.report_state();
+        let roles: Vec<OutRecord> = self
+            .engine
+            .take_role_changes()
+            .into_iter()
+            .filter_map(|host| {
+                HostRoleChanged {
+                    host: &host,
+                    written: self.roles_topic.is_some(),
+                }
+                .emit(&self.metrics);
+                let topic = self.roles_topic.clone()?;
+                Some(OutRecord {
+                    topic,
+                    key: host.key().into_bytes(),
+                    payload: serde_json::to_vec(&host).ok()?,
+                    headers: Vec::new(),
+                })
+            })
+            .collect();
         alerts
             .into_iter()
             .map(|alert| {
@@ -128,6 +172,7 @@ impl Transform for CorrelateCore {
                     ],
                 }
             })
+            .chain(roles)
             .collect()
     }
 }

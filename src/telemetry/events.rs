@@ -170,6 +170,76 @@ impl CorrelatorState<'_> {
     }
 }
 
+/// The look-back buffers' size and evictions, reported with the correlator's state.
+#[derive(Debug)]
+pub struct LookbackState {
+    /// Notable events held now.
+    pub held: usize,
+    /// Evictions so far, and at the previous report.
+    pub evicted: u64,
+    /// Evictions at the previous report.
+    pub previous: u64,
+}
+
+impl LookbackState {
+    /// Sets the gauge and counts new evictions. Not logged: it is state.
+    pub fn emit(&self, m: &Metrics) {
+        m.lookback_events
+            .set(i64::try_from(self.held).unwrap_or(i64::MAX));
+        m.lookback_evictions
+            .inc_by(self.evicted.saturating_sub(self.previous));
+    }
+}
+
+/// The hosts with each role, per tenant, as the correlator now counts them.
+#[derive(Debug)]
+pub struct HostRolesCounted<'a> {
+    /// (tenant, role) to hosts.
+    pub counts: &'a std::collections::BTreeMap<(chainwatch_model::TenantId, String), usize>,
+}
+
+impl HostRolesCounted<'_> {
+    /// Sets the gauges (tenants beyond the label cap are summed in theirs). Not logged.
+    pub fn emit(&self, m: &Metrics) {
+        let mut by_label: std::collections::BTreeMap<(&str, &str), i64> =
+            std::collections::BTreeMap::new();
+        for ((tenant, role), n) in self.counts {
+            let label = m.tenants.label(tenant.as_str());
+            *by_label.entry((role.as_str(), label)).or_default() +=
+                i64::try_from(*n).unwrap_or(i64::MAX);
+        }
+        for ((role, tenant), n) in by_label {
+            m.host_roles.with_label_values(&[role, tenant]).set(n);
+        }
+    }
+}
+
+/// A host gained a role (or was seen with it again a day later): its record is written to
+/// the roles topic, or dropped when there is none.
+#[derive(Debug)]
+pub struct HostRoleChanged<'a> {
+    /// The record.
+    pub host: &'a chainwatch_correlate::HostRoles,
+    /// Written to the roles topic (else dropped: no topic).
+    pub written: bool,
+}
+
+impl HostRoleChanged<'_> {
+    /// Logs and counts it.
+    pub fn emit(&self, m: &Metrics) {
+        let roles: Vec<&str> = self.host.roles.keys().map(String::as_str).collect();
+        tracing::info!(
+            tenant = self.host.tenant.as_str(),
+            host = %self.host.host,
+            roles = %roles.join(","),
+            "host roles inferred"
+        );
+        m.role_records
+            .with_label_values(&[if self.written { "written" } else { "dropped" }])
+            .inc();
+    }
+}
+
 /// An alert delivered durably by a sink.
 #[derive(Debug)]
 pub struct SinkDelivered<'a> {

@@ -54,6 +54,10 @@ pub struct Metrics {
     pub(super) rule_reloads: IntCounterVec,
     pub(super) rules: IntGaugeVec,
     pub(super) ready: IntGauge,
+    pub(super) host_roles: IntGaugeVec,
+    pub(super) lookback_events: IntGauge,
+    pub(super) lookback_evictions: IntCounter,
+    pub(super) role_records: IntCounterVec,
 }
 
 fn counter_vec(
@@ -209,6 +213,33 @@ impl Metrics {
                 "chainwatch_ready",
                 "1 when /readyz reports ready: rules loaded, partitions assigned, a broker reachable",
             )?,
+            host_roles: {
+                let m = IntGaugeVec::new(
+                    Opts::new(
+                        "chainwatch_host_roles",
+                        "Hosts inferred to have a role (exchange, domain_controller, iis), by tenant, as this process observed them",
+                    ),
+                    &["role", "tenant"],
+                )?;
+                r.register(Box::new(m.clone()))?;
+                m
+            },
+            lookback_events: gauge(
+                r,
+                "chainwatch_lookback_events",
+                "Notable events held in the per-host look-back buffers",
+            )?,
+            lookback_evictions: counter(
+                r,
+                "chainwatch_lookback_evictions_total",
+                "Notable events the look-back dropped because a bound (host, tenant, global) was reached",
+            )?,
+            role_records: counter_vec(
+                r,
+                "chainwatch_role_records_total",
+                "Host role records written to the roles topic (written) or not (no roles topic: dropped)",
+                &["result"],
+            )?,
         };
         let build = IntGaugeVec::new(
             Opts::new("chainwatch_build_info", "The running chainwatch's version"),
@@ -219,6 +250,9 @@ impl Metrics {
         // Series that exist from the start, so rates and "none so far" show as 0, not as no data.
         for result in ["ok", "error"] {
             m.rule_reloads.with_label_values(&[result]);
+        }
+        for result in ["written", "dropped"] {
+            m.role_records.with_label_values(&[result]);
         }
         Ok(Arc::new(m))
     }

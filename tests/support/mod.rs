@@ -384,6 +384,7 @@ pub struct Names {
     pub alerts: String,
     pub dead_letter: String,
     pub groups: String,
+    pub roles: String,
 }
 
 impl Names {
@@ -395,6 +396,7 @@ impl Names {
             alerts: format!("{prefix}.alerts"),
             dead_letter: format!("{prefix}.dead-letter"),
             groups: format!("{prefix}-cw"),
+            roles: format!("{prefix}.roles"),
             prefix,
         }
     }
@@ -432,6 +434,7 @@ partitions = 3
 events = "{events}"
 alerts = "{alerts}"
 dead_letter = "{dead}"
+roles = "{roles}"
 
 [[sources]]
 name = "windows"
@@ -454,6 +457,7 @@ listen = "127.0.0.1:0"
             events = self.events,
             alerts = self.alerts,
             dead = self.dead_letter,
+            roles = self.roles,
             raw = self.raw_pattern,
             playbooks = rules.display(),
         );
