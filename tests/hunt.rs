@@ -16,6 +16,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use support::shared::{self, stdout_of};
 use support::*;
 
 /// Normalized events of `records` (flat Windows JSON, their day moved to `day`) for `tenant`.
@@ -221,18 +222,11 @@ async fn the_summary_names_the_tenants_hit() {
     let topic = names.events.clone();
     create_topics(&[&topic], 1).await;
     produce_events(&topic, &history("initech", "EXCH9", "2026-11-20", 4)).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainwatch"))
-        .args(["hunt", "--brokers", &brokers(), "--topic", &topic])
-        .args(["--from", "2026-11-19", "--to", "2026-11-21"])
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = stdout_of(
+        shared::chainwatch()
+            .args(["hunt", "--brokers", &brokers(), "--topic", &topic])
+            .args(["--from", "2026-11-19", "--to", "2026-11-21"]),
     );
-    let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("initech"), "{text}");
     assert!(text.contains("EXCH9"), "{text}");
     assert!(

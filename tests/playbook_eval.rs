@@ -3,57 +3,24 @@
 //! finding. Each recording is replayed through the `chainwatch replay` command, as a user would.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use chainwatch_model::{Alert, AlertKind, HostName};
-
-/// The shared data folder next to the repository.
-fn shared() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("shared");
-    assert!(
-        dir.join("datasets").is_dir(),
-        "the shared datasets are not at {}: the evaluation tests need them (CI clones the repository next to shared/)",
-        dir.display()
-    );
-    dir
-}
-
-/// A dataset file ready to replay: zips are unpacked into `tmp`.
-fn dataset(name: &str, tmp: &Path) -> PathBuf {
-    let path = shared().join("datasets").join(name);
-    if !name.ends_with(".zip") {
-        return path;
-    }
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
-    let mut entry = archive.by_index(0).unwrap();
-    let name = entry.name().unwrap().into_owned();
-    let out = tmp.join(Path::new(&name).file_name().unwrap());
-    let mut data = Vec::new();
-    entry.read_to_end(&mut data).unwrap();
-    std::fs::write(&out, data).unwrap();
-    out
-}
+use support::shared::{chainwatch, dataset, stdout_of};
 
 /// Replays a file with the shipped playbooks; returns each finding at its latest revision and
 /// the number of stage-rule matches. Every record must decode: a recording the decoder could
 /// not read would pass "no finding" for the wrong reason.
 fn findings(file: &Path, tmp: &Path) -> (Vec<Alert>, u64) {
     let stats = tmp.join("stats.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_chainwatch"))
-        .args(["replay", "--output", "json", "--stats"])
-        .arg(&stats)
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        chainwatch()
+            .args(["replay", "--output", "json", "--stats"])
+            .arg(&stats)
+            .arg(file),
     );
     let stats: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
@@ -64,7 +31,7 @@ fn findings(file: &Path, tmp: &Path) -> (Vec<Alert>, u64) {
         file.display()
     );
     let mut latest: BTreeMap<String, Alert> = BTreeMap::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
+    for line in out.lines() {
         let a: Alert = serde_json::from_str(line).unwrap();
         if a.kind != AlertKind::Chain {
             continue;

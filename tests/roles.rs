@@ -9,6 +9,7 @@ mod support;
 use std::time::Duration;
 
 use chainwatch_correlate::HostRoles;
+use support::shared::{self, stdout_of};
 use support::*;
 
 fn record(host: &str, fields: serde_json::Value) -> Vec<u8> {
@@ -20,17 +21,11 @@ fn record(host: &str, fields: serde_json::Value) -> Vec<u8> {
 }
 
 fn hosts(config: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainwatch"))
-        .args(["hosts", "--config", config.to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout_of(
+        shared::chainwatch()
+            .args(["hosts", "--config", config.to_str().unwrap()])
+            .args(args),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,17 +109,11 @@ async fn investigating_a_running_deployment_hosts_by_role_across_a_restart_and_a
     let id = findings[0].id.to_string();
     let latest = findings.iter().map(|a| a.revision).max().unwrap();
     let page = dir.path().join("finding.html");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainwatch"))
-        .args(["explain", &id, "--config", config.to_str().unwrap()])
-        .args(["--html", page.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = stdout_of(
+        shared::chainwatch()
+            .args(["explain", &id, "--config", config.to_str().unwrap()])
+            .args(["--html", page.to_str().unwrap()]),
     );
-    let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.contains(&format!("complete chain, revision {latest}")),
         "{text}"

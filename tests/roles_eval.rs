@@ -5,62 +5,28 @@
 //! tenant of its own (the same workstation names recur across recordings).
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use chainwatch_correlate::HostRoles;
-
-fn shared() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("shared");
-    assert!(
-        dir.join("datasets").is_dir(),
-        "the shared datasets are not at {}: the evaluation tests need them (CI clones the repository next to shared/)",
-        dir.display()
-    );
-    dir
-}
-
-/// A dataset file ready to read: zips are unpacked into `tmp`.
-fn dataset(name: &str, tmp: &Path) -> PathBuf {
-    let path = shared().join("datasets").join(name);
-    if !name.ends_with(".zip") {
-        return path;
-    }
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
-    let mut entry = archive.by_index(0).unwrap();
-    let inner = entry.name().unwrap().into_owned();
-    let out = tmp.join(Path::new(&inner).file_name().unwrap());
-    let mut data = Vec::new();
-    entry.read_to_end(&mut data).unwrap();
-    std::fs::write(&out, data).unwrap();
-    out
-}
+use support::shared::{chainwatch, dataset, stdout_of};
 
 /// Host key to its roles, as `chainwatch hosts` infers them from `file`.
 fn roles_of(file: &Path, tenant: &str) -> BTreeMap<String, Vec<String>> {
-    let out = Command::new(env!("CARGO_BIN_EXE_chainwatch"))
-        .args(["hosts", "--output", "json", "--tenant", tenant])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let h: HostRoles = serde_json::from_str(l).unwrap();
-            assert_eq!(h.tenant.as_str(), tenant);
-            (h.host.key().to_owned(), h.roles.keys().cloned().collect())
-        })
-        .collect()
+    stdout_of(
+        chainwatch()
+            .args(["hosts", "--output", "json", "--tenant", tenant])
+            .arg(file),
+    )
+    .lines()
+    .map(|l| {
+        let h: HostRoles = serde_json::from_str(l).unwrap();
+        assert_eq!(h.tenant.as_str(), tenant);
+        (h.host.key().to_owned(), h.roles.keys().cloned().collect())
+    })
+    .collect()
 }
 
 /// Host keys and their roles.
