@@ -3,6 +3,8 @@
 //! and reloads.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -12,9 +14,9 @@ use chainwatch_config::service::ExclusionConfig;
 use chainwatch_config::sigma::parse_rule_text;
 use chainwatch_correlate::{CompileOptions, Engine, EngineConfig, RuleSet};
 use chainwatch_model::{
-    Activity, Alert, AlertKind, Event, EventClass, EventId, FieldValue, Fields, HostName,
-    Provenance, Severity, SourceFormat, SourceMeta, Target, TenantId, Timestamp,
+    Alert, AlertKind, Event, EventId, FieldValue, Fields, Severity, TenantId, Timestamp,
 };
+use support::{PROCESS_CREATION, rule_set};
 
 /// Stage rules: each matches a process whose image ends with its letter (`a.exe`, ...).
 fn stage_rules(names: &[&str]) -> String {
@@ -38,14 +40,6 @@ fn playbook(rules: &[&str], timespan: &str, extra: &str, more: &[&str]) -> Strin
     )
 }
 
-fn rule_set(text: &str) -> Arc<RuleSet> {
-    let (docs, diags) = parse_rule_text(Path::new("pb.yml"), text);
-    assert!(diags.is_empty(), "{diags}");
-    let (set, diags) = RuleSet::compile(&docs);
-    assert!(diags.is_empty(), "{diags}");
-    Arc::new(set)
-}
-
 fn engine(text: &str) -> Engine {
     Engine::new(rule_set(text), EngineConfig::default())
 }
@@ -57,31 +51,15 @@ fn event_on(tenant: &str, host: &str, image: &str, secs: i64, extra: &[(&str, &s
     for (k, v) in extra {
         fields.push(*k, FieldValue::Str((*v).into()));
     }
-    let raw = format!("{tenant}/{host}/{image}/{secs}/{extra:?}");
-    Event {
-        id: EventId::of_record(tenant, raw.as_bytes()),
-        tenant: TenantId::new(tenant).unwrap(),
-        time: Timestamp::from_millis(1_700_000_000_000 + secs * 1000),
-        class: EventClass::ProcessActivity,
-        activity: Activity::Launch,
-        host: HostName::new(host),
-        user: None,
-        process: None,
-        parent: None,
-        target: Target::default(),
-        source: SourceMeta {
-            format: SourceFormat::WindowsFlat,
-            channel: Some("Microsoft-Windows-Sysmon/Operational".into()),
-            provider: None,
-            event_id: Some(1),
-        },
+    support::event(
+        tenant,
+        host,
+        Timestamp::from_millis(1_700_000_000_000 + secs * 1000),
+        PROCESS_CREATION,
         fields,
-        provenance: Provenance::File {
-            path: "t".into(),
-            line: Some(secs.unsigned_abs()),
-            record: None,
-        },
-    }
+        &format!("{tenant}/{host}/{image}/{secs}/{extra:?}"),
+        secs.unsigned_abs(),
+    )
 }
 
 /// A process creation of `<stage>.exe` on host h1 of tenant acme.
