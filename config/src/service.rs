@@ -17,7 +17,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Diagnostic, Diagnostics, line_col};
 use crate::duration::serde_human;
-pub use crate::ops::{HttpConfig, LogConfig, LogFormat, MetricsConfig};
+pub use crate::ops::{HttpConfig, LogConfig, LogFormat, MetricsConfig, ShutdownConfig};
 pub use crate::sinks::{
     AlertFormat, Auth, FindingFormat, Payload, RetryConfig, RouteConfig, SinkConfig, WebhookConfig,
 };
@@ -45,6 +45,8 @@ pub struct ServiceConfig {
     pub log: LogConfig,
     /// `[metrics]`: label limits.
     pub metrics: MetricsConfig,
+    /// `[shutdown]`: how long a stop may take.
+    pub shutdown: ShutdownConfig,
 }
 
 /// `[kafka]`.
@@ -69,6 +71,11 @@ pub struct KafkaConfig {
     /// librdkafka properties passed through unchanged (TLS, SASL, timeouts, ...).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// librdkafka properties whose values are secrets (`"sasl.password"`, `"ssl.key.password"`),
+    /// each `{ env = "NAME" }` or `{ file = "PATH" }`: read at start-up, passed to librdkafka
+    /// like `options`, never printed.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, crate::secret::Secret>,
 }
 
 /// `[topics]`.
@@ -84,6 +91,12 @@ pub struct TopicsConfig {
     /// Records that could not be processed, with the reason in headers.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter: String,
+    /// The correlate stage's state changelog: compacted, partition `p` holding the partial
+    /// chains of `events` partition `p`, so they survive a crash, a restart or a rebalance.
+    /// Created with the events topic's partition count when missing. Default:
+    /// `{group_prefix}-correlate-state` (like the consumer groups, one per deployment).
+    #[serde(default)]
+    pub state: Option<String>,
     /// The form of findings on the alerts topic: `"json"` (chainwatch's own) or `"ocsf"`
     /// (OCSF Detection Finding). Sinks read either.
     #[serde(default)]
@@ -96,6 +109,7 @@ impl Default for TopicsConfig {
             events: default_events_topic(),
             alerts: default_alerts_topic(),
             dead_letter: default_dead_letter_topic(),
+            state: None,
             alerts_format: FindingFormat::default(),
         }
     }
@@ -283,12 +297,21 @@ pub struct CorrelateConfig {
     /// and still join a chain.
     #[serde(default = "default_lateness", with = "serde_human")]
     pub allowed_lateness: Duration,
-    /// Most groups (tenant + group-by key) tracked per correlation rule, over all tenants.
+    /// Most groups (tenant + group-by key) tracked per correlation rule, over all tenants and
+    /// all partitions of the events topic (each partition's state gets its share); beyond it
+    /// the least recently updated groups are evicted and counted.
     #[serde(default = "default_max_groups")]
     pub max_groups: usize,
-    /// Most groups tracked per correlation rule for one tenant.
+    /// Most groups tracked per correlation rule for one tenant (over all partitions, each
+    /// getting its share): a tenant beyond it evicts its own groups, never another tenant's.
     #[serde(default = "default_max_groups_per_tenant")]
     pub max_groups_per_tenant: usize,
+    /// After this long (wall clock) without an event of a tenant on a partition, the tenant's
+    /// event-time clock there moves on at the wall clock's pace from its newest event, never
+    /// past the wall clock, so absence deadlines and count windows with an upper bound close
+    /// while the input is quiet. `"0s"`: clocks move only with events.
+    #[serde(default = "default_idle_after", with = "serde_human")]
+    pub idle_after: Duration,
     /// How often rule files are checked for changes (they are also reloaded on SIGHUP).
     #[serde(default = "default_reload_interval", with = "serde_human")]
     pub reload_interval: Duration,
@@ -321,6 +344,9 @@ fn default_alerts_topic() -> String {
 fn default_dead_letter_topic() -> String {
     "chainwatch.dead-letter".into()
 }
+fn default_idle_after() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_timezone() -> String {
     "+00:00".into()
 }
@@ -347,6 +373,7 @@ impl Default for CorrelateConfig {
             allowed_lateness: default_lateness(),
             max_groups: default_max_groups(),
             max_groups_per_tenant: default_max_groups_per_tenant(),
+            idle_after: default_idle_after(),
             reload_interval: default_reload_interval(),
             placeholders: BTreeMap::new(),
         }
@@ -444,7 +471,7 @@ impl ServiceConfig {
         let (mut kafka, mut topics, mut correlate) = (None, None, None);
         let (mut sources, mut sinks) = (Vec::new(), Vec::new());
         let mut tenants = BTreeMap::new();
-        let (mut http, mut log, mut metrics) = (None, None, None);
+        let (mut http, mut log, mut metrics, mut shutdown) = (None, None, None, None);
         for (key, value) in root.into_inner() {
             match key.get_ref().as_ref() {
                 "kafka" => kafka = l.section::<KafkaConfig>("kafka", value),
@@ -456,10 +483,11 @@ impl ServiceConfig {
                 "http" => http = l.section::<HttpConfig>("http", value),
                 "log" => log = l.section::<LogConfig>("log", value),
                 "metrics" => metrics = l.section::<MetricsConfig>("metrics", value),
+                "shutdown" => shutdown = l.section::<ShutdownConfig>("shutdown", value),
                 other => l.error(
                     key.span(),
                     format!(
-                        "unknown section '{other}' (expected kafka, topics, sources, correlate, sinks, tenants, http, log, metrics)"
+                        "unknown section '{other}' (expected kafka, topics, sources, correlate, sinks, tenants, http, log, metrics, shutdown)"
                     ),
                 ),
             }
@@ -479,7 +507,8 @@ impl ServiceConfig {
             &sources,
             &mut sinks,
             correlate.as_ref(),
-            kafka.as_ref(),
+            kafka.as_mut(),
+            topics.as_ref(),
             &base_dir,
         );
         if !l.diags.is_empty() {
@@ -499,7 +528,17 @@ impl ServiceConfig {
             http: http.unwrap_or_default(),
             log: log.unwrap_or_default(),
             metrics: metrics.unwrap_or_default(),
+            shutdown: shutdown.unwrap_or_default(),
         })
+    }
+
+    /// The correlate stage's state changelog topic: `[topics] state`, or
+    /// `{group_prefix}-correlate-state`.
+    pub fn state_topic(&self) -> String {
+        self.topics
+            .state
+            .clone()
+            .unwrap_or_else(|| format!("{}-correlate-state", self.kafka.group_prefix))
     }
 
     /// A path from the config, resolved against the config file's folder.
@@ -519,7 +558,8 @@ fn validate(
     sources: &[(SourceConfig, Range<usize>)],
     sinks: &mut [(SinkConfig, Range<usize>)],
     correlate: Option<&CorrelateConfig>,
-    kafka: Option<&KafkaConfig>,
+    kafka: Option<&mut KafkaConfig>,
+    topics: Option<&TopicsConfig>,
     base_dir: &Path,
 ) {
     if let Some(k) = kafka {
@@ -528,6 +568,26 @@ fn validate(
         }
         if k.partitions < 1 {
             l.error(0..0, "kafka: 'partitions' must be at least 1");
+        }
+        for (name, secret) in &mut k.secrets {
+            if k.options.contains_key(name) {
+                l.error(
+                    0..0,
+                    format!("kafka: {name:?} is set in both [kafka.options] and [kafka.secrets]"),
+                );
+            }
+            if let Err(e) = secret.resolve(base_dir) {
+                l.error(0..0, format!("kafka.secrets.{name:?}: {e}"));
+            }
+        }
+    }
+    if let Some(t) = topics {
+        let mut names = vec![&t.events, &t.alerts, &t.dead_letter];
+        names.extend(t.state.as_ref());
+        for (i, a) in names.iter().enumerate() {
+            if names[..i].contains(a) {
+                l.error(0..0, format!("topics: {a:?} is named for two purposes"));
+            }
         }
     }
     let mut names = Vec::new();

@@ -14,17 +14,21 @@
 //!   with eviction counted.
 //! - [`policy`]: per-tenant playbooks, exclusions, priorities and host roles.
 //! - [`engine`]: [`Engine::observe`], the pure core: `&Event -> Vec<Alert>`, no I/O, no clock.
+//! - [`persist`]: the engine's state as changelog records ([`Engine::take_changes`]) and back
+//!   ([`Engine::restore`]), so a partition's partial chains survive a restart or a rebalance.
 //!
 //! The Kafka loop that feeds an engine lives in the binary (`src/stages/correlate.rs`).
 
 mod correlation;
 pub mod engine;
+pub mod persist;
 pub mod policy;
 mod prefilter;
 pub mod ruleset;
 pub mod sigma;
 
 pub use engine::{Engine, EngineConfig, EngineStats};
+pub use persist::{RestoreStats, StateChange};
 pub use policy::Policies;
 pub use ruleset::{
     CompileOptions, CompiledCorrelation, CompiledRule, Input, PrefilterSummary, RuleInfo, RuleSet,

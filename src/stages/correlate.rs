@@ -1,34 +1,70 @@
 //! The correlate stage: normalized events in, findings out to `chainwatch.alerts`, keyed by
 //! tenant, in the configured form (`[topics] alerts_format`), named in the `chainwatch.format`
 //! header.
+//!
+//! One engine per partition of the events topic: every event of a host is in one partition, so
+//! a partition's engine holds all its chains, and its state moves with the partition. With a
+//! changelog (`chainwatch run`), every state change goes out with the message that made it, and
+//! a partition's engine is rebuilt from the changelog when the partition is assigned here
+//! ([`chainwatch_kafka::run_stateful`]). Every tick, tenants idle on a partition for
+//! `[correlate] idle_after` have their event-time clock moved on by the wall-clock time since
+//! their last event, so absence deadlines and count windows with an upper bound close while
+//! their input is quiet.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use chainwatch_config::service::FindingFormat;
 use chainwatch_correlate::{Engine, EngineConfig, EngineStats, RuleSet};
-use chainwatch_kafka::{InMessage, OutRecord, Transform};
-use chainwatch_model::Event;
+use chainwatch_kafka::{InMessage, OutRecord, StateRecord, Transform};
+use chainwatch_model::{Alert, Event, TenantId, Timestamp};
 use chainwatch_sink::decode;
 
 use super::dead_letter;
 use super::ingest::ARRIVAL_HEADER;
 use crate::telemetry::Metrics;
-use crate::telemetry::events::{AlertRaised, CorrelatorState, DeadLettered};
+use crate::telemetry::events::{AlertRaised, CorrelatorState, DeadLettered, StateRestored};
+
+/// The state of one partition of the events topic.
+struct Partition {
+    engine: Engine,
+    /// The engine's totals at the last report, to count differences.
+    reported: EngineStats,
+    /// The offset after the last message processed: the tag of changes made between messages.
+    next: i64,
+    /// Per tenant: its newest event time on this partition, and when (wall clock) it came.
+    seen: HashMap<TenantId, (Timestamp, Instant)>,
+}
 
 /// The correlate core.
 pub struct CorrelateCore {
-    engine: Engine,
     rules: tokio::sync::watch::Receiver<Arc<RuleSet>>,
+    current: Arc<RuleSet>,
+    config: EngineConfig,
+    /// Idle time after which a tenant's clock moves with the wall clock; `None`: never.
+    idle_after: Option<Duration>,
+    /// Engines write their changes for a changelog.
+    tracked: bool,
+    partitions: BTreeMap<i32, Partition>,
+    /// Changes not yet taken by the loop.
+    changes: Vec<StateRecord>,
     alerts_topic: String,
     alerts_format: FindingFormat,
     dead_letter_topic: String,
     metrics: Arc<Metrics>,
-    /// The engine's totals at the last report, to count differences.
-    reported: EngineStats,
+}
+
+fn wall_now() -> Timestamp {
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_nanos(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
 }
 
 impl CorrelateCore {
-    /// A core over the rules `rules` holds now, taking each reload as it comes.
+    /// A core over the rules `rules` holds now, taking each reload as it comes. `config` holds
+    /// the limits of one partition's engine.
     pub fn new(
         mut rules: tokio::sync::watch::Receiver<Arc<RuleSet>>,
         config: EngineConfig,
@@ -36,15 +72,19 @@ impl CorrelateCore {
         alerts_format: FindingFormat,
         dead_letter_topic: &str,
     ) -> Self {
-        let engine = Engine::new(Arc::clone(&rules.borrow_and_update()), config);
+        let current = Arc::clone(&rules.borrow_and_update());
         Self {
-            engine,
             rules,
+            current,
+            config,
+            idle_after: None,
+            tracked: false,
+            partitions: BTreeMap::new(),
+            changes: Vec::new(),
             alerts_topic: alerts_topic.to_owned(),
             alerts_format,
             dead_letter_topic: dead_letter_topic.to_owned(),
             metrics: Metrics::detached(),
-            reported: EngineStats::default(),
         }
     }
 
@@ -54,63 +94,96 @@ impl CorrelateCore {
         self
     }
 
-    fn report_state(&mut self) {
-        let stats = self.engine.stats();
-        CorrelatorState {
-            stats: &stats,
-            previous: &self.reported,
-            partial_chains: self.engine.partial_chains(),
-        }
-        .emit(&self.metrics);
-        self.reported = stats;
+    /// Writes every state change for the changelog ([`Transform::take_state`]).
+    pub fn with_changelog(mut self) -> Self {
+        self.tracked = true;
+        self
     }
-}
 
-impl Transform for CorrelateCore {
-    fn process(&mut self, msg: &InMessage<'_>) -> Vec<OutRecord> {
-        if self.rules.has_changed().unwrap_or(false) {
-            let kept = self
-                .engine
-                .reload(Arc::clone(&self.rules.borrow_and_update()));
-            tracing::info!(
-                stage = "correlate",
-                kept,
-                "new rules in effect; partial chains of unchanged playbooks kept"
+    /// Moves idle tenants' clocks after `idle` without events (zero: never).
+    pub fn with_idle_after(mut self, idle: Duration) -> Self {
+        self.idle_after = (!idle.is_zero()).then_some(idle);
+        self
+    }
+
+    fn engine(&self) -> Engine {
+        let mut e = Engine::new(Arc::clone(&self.current), self.config);
+        if self.tracked {
+            e.track_changes();
+        }
+        e
+    }
+
+    fn partition(&mut self, partition: i32, next: i64) -> &mut Partition {
+        if !self.partitions.contains_key(&partition) {
+            let engine = self.engine();
+            self.partitions.insert(
+                partition,
+                Partition {
+                    engine,
+                    reported: EngineStats::default(),
+                    next,
+                    seen: HashMap::new(),
+                },
             );
         }
-        let event: Event = match serde_json::from_slice(msg.payload.unwrap_or_default()) {
-            Ok(e) => e,
-            Err(e) => {
-                DeadLettered {
-                    stage: "correlate",
-                    reason: "malformed_event",
-                    msg,
-                    record: None,
-                    error: &format!("not an event: {e}"),
-                }
-                .emit(&self.metrics);
-                return vec![dead_letter::record(
-                    &self.dead_letter_topic,
-                    "correlate",
-                    msg,
-                    "malformed_event",
-                    &e.to_string(),
-                )];
+        self.partitions
+            .get_mut(&partition)
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    fn reload_if_changed(&mut self) {
+        if !self.rules.has_changed().unwrap_or(false) {
+            return;
+        }
+        self.current = Arc::clone(&self.rules.borrow_and_update());
+        let mut kept = 0;
+        for (&partition, p) in &mut self.partitions {
+            kept = p.engine.reload(Arc::clone(&self.current));
+            self.changes
+                .extend(changes_of(&mut p.engine, partition, p.next));
+        }
+        tracing::info!(
+            stage = "correlate",
+            kept,
+            "new rules in effect; partial chains of unchanged playbooks kept"
+        );
+    }
+
+    /// Counts what the engines did since the last report and sets the state gauges.
+    fn report_state(&mut self, partition: i32) {
+        let total: usize = self
+            .partitions
+            .values()
+            .map(|p| p.engine.partial_chains())
+            .sum();
+        let held = self.partitions.len();
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            let stats = p.engine.stats();
+            CorrelatorState {
+                stats: &stats,
+                previous: &p.reported,
+                partial_chains: total,
+                partitions: held,
             }
-        };
-        let arrival_ms = msg
-            .headers
-            .get(ARRIVAL_HEADER)
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
-        let alerts = self.engine.observe(&event);
-        let now = std::time::SystemTime::now();
-        self.report_state();
+            .emit(&self.metrics);
+            p.reported = stats;
+        }
+    }
+
+    fn alert_records(
+        &self,
+        alerts: Vec<Alert>,
+        event_time: Option<Timestamp>,
+        arrival_ms: Option<i64>,
+    ) -> Vec<OutRecord> {
+        let now = SystemTime::now();
         alerts
             .into_iter()
             .map(|alert| {
                 AlertRaised {
                     alert: &alert,
-                    event_time: event.time,
+                    event_time: event_time.unwrap_or(alert.last_seen),
                     arrival_ms,
                     now,
                 }
@@ -129,5 +202,146 @@ impl Transform for CorrelateCore {
                 }
             })
             .collect()
+    }
+
+    /// Moves the clocks of the tenants idle since `idle_after` on every partition, as of `now`
+    /// (wall clock, and the same as an event time); the findings that closes.
+    fn advance_idle(&mut self, now: Instant, wall: Timestamp) -> Vec<Alert> {
+        let Some(idle) = self.idle_after else {
+            return Vec::new();
+        };
+        let mut alerts = Vec::new();
+        for (&partition, p) in &mut self.partitions {
+            if !p.engine.is_clocked() {
+                continue;
+            }
+            for (tenant, (newest, at)) in &p.seen {
+                let quiet = now.saturating_duration_since(*at);
+                if quiet < idle {
+                    continue;
+                }
+                let moved = newest.add_nanos(i64::try_from(quiet.as_nanos()).unwrap_or(i64::MAX));
+                // Never past the wall clock: a source whose clock runs ahead gains nothing.
+                let target = moved.min(wall);
+                if target > *newest {
+                    alerts.extend(p.engine.advance_tenant(tenant, target));
+                }
+            }
+            self.changes
+                .extend(changes_of(&mut p.engine, partition, p.next));
+        }
+        alerts
+    }
+}
+
+/// The engine's changes as changelog records of `partition`, tagged `tag`.
+fn changes_of(engine: &mut Engine, partition: i32, tag: i64) -> Vec<StateRecord> {
+    engine
+        .take_changes()
+        .into_iter()
+        .map(|c| StateRecord {
+            partition,
+            key: c.key,
+            value: c.value,
+            tag,
+        })
+        .collect()
+}
+
+impl Transform for CorrelateCore {
+    fn process(&mut self, msg: &InMessage<'_>) -> Vec<OutRecord> {
+        self.reload_if_changed();
+        let event: Event = match serde_json::from_slice(msg.payload.unwrap_or_default()) {
+            Ok(e) => e,
+            Err(e) => {
+                DeadLettered {
+                    stage: "correlate",
+                    reason: "malformed_event",
+                    msg,
+                    record: None,
+                    error: &format!("not an event: {e}"),
+                }
+                .emit(&self.metrics);
+                if let Some(p) = self.partitions.get_mut(&msg.partition) {
+                    p.next = msg.offset + 1;
+                }
+                return vec![dead_letter::record(
+                    &self.dead_letter_topic,
+                    "correlate",
+                    msg,
+                    "malformed_event",
+                    &e.to_string(),
+                )];
+            }
+        };
+        let arrival_ms = msg
+            .headers
+            .get(ARRIVAL_HEADER)
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+        let p = self.partition(msg.partition, msg.offset);
+        let alerts = p.engine.observe(&event);
+        p.next = msg.offset + 1;
+        let seen = p
+            .seen
+            .entry(event.tenant.clone())
+            .or_insert((event.time, Instant::now()));
+        *seen = (seen.0.max(event.time), Instant::now());
+        let changes = changes_of(&mut p.engine, msg.partition, msg.offset);
+        self.changes.extend(changes);
+        self.report_state(msg.partition);
+        self.alert_records(alerts, Some(event.time), arrival_ms)
+    }
+
+    fn tick(&mut self) -> Vec<OutRecord> {
+        self.reload_if_changed();
+        let alerts = self.advance_idle(Instant::now(), wall_now());
+        if alerts.is_empty() {
+            return Vec::new();
+        }
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in partitions {
+            self.report_state(p);
+        }
+        self.alert_records(alerts, None, None)
+    }
+
+    fn take_state(&mut self) -> Vec<StateRecord> {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn restore(&mut self, partition: i32, from: i64, values: Vec<Vec<u8>>) {
+        let started = Instant::now();
+        let mut engine = self.engine();
+        let stats = engine.restore(values.iter().map(Vec::as_slice));
+        let now = Instant::now();
+        // Idle time counts from now: the restored tenants' last events came before the crash,
+        // and how long before is not known.
+        let seen = engine
+            .tenant_clocks()
+            .map(|(t, c)| (t.clone(), (c, now)))
+            .collect();
+        self.partitions.insert(
+            partition,
+            Partition {
+                engine,
+                reported: EngineStats::default(),
+                next: from,
+                seen,
+            },
+        );
+        StateRestored {
+            partition,
+            from,
+            stats: &stats,
+            elapsed: started.elapsed(),
+        }
+        .emit(&self.metrics);
+        self.report_state(partition);
+    }
+
+    fn revoke(&mut self, partition: i32) {
+        if self.partitions.remove(&partition).is_some() {
+            tracing::info!(partition, "partition revoked: its state is dropped here");
+        }
     }
 }
