@@ -541,3 +541,128 @@ async fn sigterm_finishes_the_delivery_in_progress_and_a_stuck_one_waits_for_the
         "the finding delivered during the stop is not delivered again"
     );
 }
+
+/// A tenant's hostile records, through the broker: each dead-lettered with its reason and
+/// counted, the good ones correlated, and a payload that names another tenant changes nothing:
+/// the finding is the topic's tenant's, delivered to that tenant's sink only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_records_are_dead_lettered_by_reason_and_a_payload_cannot_change_the_tenant() {
+    let names = Names::new();
+    let brokers = support::brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (acme_file, globex_file) = (
+        dir.path().join("acme.jsonl"),
+        dir.path().join("globex.jsonl"),
+    );
+    let sinks = format!(
+        "[[sinks]]\nkind = \"file\"\nname = \"acme\"\npath = \"{}\"\nroute = {{ tenant = \"acme\" }}\n\n[[sinks]]\nkind = \"file\"\nname = \"globex\"\npath = \"{}\"\nroute = {{ tenant = \"globex\" }}\n",
+        acme_file.display(),
+        globex_file.display()
+    );
+    let cfg = config(dir.path(), &names, &brokers, port, "", "", &sinks);
+    // The source's limits: 4 KiB records, events within a year back and an hour ahead.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "format = \"windows\"",
+        "format = \"windows\"\nmax_record_bytes = 4096\nmax_event_age = \"365d\"\nmax_event_ahead = \"1h\"",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let (acme, globex) = (names.raw("acme"), names.raw("globex"));
+    create_topics(&[&acme, &globex], 1).await;
+    let cw = Chainwatch::run_logging(&cfg, &[], LOG);
+
+    // The chain's records on acme's topic, each claiming in every way it can to be globex's.
+    let claims = |r: &[u8]| {
+        let mut v: serde_json::Value = serde_json::from_slice(r).unwrap();
+        for k in [
+            "tenant",
+            "Tenant",
+            "TenantId",
+            "chainwatch.tenant",
+            "organization",
+        ] {
+            v[k] = serde_json::json!("globex");
+        }
+        serde_json::to_vec(&v).unwrap()
+    };
+    let good: Vec<Vec<u8>> = stages("EXCH01", 0).iter().map(|(_, r)| claims(r)).collect();
+    let with_time = |t: &str| {
+        let mut v: serde_json::Value = serde_json::from_slice(&stages("WS01", 0)[0].1).unwrap();
+        v["@timestamp"] = serde_json::json!(t);
+        serde_json::to_vec(&v).unwrap()
+    };
+    let big = {
+        let mut v: serde_json::Value = serde_json::from_slice(&stages("WS02", 0)[0].1).unwrap();
+        v["CommandLine"] = serde_json::json!("x".repeat(5000));
+        serde_json::to_vec(&v).unwrap()
+    };
+    let hostile: Vec<(&str, Vec<u8>)> = vec![
+        ("too_large", big),
+        (
+            "too_deep",
+            format!("{}1{}", "{\"a\":".repeat(200), "}".repeat(200)).into_bytes(),
+        ),
+        (
+            "invalid_utf8",
+            b"{\"EventID\": 1, \"Hostname\": \"WS03\", \"Image\": \"\xff\xfe\"}".to_vec(),
+        ),
+        ("time_out_of_range", with_time("2011-01-01T00:00:00Z")),
+        ("time_out_of_range", with_time("2099-01-01T00:00:00Z")),
+    ];
+    let mut records: Vec<(String, Vec<u8>)> = good[..2]
+        .iter()
+        .map(|r| ("x".to_owned(), r.clone()))
+        .collect();
+    records.extend(hostile.iter().map(|(_, r)| ("y".to_owned(), r.clone())));
+    records.extend(good[2..].iter().map(|r| ("x".to_owned(), r.clone())));
+    produce(&acme, &records).await;
+    caught_up(&brokers, &names, &[&acme]).await;
+    for sink in ["acme", "globex"] {
+        let (b, group, alerts) = (
+            brokers.clone(),
+            format!("{}-sink-{sink}", names.groups),
+            names.alerts.clone(),
+        );
+        tokio::task::spawn_blocking(move || await_caught_up_on(&b, &group, &[&alerts], LIMIT))
+            .await
+            .unwrap();
+    }
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    assert!(cw.stop().success());
+
+    // Every hostile record is a dead letter with its reason, counted by reason.
+    let mut reasons: Vec<String> = read_to_end_on(&brokers, &names.dead_letter)
+        .0
+        .iter()
+        .map(|r| r.header("chainwatch.reason").unwrap_or_default())
+        .collect();
+    reasons.sort();
+    let mut expected_reasons: Vec<&str> = hostile.iter().map(|(r, _)| *r).collect();
+    expected_reasons.sort_unstable();
+    assert_eq!(reasons, expected_reasons);
+    for (reason, n) in [
+        ("too_large", 1),
+        ("too_deep", 1),
+        ("invalid_utf8", 1),
+        ("time_out_of_range", 2),
+    ] {
+        let line =
+            format!("chainwatch_dead_letters_total{{reason=\"{reason}\",stage=\"ingest\"}} {n}");
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
+
+    // The chain is acme's (the topic's tenant), exactly as a replay of the good records finds
+    // it, and only acme's sink has it.
+    let expected = replayed(&[("acme", &good)]);
+    let got = on_topic(&brokers, &names);
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    let delivered: Vec<Alert> = std::fs::read_to_string(&acme_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!delivered.is_empty());
+    assert!(delivered.iter().all(|a| a.tenant.as_str() == "acme"));
+    let globex_got = std::fs::read_to_string(&globex_file).unwrap_or_default();
+    assert!(globex_got.is_empty(), "globex's sink got: {globex_got}");
+}

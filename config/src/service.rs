@@ -569,6 +569,18 @@ fn validate(
         if k.partitions < 1 {
             l.error(0..0, "kafka: 'partitions' must be at least 1");
         }
+        // Files librdkafka reads at client creation: a missing one is a config problem with
+        // its line, not a client error at start-up (relative paths are from the working
+        // directory, as librdkafka reads them).
+        for (name, value) in &k.options {
+            let file_option = name.starts_with("ssl.") && name.ends_with(".location");
+            if file_option && value != "probe" && !Path::new(value).exists() {
+                l.error(
+                    0..0,
+                    format!("kafka.options.{name:?}: {value} does not exist"),
+                );
+            }
+        }
         for (name, secret) in &mut k.secrets {
             if k.options.contains_key(name) {
                 l.error(

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use chainwatch_config::service::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::StageError;
@@ -12,7 +11,13 @@ use crate::StageError;
 /// Creates `topics` with the configured partitions and replication; existing topics are left
 /// as they are.
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), StageError> {
-    let admin: AdminClient<DefaultClientContext> = crate::client::admin_config(config).create()?;
+    // With chainwatch's context, so a broker that cannot be reached says why in the log (a
+    // refused certificate, a failed SASL handshake), not only that the operation timed out.
+    let admin: AdminClient<crate::client::Context> = crate::client::admin_config(config)
+        .create_with_context(crate::client::Context {
+            stage: "admin",
+            ..crate::client::Context::default()
+        })?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {

@@ -22,14 +22,13 @@ use std::time::{Duration, Instant};
 use chainwatch_config::service::KafkaConfig;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Headers as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::StageError;
-use crate::client::Producer;
+use crate::client::{Context, Producer};
 use crate::stage::{Outgoing, TAG_HEADER, send};
 
 /// The key of the restore markers.
@@ -51,8 +50,17 @@ pub struct Changelog {
     partitions: i32,
 }
 
+/// The context of the changelog's own clients: their librdkafka errors are logged.
+fn context() -> Context {
+    Context {
+        stage: "correlate",
+        ..Context::default()
+    }
+}
+
 fn metadata_partitions(config: &KafkaConfig, topic: &str) -> Result<i32, StageError> {
-    let client: BaseConsumer = crate::client::admin_config(config).create()?;
+    let client: BaseConsumer<Context> =
+        crate::client::admin_config(config).create_with_context(context())?;
     let md = client.fetch_metadata(Some(topic), Duration::from_secs(30))?;
     let t = md
         .topics()
@@ -93,8 +101,8 @@ impl Changelog {
             )));
         }
         if partitions_of(config, topic).await? == 0 {
-            let admin: AdminClient<DefaultClientContext> =
-                crate::client::admin_config(config).create()?;
+            let admin: AdminClient<Context> =
+                crate::client::admin_config(config).create_with_context(context())?;
             let new = NewTopic::new(
                 topic,
                 partitions,
@@ -217,7 +225,7 @@ fn read_to_marker(
     )
     .set("enable.auto.commit", "false")
     .set("enable.auto.offset.store", "false");
-    let consumer: BaseConsumer = c.create()?;
+    let consumer: BaseConsumer<Context> = c.create_with_context(context())?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
     consumer.assign(&tpl)?;

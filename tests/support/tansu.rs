@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 /// A running (or stopped) Tansu on a fixed loopback port.
 pub struct Tansu {
     port: u16,
+    /// The port clients are told to connect to (a TLS front, say); `port` when `None`.
+    advertised: Option<u16>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -38,13 +40,25 @@ fn free_port() -> u16 {
 impl Tansu {
     /// Starts a broker with SQLite storage and waits until it accepts connections.
     pub fn start() -> Self {
+        Self::start_advertising(None)
+    }
+
+    /// Starts a broker that tells clients to connect to `advertised` (a proxy in front of it)
+    /// rather than to its own port.
+    pub fn start_advertising(advertised: Option<u16>) -> Self {
         let mut t = Self {
             port: free_port(),
+            advertised,
             dir: tempfile::tempdir().expect("temporary folder"),
             child: None,
         };
         t.restart();
         t
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `host:port`, for `bootstrap.servers`.
@@ -65,6 +79,7 @@ impl Tansu {
     pub fn restart(&mut self) {
         self.stop();
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised.unwrap_or(self.port));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -77,7 +92,7 @@ impl Tansu {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
                 // Relative to the working directory: Tansu joins an absolute path to it.
                 "--storage-engine",
                 "sqlite://tansu.db",
