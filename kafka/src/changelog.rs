@@ -8,7 +8,9 @@
 //! crash, a rebalance, a restart), an instance reads the partition's changelog from the start
 //! and keeps, per key, the latest value among the changes tagged before the partition's
 //! committed offset ([`Changelog::read`]): exactly the state the previous owner had when it
-//! committed, whatever it did after.
+//! committed, whatever it did after. "Latest" is by tag (the input offset), then by position:
+//! a broker that does not honour the idempotent producer can hold a retried older change after
+//! a newer one.
 //!
 //! Where the log ends is not read from the broker's watermarks (Tansu, the test broker,
 //! under-counts them): the reader first appends a marker record with a value of its own to the
@@ -211,6 +213,61 @@ struct Read {
     uncommitted: usize,
 }
 
+/// The latest change of each key among those tagged before an input offset.
+struct Latest {
+    before: i64,
+    /// Per key: the tag, read position and value (`None`: a tombstone) of its latest change.
+    held: HashMap<Vec<u8>, (i64, u64, Option<Vec<u8>>)>,
+    read: u64,
+    /// Changes left out: tagged at or after `before`, or without a readable tag.
+    uncommitted: usize,
+}
+
+impl Latest {
+    fn new(before: i64) -> Self {
+        Self {
+            before,
+            held: HashMap::new(),
+            read: 0,
+            uncommitted: 0,
+        }
+    }
+
+    /// Takes a change read from the log. The latest change of a key is the one with the
+    /// highest tag, not the last one read: a producer retry that the broker did not
+    /// deduplicate (Tansu ignores the idempotent producer) can write an older change again
+    /// after a newer one. Equal tags come from one input message (or a tick after it), in
+    /// read order.
+    fn offer(&mut self, key: &[u8], tag: Option<i64>, value: Option<&[u8]>) {
+        // A change without a readable tag cannot be placed: it is not trusted.
+        let Some(tag) = tag.filter(|t| *t < self.before) else {
+            self.uncommitted += 1;
+            return;
+        };
+        self.read += 1;
+        let change = (tag, self.read, value.map(<[u8]>::to_vec));
+        match self.held.get_mut(key) {
+            Some(held) if held.0 > tag => {}
+            Some(held) => *held = change,
+            None => {
+                self.held.insert(key.to_vec(), change);
+            }
+        }
+    }
+
+    /// The values of the keys whose latest change is not a tombstone, in the order that change
+    /// was read.
+    fn values(self) -> Vec<Vec<u8>> {
+        let mut values: Vec<(u64, Vec<u8>)> = self
+            .held
+            .into_values()
+            .filter_map(|(_, read, v)| Some((read, v?)))
+            .collect();
+        values.sort_unstable_by_key(|(read, _)| *read);
+        values.into_iter().map(|(_, v)| v).collect()
+    }
+}
+
 fn read_to_marker(
     config: &KafkaConfig,
     topic: &str,
@@ -229,8 +286,8 @@ fn read_to_marker(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
     consumer.assign(&tpl)?;
-    let mut latest: HashMap<Vec<u8>, (u64, Vec<u8>)> = HashMap::new();
-    let (mut seq, mut records, mut uncommitted) = (0u64, 0usize, 0usize);
+    let mut latest = Latest::new(before);
+    let mut records = 0usize;
     let mut last_progress = Instant::now();
     loop {
         match consumer.poll(Duration::from_millis(200)) {
@@ -248,20 +305,7 @@ fn read_to_marker(
                     .headers()
                     .and_then(|h| h.iter().find(|h| h.key == TAG_HEADER))
                     .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse::<i64>().ok());
-                // A change without a readable tag cannot be placed: it is not trusted.
-                if tag.is_none_or(|t| t >= before) {
-                    uncommitted += 1;
-                    continue;
-                }
-                seq += 1;
-                match m.payload() {
-                    Some(v) => {
-                        latest.insert(key.to_vec(), (seq, v.to_vec()));
-                    }
-                    None => {
-                        latest.remove(key);
-                    }
-                }
+                latest.offer(key, tag, m.payload());
             }
             Some(Err(e)) => return Err(StageError::Kafka(e)),
             None => {
@@ -273,11 +317,45 @@ fn read_to_marker(
             }
         }
     }
-    let mut values: Vec<(u64, Vec<u8>)> = latest.into_values().collect();
-    values.sort_unstable_by_key(|(s, _)| *s);
+    let uncommitted = latest.uncommitted;
     Ok(Read {
-        values: values.into_iter().map(|(_, v)| v).collect(),
+        values: latest.values(),
         records,
         uncommitted,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_change_of_a_key_is_the_one_with_the_highest_tag_before_the_offset() {
+        let mut l = Latest::new(5);
+        l.offer(b"a", Some(0), Some(b"a0"));
+        l.offer(b"b", Some(0), Some(b"b0"));
+        l.offer(b"a", Some(1), Some(b"a1"));
+        // A retried older change, written again after the newer one.
+        l.offer(b"a", Some(0), Some(b"a0"));
+        // Tombstoned, then written again by a later message.
+        l.offer(b"c", Some(1), Some(b"c1"));
+        l.offer(b"c", Some(2), None);
+        l.offer(b"d", Some(2), Some(b"d2"));
+        l.offer(b"d", Some(3), None);
+        l.offer(b"d", Some(4), Some(b"d4"));
+        // Not committed (at or after the offset), or not placeable.
+        l.offer(b"a", Some(5), Some(b"a5"));
+        l.offer(b"b", None, Some(b"b?"));
+        assert_eq!(l.uncommitted, 2);
+        let values = l.values();
+        assert_eq!(values, [b"b0".to_vec(), b"a1".to_vec(), b"d4".to_vec()]);
+    }
+
+    #[test]
+    fn equal_tags_keep_the_change_read_last() {
+        let mut l = Latest::new(10);
+        l.offer(b"a", Some(3), Some(b"message 3"));
+        l.offer(b"a", Some(3), Some(b"tick after 3"));
+        assert_eq!(l.values(), [b"tick after 3".to_vec()]);
+    }
 }

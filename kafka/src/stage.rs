@@ -277,6 +277,9 @@ struct Pending {
     offset: Option<(String, i32, i64)>,
     records: Vec<Outgoing>,
     inflight: Vec<Option<DeliveryFuture>>,
+    /// How many records, from the first, are acknowledged. [`settle`] is cancelled whenever
+    /// the loop has something else to do and resumed later: it must not send those again.
+    acked: usize,
 }
 
 pub(crate) async fn send(producer: &Producer, r: &Outgoing) -> DeliveryFuture {
@@ -312,7 +315,8 @@ pub(crate) async fn send(producer: &Producer, r: &Outgoing) -> DeliveryFuture {
 
 /// Waits until every record of `p` is acknowledged, sending failed ones again.
 async fn settle(producer: &Producer, p: &mut Pending) {
-    for i in 0..p.records.len() {
+    while p.acked < p.records.len() {
+        let i = p.acked;
         let mut attempt = 0u32;
         loop {
             let fut = match p.inflight[i].as_mut() {
@@ -325,7 +329,10 @@ async fn settle(producer: &Producer, p: &mut Pending) {
             let result = fut.await;
             p.inflight[i] = None;
             match result {
-                Ok(Ok(_)) => break,
+                Ok(Ok(_)) => {
+                    p.acked += 1;
+                    break;
+                }
                 Ok(Err((e, _))) => {
                     attempt += 1;
                     tracing::warn!(topic = %p.records[i].topic, error = %e, attempt, "record not acknowledged; sending it again");
@@ -484,7 +491,7 @@ async fn run_loop<T: Transform>(
                     for r in &records {
                         inflight.push(Some(send(producer, r).await));
                     }
-                    pending.push_back(Pending { offset: None, records, inflight });
+                    pending.push_back(Pending { offset: None, records, inflight, acked: 0 });
                 }
             }
             received = consumer.recv() => match received {
@@ -514,6 +521,7 @@ async fn run_loop<T: Transform>(
                         offset: Some((msg.topic.to_owned(), msg.partition, msg.offset)),
                         records,
                         inflight,
+                        acked: 0,
                     });
                 }
                 Err(e) => {
@@ -603,6 +611,7 @@ pub async fn run_delivery<D: Deliver>(
                     offset: None,
                     records,
                     inflight,
+                    acked: 0,
                 };
                 settle(producer, &mut p).await;
             }
