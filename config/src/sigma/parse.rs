@@ -48,7 +48,10 @@ pub fn parse_rule_text(file: &Path, text: &str) -> (Vec<RuleDoc>, Diagnostics) {
             // after the last one: the problem is at the end of the last line.
             let last = last_line(text);
             let (line, col) = if m.line() > last {
-                (last, text.lines().last().map_or(0, |l| l.chars().count()) + 1)
+                (
+                    last,
+                    text.lines().last().map_or(0, |l| l.chars().count()) + 1,
+                )
             } else {
                 (m.line(), m.col() + 1)
             };
