@@ -345,3 +345,125 @@ impl Transform for CorrelateCore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chainwatch_config::sigma::parse_rule_text;
+    use chainwatch_kafka::InHeaders;
+    use chainwatch_model::{
+        Activity, EventClass, EventId, FieldValue, Fields, HostName, Provenance, SourceFormat,
+        SourceMeta, Target,
+    };
+
+    use super::*;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    /// `a.exe` then `b.exe` on a host, with no `undo.exe` within 10 minutes after `b`.
+    const PLAYBOOK: &str = "title: Chain\nid: 00000000-0000-4000-8000-0000000000c1\nname: chain\ncorrelation:\n    type: temporal_ordered\n    rules: [a, b]\n    group-by: [Computer]\n    timespan: 1h\nlevel: critical\nplaybook:\n    priority: critical\n    absent:\n        - {rule: undo, after: b, within: 10m}\n";
+
+    fn rules() -> String {
+        let mut text = PLAYBOOK.to_owned();
+        for n in ["a", "b", "undo"] {
+            text.push_str(&format!(
+                "---\ntitle: Stage {n}\nname: {n}\ntags: [attack.t1059]\nlogsource: {{product: windows, category: process_creation}}\ndetection:\n    sel: {{Image|endswith: '\\{n}.exe'}}\n    condition: sel\n"
+            ));
+        }
+        text
+    }
+
+    fn core() -> CorrelateCore {
+        let (docs, diags) = parse_rule_text(Path::new("pb.yml"), &rules());
+        assert!(diags.is_empty(), "{diags}");
+        let (set, diags) = RuleSet::compile(&docs);
+        assert!(diags.is_empty(), "{diags}");
+        let (_tx, rx) = tokio::sync::watch::channel(Arc::new(set));
+        CorrelateCore::new(
+            rx,
+            EngineConfig {
+                allowed_lateness: Duration::from_secs(60),
+                ..EngineConfig::default()
+            },
+            "chainwatch.alerts",
+            FindingFormat::Json,
+            "chainwatch.dead-letter",
+        )
+        .with_idle_after(Duration::from_secs(30))
+    }
+
+    fn event(image: &str, secs: i64) -> Vec<u8> {
+        let mut fields = Fields::new();
+        fields.push("EventID", FieldValue::Int(1));
+        fields.push("Image", FieldValue::Str(format!("C:\\x\\{image}").into()));
+        let event = Event {
+            id: EventId::of_record("acme", format!("{image}/{secs}").as_bytes()),
+            tenant: TenantId::new("acme").unwrap(),
+            time: Timestamp::from_millis(T0 + secs * 1000),
+            class: EventClass::ProcessActivity,
+            activity: Activity::Launch,
+            host: HostName::new("ws1"),
+            user: None,
+            process: None,
+            parent: None,
+            target: Target::default(),
+            source: SourceMeta {
+                format: SourceFormat::WindowsFlat,
+                channel: Some("Microsoft-Windows-Sysmon/Operational".into()),
+                provider: None,
+                event_id: Some(1),
+            },
+            fields,
+            provenance: Provenance::File {
+                path: "t".into(),
+                line: None,
+                record: None,
+            },
+        };
+        serde_json::to_vec(&event).unwrap()
+    }
+
+    fn feed(core: &mut CorrelateCore, offset: i64, payload: &[u8]) -> Vec<OutRecord> {
+        core.process(&InMessage {
+            topic: "chainwatch.events",
+            partition: 0,
+            offset,
+            key: Some(b"acme"),
+            payload: Some(payload),
+            timestamp: None,
+            headers: InHeaders::default(),
+        })
+    }
+
+    #[test]
+    fn an_idle_tenant_s_clock_moves_on_so_an_absence_deadline_passes_without_new_events() {
+        let mut core = core();
+        assert!(feed(&mut core, 0, &event("a.exe", 0)).is_empty());
+        assert!(feed(&mut core, 1, &event("b.exe", 60)).is_empty());
+        let quiet_since = Instant::now();
+        let wall = Timestamp::from_millis(T0 + 3_600_000);
+
+        // Not idle long enough yet: nothing moves.
+        let alerts = core.advance_idle(quiet_since + Duration::from_secs(10), wall);
+        assert!(alerts.is_empty(), "{alerts:?}");
+        // Idle, but the clock (b + 9 min) has not passed the deadline (b + 10 min) + lateness.
+        let alerts = core.advance_idle(quiet_since + Duration::from_secs(540), wall);
+        assert!(alerts.is_empty(), "{alerts:?}");
+        // b + 11 min 1 s: past the deadline and the allowed lateness, with no event since b.
+        let alerts = core.advance_idle(quiet_since + Duration::from_secs(661), wall);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert!(!alerts[0].partial);
+    }
+
+    #[test]
+    fn an_idle_clock_never_moves_past_the_wall_clock() {
+        let mut core = core();
+        assert!(feed(&mut core, 0, &event("a.exe", 0)).is_empty());
+        assert!(feed(&mut core, 1, &event("b.exe", 60)).is_empty());
+        // Hours of quiet, but the wall clock says only 5 minutes passed since b: no deadline yet.
+        let wall = Timestamp::from_millis(T0 + 360_000);
+        let alerts = core.advance_idle(Instant::now() + Duration::from_secs(7200), wall);
+        assert!(alerts.is_empty(), "{alerts:?}");
+    }
+}
