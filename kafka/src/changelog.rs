@@ -9,8 +9,7 @@
 //! and keeps, per key, the latest value among the changes tagged before the partition's
 //! committed offset ([`Changelog::read`]): exactly the state the previous owner had when it
 //! committed, whatever it did after. "Latest" is by tag (the input offset), then by position:
-//! a broker that does not honour the idempotent producer can hold a retried older change after
-//! a newer one.
+//! a change sent again after a failed acknowledgement can land after a newer one.
 //!
 //! Where the log ends is not read from the broker's watermarks (Tansu, the test broker,
 //! under-counts them): the reader first appends a marker record with a value of its own to the
@@ -234,9 +233,9 @@ impl Latest {
     }
 
     /// Takes a change read from the log. The latest change of a key is the one with the
-    /// highest tag, not the last one read: a producer retry that the broker did not
-    /// deduplicate (Tansu ignores the idempotent producer) can write an older change again
-    /// after a newer one. Equal tags come from one input message (or a tick after it), in
+    /// highest tag, not the last one read: a change sent again after a failed acknowledgement
+    /// (it may have been written all the same), or a retry a broker does not deduplicate, can
+    /// land after a newer one. Equal tags come from one input message (or a tick after it), in
     /// read order.
     fn offer(&mut self, key: &[u8], tag: Option<i64>, value: Option<&[u8]>) {
         // A change without a readable tag cannot be placed: it is not trusted.
