@@ -394,6 +394,29 @@ impl Loader<'_> {
             .push(Diagnostic::new(self.file, line, col, message));
     }
 
+    /// Where the key `name` of table `table` is set, for problems found after deserializing
+    /// (which keeps no spans): the first line after the `[table]` header (or in the whole file
+    /// without one) whose key is `name`, bare or quoted; the file's start when none is.
+    fn key_span(&self, table: &str, name: &str) -> Range<usize> {
+        let header = format!("[{table}]");
+        let mut inside = !self.text.lines().any(|l| l.trim() == header);
+        let mut offset = 0;
+        for line in self.text.split_inclusive('\n') {
+            let t = line.trim_start();
+            if t.trim_end() == header {
+                inside = true;
+            } else if inside {
+                let key = t.split('=').next().unwrap_or_default().trim();
+                if key.trim_matches('"') == name || key.trim_matches('\'') == name {
+                    let at = offset + (line.len() - t.len());
+                    return at..at;
+                }
+            }
+            offset += line.len();
+        }
+        0..0
+    }
+
     fn section<T: DeserializeOwned>(
         &mut self,
         what: &str,
@@ -576,7 +599,7 @@ fn validate(
             let file_option = name.starts_with("ssl.") && name.ends_with(".location");
             if file_option && value != "probe" && !Path::new(value).exists() {
                 l.error(
-                    0..0,
+                    l.key_span("kafka.options", name),
                     format!("kafka.options.{name:?}: {value} does not exist"),
                 );
             }
@@ -584,12 +607,15 @@ fn validate(
         for (name, secret) in &mut k.secrets {
             if k.options.contains_key(name) {
                 l.error(
-                    0..0,
+                    l.key_span("kafka.secrets", name),
                     format!("kafka: {name:?} is set in both [kafka.options] and [kafka.secrets]"),
                 );
             }
             if let Err(e) = secret.resolve(base_dir) {
-                l.error(0..0, format!("kafka.secrets.{name:?}: {e}"));
+                l.error(
+                    l.key_span("kafka.secrets", name),
+                    format!("kafka.secrets.{name:?}: {e}"),
+                );
             }
         }
     }
@@ -773,6 +799,22 @@ kind = "file"
 name = "archive"
 path = "alerts.jsonl"
 "#;
+
+    #[test]
+    fn kafka_security_problems_point_at_their_keys() {
+        let text = "[kafka]\nbrokers = \"b:9092\"\n\n[kafka.options]\n\"security.protocol\" = \"sasl_ssl\"\n\"ssl.ca.location\" = \"/nonexistent/ca.pem\"\n\"sasl.password\" = \"x\"\n\n[kafka.secrets]\n\"sasl.password\" = { env = \"CHAINWATCH_TEST_UNSET_VARIABLE\" }\n\n[correlate]\nrules = [\"playbooks\"]\n";
+        let diags = load(text).unwrap_err();
+        let at = |what: &str| {
+            diags
+                .iter()
+                .find(|d| d.message.contains(what))
+                .map(|d| d.line)
+                .unwrap_or_else(|| panic!("no problem about {what}: {diags}"))
+        };
+        assert_eq!(at("does not exist"), 6, "{diags}");
+        assert_eq!(at("set in both"), 10, "{diags}");
+        assert_eq!(at("kafka.secrets"), 10, "{diags}");
+    }
 
     #[test]
     fn reads_a_good_config_with_defaults() {
