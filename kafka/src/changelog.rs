@@ -212,11 +212,14 @@ struct Read {
     uncommitted: usize,
 }
 
+/// A change held by [`Latest`]: its tag, read position and value (`None`: a tombstone).
+type Change = (i64, u64, Option<Vec<u8>>);
+
 /// The latest change of each key among those tagged before an input offset.
 struct Latest {
     before: i64,
-    /// Per key: the tag, read position and value (`None`: a tombstone) of its latest change.
-    held: HashMap<Vec<u8>, (i64, u64, Option<Vec<u8>>)>,
+    /// Per key: its latest change.
+    held: HashMap<Vec<u8>, Change>,
     read: u64,
     /// Changes left out: tagged at or after `before`, or without a readable tag.
     uncommitted: usize,
