@@ -78,6 +78,7 @@ pub fn deployment(source: &TopicSource) -> Result<Deployment> {
             partitions: 1,
             replication_factor: 1,
             options,
+            secrets: BTreeMap::new(),
         });
     } else if !source.options.is_empty() {
         bail!("-X options go with --brokers (a config's options are in its [kafka.options])");

@@ -22,6 +22,7 @@ use crate::correlation::count::{Count, Measure};
 use crate::correlation::temporal::Temporal;
 use crate::correlation::{Firing, GroupKey, Hit, Limits, Outcome, State};
 use crate::lookback::{LookbackBuffer, LookbackConfig};
+use crate::persist::{self, RestoreStats, StateChange};
 use crate::roles::{HostRoles, RoleSignals, RoleTable};
 use crate::ruleset::{CompiledCorrelation, CompiledRule, RuleInfo, RuleSet, Source};
 use crate::sigma::fields::{EventView, ViewBuffers};
@@ -96,6 +97,10 @@ pub struct Engine {
     /// Host roles inferred from every event seen (scope of role-scoped playbooks).
     roles: RoleTable,
     signals: &'static RoleSignals,
+    /// Changes are tracked for the changelog ([`Engine::track_changes`]).
+    tracking: bool,
+    /// Tombstones of groups whose correlation a reload removed, not yet taken.
+    dropped: Vec<StateChange>,
 }
 
 fn nanos(d: Duration) -> i64 {
@@ -128,6 +133,8 @@ impl Engine {
             lookback,
             roles: RoleTable::default(),
             signals: RoleSignals::builtin(),
+            tracking: false,
+            dropped: Vec::new(),
         }
     }
 
@@ -167,6 +174,98 @@ impl Engine {
             .set_retention(retention(&self.rules, &self.config));
     }
 
+    /// Remembers every change of the state from now on, for [`Engine::take_changes`]: a
+    /// streaming shell writes them to its changelog so the state survives a restart.
+    pub fn track_changes(&mut self) {
+        self.tracking = true;
+        for s in &mut self.states {
+            s.track_changes();
+        }
+    }
+
+    /// The changelog records of every group changed since the last call (its state now, or a
+    /// tombstone when it is gone), in a deterministic order. Empty unless
+    /// [`Engine::track_changes`] was called.
+    pub fn take_changes(&mut self) -> Vec<StateChange> {
+        let mut out = std::mem::take(&mut self.dropped);
+        for (corr, state) in self.rules.correlations.iter().zip(&mut self.states) {
+            state.take_changes(corr.fingerprint, &mut out);
+        }
+        out
+    }
+
+    /// Puts back groups from changelog values (the latest value of each key, oldest first).
+    /// Records of correlations the rule set does not have, or that cannot be read, are skipped
+    /// and counted. The tenants' event-time clocks resume from the newest event of their
+    /// groups.
+    pub fn restore<'a>(&mut self, values: impl IntoIterator<Item = &'a [u8]>) -> RestoreStats {
+        let mut stats = RestoreStats::default();
+        let rules = Arc::clone(&self.rules);
+        for value in values {
+            let Some(record) = persist::decode(value) else {
+                stats.unreadable += 1;
+                continue;
+            };
+            let Some(ci) = rules
+                .correlations
+                .iter()
+                .position(|c| persist::fingerprint_text(c.fingerprint) == record.correlation)
+            else {
+                stats.unknown += 1;
+                continue;
+            };
+            let limits = self.limits(&rules.correlations[ci]);
+            let key: GroupKey = (record.tenant.clone(), record.group.into_boxed_slice());
+            match self.states[ci].restore(key, record.state, limits) {
+                Some(newest) => {
+                    stats.groups += 1;
+                    if self.clocked
+                        && let Some(t) = newest
+                    {
+                        let clock = self.clocks.entry(record.tenant).or_insert(t);
+                        *clock = (*clock).max(t);
+                    }
+                }
+                None => stats.unknown += 1,
+            }
+        }
+        stats
+    }
+
+    /// Each tenant's event-time clock (its newest event time), for the correlations that
+    /// decide on it; empty when none does ([`Engine::is_clocked`]).
+    pub fn tenant_clocks(&self) -> impl Iterator<Item = (&TenantId, Timestamp)> {
+        self.clocks.iter().map(|(t, c)| (t, *c))
+    }
+
+    /// True when some correlation decides on the tenants' event-time clocks (absences, counts
+    /// with an upper bound): only then does moving a clock ([`Engine::advance_tenant`]) matter.
+    pub fn is_clocked(&self) -> bool {
+        self.clocked
+    }
+
+    /// Moves `tenant`'s clock (its newest event time) to at least `newest`, as if an event of
+    /// that time had arrived, and decides what its watermark then closes. The shell calls it
+    /// when the tenant's input is idle; a clock never moves back, and a tenant this engine has
+    /// not seen has nothing to decide.
+    pub fn advance_tenant(&mut self, tenant: &TenantId, newest: Timestamp) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        if !self.clocked {
+            return alerts;
+        }
+        let Some(clock) = self.clocks.get_mut(tenant) else {
+            return alerts;
+        };
+        if newest <= *clock {
+            return alerts;
+        }
+        *clock = newest;
+        let rules = Arc::clone(&self.rules);
+        self.tick(&rules, Some(tenant), &mut alerts);
+        self.stats.alerts += alerts.len() as u64;
+        alerts
+    }
+
     /// The rule set.
     pub fn rules(&self) -> &Arc<RuleSet> {
         &self.rules
@@ -197,11 +296,31 @@ impl Engine {
                         kept += 1;
                         state
                     }
-                    None => new_state(c),
+                    None => {
+                        let mut state = new_state(c);
+                        if self.tracking {
+                            state.track_changes();
+                        }
+                        state
+                    }
                 }
             })
             .collect();
         self.stats.evicted += old.iter().flatten().map(|(_, s)| s.evicted()).sum::<u64>();
+        if self.tracking {
+            // The state of a correlation that changed or went away is dropped: so are its
+            // changelog records.
+            for (fingerprint, state) in old.iter_mut().flatten() {
+                let mut pending = Vec::new();
+                state.take_changes(*fingerprint, &mut pending);
+                self.dropped
+                    .extend(pending.into_iter().map(|c| StateChange {
+                        key: c.key,
+                        value: None,
+                    }));
+                state.tombstones(*fingerprint, &mut self.dropped);
+            }
+        }
         self.clocked = clocked(&rules);
         self.lookback.set_retention(retention(&rules, &self.config));
         self.rules = rules;

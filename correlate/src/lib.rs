@@ -18,12 +18,15 @@
 //! - [`lookback`]: per host, recent notable events (any rule match), bounded: every alert
 //!   carries those of its hosts before and during its chain.
 //! - [`engine`]: [`Engine::observe`], the pure core: `&Event -> Vec<Alert>`, no I/O, no clock.
+//! - [`persist`]: the engine's state as changelog records ([`Engine::take_changes`]) and back
+//!   ([`Engine::restore`]), so a partition's partial chains survive a restart or a rebalance.
 //!
 //! The Kafka loop that feeds an engine lives in the binary (`src/stages/correlate.rs`).
 
 mod correlation;
 pub mod engine;
 pub mod lookback;
+pub mod persist;
 pub mod policy;
 mod prefilter;
 pub mod roles;
@@ -32,6 +35,7 @@ pub mod sigma;
 
 pub use engine::{Engine, EngineConfig, EngineStats};
 pub use lookback::{LookbackBuffer, LookbackConfig, LookbackSnapshot};
+pub use persist::{RestoreStats, StateChange};
 pub use policy::Policies;
 pub use roles::{HostRoles, RoleSeen, RoleSignals, RoleTable};
 pub use ruleset::{

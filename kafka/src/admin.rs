@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use chainwatch_config::service::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::StageError;
@@ -12,30 +11,7 @@ use crate::StageError;
 /// Creates `topics` with the configured partitions and replication; existing topics are left
 /// as they are.
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), StageError> {
-    let admin: AdminClient<DefaultClientContext> = crate::client::admin_config(config).create()?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| {
-            NewTopic::new(
-                t,
-                config.partitions,
-                TopicReplication::Fixed(config.replication_factor),
-            )
-        })
-        .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for result in admin.create_topics(&new, &opts).await? {
-        match result {
-            Ok(topic) => tracing::info!(topic, "created topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(StageError::Setup(format!(
-                    "cannot create topic {topic}: {code}"
-                )));
-            }
-        }
-    }
-    Ok(())
+    create(config, topics, false).await
 }
 
 /// Creates `topics` as compacted topics (`cleanup.policy=compact`: the broker keeps the
@@ -45,22 +21,36 @@ pub async fn ensure_compacted_topics(
     config: &KafkaConfig,
     topics: &[&str],
 ) -> Result<(), StageError> {
-    let admin: AdminClient<DefaultClientContext> = crate::client::admin_config(config).create()?;
+    create(config, topics, true).await
+}
+
+async fn create(config: &KafkaConfig, topics: &[&str], compacted: bool) -> Result<(), StageError> {
+    // With chainwatch's context, so a broker that cannot be reached says why in the log (a
+    // refused certificate, a failed SASL handshake), not only that the operation timed out.
+    let admin: AdminClient<crate::client::Context> = crate::client::admin_config(config)
+        .create_with_context(crate::client::Context {
+            stage: "admin",
+            ..crate::client::Context::default()
+        })?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
-            NewTopic::new(
+            let topic = NewTopic::new(
                 t,
                 config.partitions,
                 TopicReplication::Fixed(config.replication_factor),
-            )
-            .set("cleanup.policy", "compact")
+            );
+            if compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics(&new, &opts).await? {
         match result {
-            Ok(topic) => tracing::info!(topic, "created compacted topic"),
+            Ok(topic) => tracing::info!(topic, compacted, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
                 return Err(StageError::Setup(format!(

@@ -137,14 +137,12 @@ pub fn reader(config: &KafkaConfig, purpose: &'static str) -> KafkaResult<Reader
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
-    for (k, v) in &config.options {
-        c.set(k, v);
-    }
+    crate::client::pass_through(&mut c, config);
     // The pass-through must not turn commits back on.
     c.set("enable.auto.commit", "false");
     let consumer = c.create_with_context(Context {
         stage: purpose,
-        observer: None,
+        ..Context::default()
     })?;
     Ok(Reader { consumer })
 }

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chainwatch_correlate::EngineStats;
+use chainwatch_correlate::{EngineStats, RestoreStats};
 use chainwatch_kafka::InMessage;
 use chainwatch_model::{Alert, Timestamp};
 
@@ -148,8 +148,10 @@ pub struct CorrelatorState<'a> {
     pub stats: &'a EngineStats,
     /// Totals at the previous report.
     pub previous: &'a EngineStats,
-    /// Partial chains held now.
+    /// Partial chains held now, over the partitions held.
     pub partial_chains: usize,
+    /// Partitions whose state this process holds.
+    pub partitions: usize,
 }
 
 impl CorrelatorState<'_> {
@@ -167,6 +169,52 @@ impl CorrelatorState<'_> {
             .inc_by(s.evicted.saturating_sub(p.evicted));
         m.correlator_partial_chains
             .set(i64::try_from(self.partial_chains).unwrap_or(i64::MAX));
+        m.correlator_partitions
+            .set(i64::try_from(self.partitions).unwrap_or(i64::MAX));
+    }
+}
+
+/// A partition's correlator state read back from the changelog (the partition was assigned to
+/// this process).
+#[derive(Debug)]
+pub struct StateRestored<'a> {
+    /// The events partition.
+    pub partition: i32,
+    /// The offset processing resumes from (changes tagged at or after it were left out).
+    pub from: i64,
+    /// What the engine did with the records.
+    pub stats: &'a RestoreStats,
+    /// How long rebuilding the engine took (reading the changelog not included).
+    pub elapsed: Duration,
+}
+
+impl StateRestored<'_> {
+    /// Logs and counts it.
+    pub fn emit(&self, m: &Metrics) {
+        tracing::info!(
+            partition = self.partition,
+            from = self.from,
+            groups = self.stats.groups,
+            unknown = self.stats.unknown,
+            unreadable = self.stats.unreadable,
+            elapsed_ms = u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX),
+            "partition state restored"
+        );
+        if self.stats.unreadable > 0 {
+            tracing::warn!(
+                partition = self.partition,
+                unreadable = self.stats.unreadable,
+                "state records that could not be read were skipped"
+            );
+        }
+        m.state_restores.inc();
+        m.state_restored_groups.inc_by(self.stats.groups as u64);
+        m.state_skipped
+            .with_label_values(&["unknown_correlation"])
+            .inc_by(self.stats.unknown as u64);
+        m.state_skipped
+            .with_label_values(&["unreadable"])
+            .inc_by(self.stats.unreadable as u64);
     }
 }
 
@@ -199,8 +247,10 @@ pub struct HostRolesCounted<'a> {
 }
 
 impl HostRolesCounted<'_> {
-    /// Sets the gauges (tenants beyond the label cap are summed in theirs). Not logged.
+    /// Sets the gauges (tenants beyond the label cap are summed in theirs); a tenant and role
+    /// no longer counted (its partition moved away) goes. Not logged.
     pub fn emit(&self, m: &Metrics) {
+        m.host_roles.reset();
         let mut by_label: std::collections::BTreeMap<(&str, &str), i64> =
             std::collections::BTreeMap::new();
         for ((tenant, role), n) in self.counts {

@@ -47,6 +47,10 @@ pub struct Metrics {
     pub(super) correlator_duplicates: IntCounter,
     pub(super) correlator_late: IntCounter,
     pub(super) correlator_evictions: IntCounter,
+    pub(super) correlator_partitions: IntGauge,
+    pub(super) state_restores: IntCounter,
+    pub(super) state_restored_groups: IntCounter,
+    pub(super) state_skipped: IntCounterVec,
     pub(super) sink_deliveries: IntCounterVec,
     pub(super) sink_retries: IntCounterVec,
     pub(super) sink_failures: IntCounterVec,
@@ -175,6 +179,27 @@ impl Metrics {
                 "chainwatch_correlator_evictions_total",
                 "Groups evicted by the state limits",
             )?,
+            correlator_partitions: gauge(
+                r,
+                "chainwatch_correlator_partitions",
+                "Partitions of the events topic whose correlator state this process holds",
+            )?,
+            state_restores: counter(
+                r,
+                "chainwatch_state_restores_total",
+                "Partition states read back from the changelog (a partition assigned here)",
+            )?,
+            state_restored_groups: counter(
+                r,
+                "chainwatch_state_restored_groups_total",
+                "Groups (partial chains, windows) restored from the changelog",
+            )?,
+            state_skipped: counter_vec(
+                r,
+                "chainwatch_state_skipped_total",
+                "Changelog records skipped at restore, by reason (unknown_correlation: its playbook changed; unreadable)",
+                &["reason"],
+            )?,
             sink_deliveries: counter_vec(
                 r,
                 "chainwatch_sink_deliveries_total",
@@ -253,6 +278,9 @@ impl Metrics {
         }
         for result in ["written", "dropped"] {
             m.role_records.with_label_values(&[result]);
+        }
+        for reason in ["unknown_correlation", "unreadable"] {
+            m.state_skipped.with_label_values(&[reason]);
         }
         Ok(Arc::new(m))
     }
