@@ -11,7 +11,7 @@ use crate::StageError;
 /// Creates `topics` with the configured partitions and replication; existing topics are left
 /// as they are.
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), StageError> {
-    create(config, topics, false).await
+    create(config, topics, config.partitions, &[]).await
 }
 
 /// Creates `topics` as compacted topics (`cleanup.policy=compact`: the broker keeps the
@@ -21,10 +21,23 @@ pub async fn ensure_compacted_topics(
     config: &KafkaConfig,
     topics: &[&str],
 ) -> Result<(), StageError> {
-    create(config, topics, true).await
+    create(
+        config,
+        topics,
+        config.partitions,
+        &[("cleanup.policy", "compact")],
+    )
+    .await
 }
 
-async fn create(config: &KafkaConfig, topics: &[&str], compacted: bool) -> Result<(), StageError> {
+/// Creates `topics` with `partitions` partitions, the configured replication and the topic
+/// settings `settings`; existing topics are left as they are.
+pub async fn create(
+    config: &KafkaConfig,
+    topics: &[&str],
+    partitions: i32,
+    settings: &[(&str, &str)],
+) -> Result<(), StageError> {
     // With chainwatch's context, so a broker that cannot be reached says why in the log (a
     // refused certificate, a failed SASL handshake), not only that the operation timed out.
     let admin: AdminClient<crate::client::Context> = crate::client::admin_config(config)
@@ -35,22 +48,20 @@ async fn create(config: &KafkaConfig, topics: &[&str], compacted: bool) -> Resul
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
-            let topic = NewTopic::new(
-                t,
-                config.partitions,
-                TopicReplication::Fixed(config.replication_factor),
-            );
-            if compacted {
-                topic.set("cleanup.policy", "compact")
-            } else {
-                topic
-            }
+            settings.iter().fold(
+                NewTopic::new(
+                    t,
+                    partitions,
+                    TopicReplication::Fixed(config.replication_factor),
+                ),
+                |topic, (k, v)| topic.set(k, v),
+            )
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics(&new, &opts).await? {
         match result {
-            Ok(topic) => tracing::info!(topic, compacted, "created topic"),
+            Ok(topic) => tracing::info!(topic, partitions, ?settings, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
                 return Err(StageError::Setup(format!(

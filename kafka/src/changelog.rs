@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use chainwatch_config::service::KafkaConfig;
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Headers as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -102,27 +101,16 @@ impl Changelog {
             )));
         }
         if partitions_of(config, topic).await? == 0 {
-            let admin: AdminClient<Context> =
-                crate::client::admin_config(config).create_with_context(context())?;
-            let new = NewTopic::new(
-                topic,
+            crate::admin::create(
+                config,
+                &[topic],
                 partitions,
-                TopicReplication::Fixed(config.replication_factor),
+                &[
+                    ("cleanup.policy", "compact"),
+                    ("min.compaction.lag.ms", MIN_COMPACTION_LAG_MS),
+                ],
             )
-            .set("cleanup.policy", "compact")
-            .set("min.compaction.lag.ms", MIN_COMPACTION_LAG_MS);
-            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-            for result in admin.create_topics([&new], &opts).await? {
-                match result {
-                    Ok(t) => tracing::info!(topic = t, partitions, "created the state changelog"),
-                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((t, code)) => {
-                        return Err(StageError::Setup(format!(
-                            "cannot create the state changelog {t}: {code}"
-                        )));
-                    }
-                }
-            }
+            .await?;
         }
         let have = partitions_of(config, topic).await?;
         if have == 0 {
