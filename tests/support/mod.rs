@@ -2,6 +2,7 @@
 //! consuming records, a running chainwatch process, and fixtures.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod receiver;
 pub mod shared;
 pub mod tansu;
