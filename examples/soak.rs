@@ -162,6 +162,14 @@ fn round_of(sample: &[serde_json::Value], round: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The host a record names (`Hostname`, else `Computer`), to key it by.
+fn host_of(bytes: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    ["Hostname", "Computer"]
+        .iter()
+        .find_map(|k| v.get(*k)?.as_str().map(str::to_owned))
+}
+
 fn chrono_days(days: u64) -> i64 {
     i64::try_from(days).unwrap_or(0) * 86_400_000
 }
@@ -454,8 +462,15 @@ timeout = "20s"
             continue;
         };
         let topic = raw_topic(&tenant);
+        // Keyed by host, as shippers do, so a host's records keep their order: a finding's id
+        // comes from the first stage hit it sees, and the replay sees the file's order.
+        let host = host_of(&bytes);
         loop {
-            match producer.send::<[u8], [u8]>(BaseRecord::to(&topic).payload(&bytes)) {
+            let mut record = BaseRecord::to(&topic).payload(&bytes[..]);
+            if let Some(h) = &host {
+                record = record.key(h.as_bytes());
+            }
+            match producer.send::<[u8], [u8]>(record) {
                 Ok(()) => break,
                 Err((e, _)) => {
                     if !matches!(

@@ -10,6 +10,9 @@
 #   bash scripts/soak.sh --minutes 5 --rate 200       # shorter, faster
 #   bash scripts/soak.sh --instances 3 --fault-every 30 tenants/*.jsonl   # files: tenant = name
 #
+# On Tansu 0.6.0 only --instances 1 completes: with two, an instance that rejoins after a stop
+# never gets its ingest partitions back, so the pipeline never catches up (BENCHMARKS.md, Soak).
+#
 # Options (examples/soak.rs): --minutes (30), --instances (2), --rate records/s (100),
 # --tenants for the sample (4), --fault-every seconds (45). Files given are produced once, at
 # --rate; their tenant is the file name up to the first dot (`chainwatch gen` writes such files).
