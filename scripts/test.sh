@@ -4,7 +4,8 @@
 #
 # It installs the test broker (Tansu) when missing, starts it on a free loopback port with
 # in-memory storage, points the tests at it (CHAINWATCH_TEST_BROKERS), and stops it on exit.
-# It installs Prometheus (Debian's package) when missing, for the operations tests.
+# It installs Prometheus (Debian's package) when missing, for the operations tests, and
+# Chromium (Debian's package) for the HTML timeline test.
 # Tests that need the broker fail when it is not there; none of them skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,25 @@ if ! command -v prometheus >/dev/null 2>&1 && [ -z "${CHAINWATCH_PROMETHEUS:-}" 
     if ! apt_install && ! { $sudo apt-get update -qq >target/apt.log 2>&1 && apt_install; }; then
         echo "cannot install prometheus; apt's output:" >&2
         cat target/apt.log >&2
+        exit 1
+    fi
+fi
+
+# The HTML timeline test (tests/explain.rs) renders `chainwatch explain`'s page in headless
+# Chromium: Debian's package, installed once per machine (CHAINWATCH_CHROMIUM names another
+# binary). Its screenshot is kept in target/test-artifacts/.
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHAINWATCH_CHROMIUM:-}" ]; then
+    echo "==> installing chromium (Debian package, once per machine)"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    mkdir -p target
+    apt_chromium() {
+        $sudo env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends chromium >target/apt-chromium.log 2>&1
+    }
+    if ! apt_chromium && ! { $sudo apt-get update -qq >target/apt-chromium.log 2>&1 && apt_chromium; }; then
+        echo "cannot install chromium; apt's output:" >&2
+        cat target/apt-chromium.log >&2
         exit 1
     fi
 fi

@@ -34,6 +34,15 @@ pub enum Command {
     },
     /// Send telemetry files to a Kafka topic, record by record (the demo's producer).
     Produce(ProduceArgs),
+    /// Print a finding's evidence timeline (stages, ATT&CK, evidence, look-back) and write it
+    /// as a self-contained HTML page for a ticket.
+    Explain(ExplainArgs),
+    /// Re-run rules or playbooks over the retained events topic, for a time range, across
+    /// tenants ("who was hit before we had this playbook"), without touching live groups.
+    Hunt(HuntArgs),
+    /// List hosts by inferred role (Exchange servers, domain controllers, IIS servers), from a
+    /// running deployment's roles topic or from telemetry files.
+    Hosts(HostsArgs),
     /// Write a synthetic workload: tenants, hosts, noise, injected chains with known answers.
     Gen(GenArgs),
 }
@@ -79,6 +88,120 @@ pub struct GenArgs {
     /// several tenants' files at once).
     #[arg(long)]
     pub tenant_field: Option<String>,
+}
+
+/// Where a command reads chainwatch's topics: a service config, or brokers given here.
+#[derive(Debug, Args)]
+pub struct TopicSource {
+    /// The service config: brokers, Kafka options and topic names come from it (only its
+    /// `[kafka]`, `[topics]`, `[tenants]` and `[correlate.placeholders]` are read).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Bootstrap servers, `host:port[,host:port]` (instead of --config).
+    #[arg(long, conflicts_with = "config")]
+    pub brokers: Option<String>,
+    /// A librdkafka property, `KEY=VALUE` (repeatable): TLS, SASL, timeouts (with --brokers).
+    #[arg(short = 'X', long = "option", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+    /// The topic to read (default: the config's, else chainwatch's default name).
+    #[arg(long)]
+    pub topic: Option<String>,
+}
+
+/// `chainwatch explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A findings file (JSON lines or a JSON document of chainwatch alerts or OCSF findings,
+    /// as `replay`, the file sink or the alerts topic hold them), or an alert id (32 hex
+    /// digits) to look up in `--in` files or, without them, on the alerts topic.
+    pub target: String,
+    /// Findings files to look the alert id up in.
+    #[arg(long = "in", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Which revision of the finding (default: the latest).
+    #[arg(long)]
+    pub revision: Option<u32>,
+    /// Where to write the HTML page (default: `chainwatch-ALERT_ID.html` here).
+    #[arg(long, conflicts_with = "no_html")]
+    pub html: Option<PathBuf>,
+    /// Print the timeline only; write no page.
+    #[arg(long)]
+    pub no_html: bool,
+    #[command(flatten)]
+    pub source: TopicSource,
+}
+
+/// How `hunt` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HuntOutput {
+    /// Findings per tenant and host, a table.
+    Summary,
+    /// Every finding (its latest revision), one JSON alert per line.
+    Json,
+    /// Every finding as a readable block.
+    Pretty,
+}
+
+/// `chainwatch hunt`.
+#[derive(Debug, Args)]
+pub struct HuntArgs {
+    /// Rule or playbook files or folders (repeatable). Without it, the shipped playbooks run.
+    #[arg(long = "rules")]
+    pub rules: Vec<PathBuf>,
+    /// Start of the hunted event-time range: RFC 3339 (`2026-11-01T00:00:00Z`), a date
+    /// (`2026-11-01`), or a duration before now (`30d`).
+    #[arg(long)]
+    pub from: String,
+    /// End of the hunted event-time range, like --from, or `now`.
+    #[arg(long, default_value = "now")]
+    pub to: String,
+    /// Only these tenants (repeatable; default: every tenant).
+    #[arg(long = "tenant")]
+    pub tenants: Vec<String>,
+    /// How far record write times may be from event times: records written from --from less
+    /// this up to --to plus this are read (telemetry arrives late; clocks differ).
+    #[arg(long, default_value = "1h")]
+    pub slack: String,
+    /// How to report.
+    #[arg(long, value_enum, default_value_t = HuntOutput::Summary)]
+    pub output: HuntOutput,
+    /// Also write the per-tenant, per-host report as JSON here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Values of Sigma `%placeholders%` (default: the config's `[correlate.placeholders]`).
+    #[arg(long)]
+    pub placeholders: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: TopicSource,
+}
+
+/// How `hosts` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HostsOutput {
+    /// One line per host and role.
+    Table,
+    /// One JSON record per host (as on the roles topic).
+    Json,
+}
+
+/// `chainwatch hosts`.
+#[derive(Debug, Args)]
+pub struct HostsArgs {
+    /// Only hosts with this role (`exchange`, `domain_controller`, `iis`).
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Only this tenant's hosts (with FILES: the tenant the files belong to, default
+    /// `default`).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// How to print.
+    #[arg(long, value_enum, default_value_t = HostsOutput::Table)]
+    pub output: HostsOutput,
+    /// Telemetry files or folders to infer roles from, instead of a running deployment's
+    /// roles topic.
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub source: TopicSource,
 }
 
 /// `chainwatch playbook ...`.

@@ -6,9 +6,15 @@
 //! - `produce`: send telemetry files to a topic ([`produce`]), the demo's producer.
 //! - `gen`: a synthetic workload with known answers ([`workload`]), for benchmarks and tests.
 //! - metrics, health and logs of `run`: [`telemetry`].
+//! - investigation: `explain` ([`explain`]: a finding's timeline, terminal and HTML), `hunt`
+//!   ([`hunt`]: rules over the retained events topic), `hosts` ([`hosts`]: inferred roles);
+//!   where they find the topics: [`topic_source`].
 
 mod chunked;
 mod cli;
+mod explain;
+mod hosts;
+mod hunt;
 mod playbook_test;
 mod produce;
 mod reload;
@@ -17,6 +23,7 @@ mod rules;
 mod run;
 mod stages;
 mod telemetry;
+mod topic_source;
 mod workload;
 
 use std::process::ExitCode;
@@ -121,6 +128,31 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             })
+        }
+        Command::Explain(args) => {
+            init_logging(cli.log_json, "warn");
+            let stdout = std::io::stdout();
+            explain::explain(args, &mut stdout.lock()).map(|page| {
+                if let Some(path) = page {
+                    eprintln!("wrote {}", path.display());
+                }
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Hunt(args) => {
+            init_logging(cli.log_json, "warn");
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            hunt::hunt(args, &mut out).and_then(|_| {
+                use std::io::Write;
+                out.flush()?;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Hosts(args) => {
+            init_logging(cli.log_json, "warn");
+            let stdout = std::io::stdout();
+            hosts::hosts(args, &mut stdout.lock()).map(|_| ExitCode::SUCCESS)
         }
     };
     match result {

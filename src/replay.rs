@@ -187,7 +187,7 @@ impl FastPath {
             gate: Gate::new(
                 Arc::clone(engine.rules()),
                 &decoder.windows_origins(),
-                &interest(),
+                &interest(engine.rules()),
             ),
             check,
             mismatches: Vec::new(),
@@ -211,9 +211,22 @@ impl FastPath {
     }
 }
 
-/// What the engine's users besides the rules need decoded (none yet).
-fn interest() -> Interest {
-    Interest::default()
+/// What the engine's users besides the rules need decoded: when a playbook is scoped to host
+/// roles, the records that may show one (it runs only where the role was inferred, from events
+/// no rule need match). Without such a playbook, nothing: roles then change no finding.
+fn interest(rules: &chainwatch_correlate::RuleSet) -> Interest {
+    if rules.correlations.iter().all(|c| c.roles.is_empty()) {
+        return Interest::default();
+    }
+    let roles = chainwatch_correlate::RoleSignals::builtin().interest();
+    Interest {
+        routes: roles
+            .routes
+            .into_iter()
+            .map(|(channel, id)| (channel, Some(id)))
+            .collect(),
+        literals: roles.literals,
+    }
 }
 
 /// CPU time of the calling thread so far (Linux `schedstat`; zero elsewhere).

@@ -30,6 +30,10 @@ pub const BUILTIN_PLAYBOOKS: &[(&str, &str)] = &[
         "playbooks/proxyshell.yml",
         include_str!("../playbooks/proxyshell.yml"),
     ),
+    (
+        "playbooks/proxytoken.yml",
+        include_str!("../playbooks/proxytoken.yml"),
+    ),
 ];
 
 /// Reads rule specs from paths, or the built-in playbooks when `paths` is empty.

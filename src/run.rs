@@ -1,5 +1,6 @@
 //! `chainwatch run`: the stages on Kafka, in one process (or the chosen subset), until SIGTERM
-//! or Ctrl-C; then each stage drains what is in flight, commits, and the process exits.
+//! or Ctrl-C; then each stage stops consuming, drains what is in flight, commits, and the
+//! process exits, all within `[shutdown] timeout`.
 
 use std::sync::Arc;
 
@@ -7,7 +8,9 @@ use anyhow::{Context, Result, anyhow};
 use chainwatch_config::ServiceConfig;
 use chainwatch_correlate::{CompileOptions, EngineConfig};
 use chainwatch_kafka::client::Context as ClientContext;
-use chainwatch_kafka::{LoopConfig, admin, client, run_delivery, run_transform};
+use chainwatch_kafka::{
+    Changelog, LoopConfig, admin, client, run_delivery, run_stateful, run_transform,
+};
 use chainwatch_sink::Deliverer;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::producer::Producer as _;
@@ -22,7 +25,28 @@ use crate::stages::sink::SinkCore;
 use crate::telemetry::Telemetry;
 use crate::telemetry::events::{RulesLoaded, RulesRejected};
 
-const FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
+/// The part of `[shutdown] timeout` the stage loops get to drain (the rest is for the final
+/// commit and producer flush).
+fn drain_budget(timeout: std::time::Duration) -> std::time::Duration {
+    timeout * 3 / 4
+}
+
+/// Divides a limit over all partitions (each partition's engine gets its share, at least 1).
+fn per_partition(limit: usize, partitions: i32) -> usize {
+    let n = usize::try_from(partitions.max(1)).unwrap_or(1);
+    limit.div_ceil(n).max(1)
+}
+
+/// The look-back's bounds over tenants and in all, divided over the partitions like the
+/// chains' (a host's events, and so its look-back, are in one partition).
+fn per_partition_lookback(
+    mut lookback: chainwatch_correlate::LookbackConfig,
+    partitions: i32,
+) -> chainwatch_correlate::LookbackConfig {
+    lookback.max_events_per_tenant = per_partition(lookback.max_events_per_tenant, partitions);
+    lookback.max_events = per_partition(lookback.max_events, partitions);
+    lookback
+}
 
 /// Reads and validates the service config.
 pub fn load_config(path: &std::path::Path) -> Result<ServiceConfig> {
@@ -40,6 +64,7 @@ fn observed_consumer(
     let context = ClientContext {
         stage,
         observer: Some(telemetry.consumer_observer(stage, group)),
+        ..ClientContext::default()
     };
     Ok(client::consumer_with(&config.kafka, group, context)?)
 }
@@ -105,6 +130,13 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
     let (stop, stopped) = watch::channel(false);
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
     let prefix = &config.kafka.group_prefix;
+    let shutdown_timeout = config.shutdown.timeout;
+    let loop_config = LoopConfig {
+        drain_timeout: drain_budget(shutdown_timeout),
+        ..LoopConfig::default()
+    };
+    // What is left of the shutdown budget after draining: the producers' final flush.
+    let flush = shutdown_timeout.saturating_sub(loop_config.drain_timeout);
 
     if args.stages.contains(&StageName::Ingest) {
         let mut core = IngestCore::new(&config)?.with_metrics(Arc::clone(&metrics));
@@ -119,28 +151,48 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
         let rx = stopped.clone();
         tasks.spawn(
             async move {
-                run_transform(&consumer, &producer, &mut core, rx, LoopConfig::default()).await?;
-                producer.flush(FLUSH)?;
+                run_transform(&consumer, &producer, &mut core, rx, loop_config).await?;
+                producer.flush(flush)?;
                 Ok("ingest")
             }
             .instrument(tracing::info_span!("stage", stage = "ingest")),
         );
     }
     if args.stages.contains(&StageName::Correlate) {
-        let engine = EngineConfig {
-            allowed_lateness: config.correlate.allowed_lateness,
-            max_groups: config.correlate.max_groups,
-            max_groups_per_tenant: config.correlate.max_groups_per_tenant,
-            ..EngineConfig::default()
+        let roles_topic = crate::hosts::roles_topic(&config).await?;
+        // The partial chains of each events partition live in their own engine and go to the
+        // same partition of the state changelog. The core is built once the changelog is there
+        // (in the task: a broker that is not reachable yet must not stop the start-up).
+        let correlate = config.correlate.clone();
+        let make_core = {
+            let (rules, metrics) = (rules_rx.clone(), Arc::clone(&metrics));
+            let (alerts, format, dead) = (
+                topics.alerts.clone(),
+                topics.alerts_format,
+                topics.dead_letter.clone(),
+            );
+            move |partitions: i32| {
+                let engine = EngineConfig {
+                    allowed_lateness: correlate.allowed_lateness,
+                    max_groups: per_partition(correlate.max_groups, partitions),
+                    max_groups_per_tenant: per_partition(
+                        correlate.max_groups_per_tenant,
+                        partitions,
+                    ),
+                    lookback: per_partition_lookback((&correlate.lookback).into(), partitions),
+                    ..EngineConfig::default()
+                };
+                CorrelateCore::new(rules, engine, &alerts, format, &dead)
+                    .with_metrics(metrics)
+                    .with_changelog()
+                    .with_idle_after(correlate.idle_after)
+            }
         };
-        let mut core = CorrelateCore::new(
-            rules_rx.clone(),
-            engine,
-            &topics.alerts,
-            topics.alerts_format,
-            &topics.dead_letter,
-        )
-        .with_metrics(Arc::clone(&metrics));
+        let (kafka, events, state) = (
+            config.kafka.clone(),
+            topics.events.clone(),
+            config.state_topic(),
+        );
         tokio::spawn(crate::reload::watch(
             crate::reload::Watch {
                 paths: rule_paths.clone(),
@@ -164,8 +216,18 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
         let rx = stopped.clone();
         tasks.spawn(
             async move {
-                run_transform(&consumer, &producer, &mut core, rx, LoopConfig::default()).await?;
-                producer.flush(FLUSH)?;
+                let mut rx = rx;
+                let Some(changelog) = changelog_when_ready(&kafka, &events, &state, &mut rx).await
+                else {
+                    return Ok("correlate");
+                };
+                let mut core = make_core(changelog.partitions());
+                // Roles seen before (and where to write new ones) before the first event.
+                let (topic, known) = roles_topic.open(rx.clone()).await;
+                core.set_roles_topic(topic);
+                core.restore_roles(known);
+                run_stateful(&consumer, &producer, &mut core, rx, loop_config, &changelog).await?;
+                producer.flush(flush)?;
                 Ok("correlate")
             }
             .instrument(tracing::info_span!("stage", stage = "correlate")),
@@ -191,8 +253,8 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
             let sink_name = sink.name().to_owned();
             tasks.spawn(
                 async move {
-                    run_delivery(&consumer, &producer, &mut core, rx).await?;
-                    producer.flush(FLUSH)?;
+                    run_delivery(&consumer, &producer, &mut core, rx, loop_config).await?;
+                    producer.flush(flush)?;
                     Ok("sink")
                 }
                 .instrument(tracing::info_span!(
@@ -220,17 +282,33 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
     }
     telemetry.health.set_stopping();
     let _ = stop.send(true);
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(Ok(stage)) => tracing::info!(stage, "stage stopped"),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "stage failed");
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error.get_or_insert(anyhow!("a stage panicked: {e}"));
+    let stopping = std::time::Instant::now();
+    let joined = tokio::time::timeout(shutdown_timeout, async {
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(stage)) => tracing::info!(stage, "stage stopped"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "stage failed");
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(anyhow!("a stage panicked: {e}"));
+                }
             }
         }
+    })
+    .await;
+    if joined.is_err() {
+        // Whatever is still running holds uncommitted work: it is done again after restart.
+        tasks.abort_all();
+        first_error.get_or_insert(anyhow!(
+            "shutdown took longer than [shutdown] timeout ({shutdown_timeout:?}); uncommitted work will be processed again after restart"
+        ));
+    } else {
+        tracing::info!(
+            elapsed_ms = u64::try_from(stopping.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "stopped"
+        );
     }
     // The endpoint stays up while the stages drain, so a last scrape sees their final counts.
     let _ = http_stop.send(true);
@@ -240,6 +318,29 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// The correlate state changelog, set up as soon as the brokers let it (retried while they
+/// cannot, each failure logged); `None` when shutdown comes first.
+async fn changelog_when_ready(
+    kafka: &chainwatch_config::service::KafkaConfig,
+    events: &str,
+    state: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Changelog> {
+    let mut attempt = 0u32;
+    loop {
+        let ensure = Changelog::ensure(kafka, events, state);
+        match chainwatch_kafka::stage::until_shutdown(ensure, shutdown).await? {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, topic = state, "cannot set up the correlate state changelog yet; trying again");
+                let wait = std::time::Duration::from_secs(u64::from(attempt.min(10)));
+                chainwatch_kafka::stage::until_shutdown(tokio::time::sleep(wait), shutdown).await?;
+            }
+        }
     }
 }
 

@@ -3,56 +3,35 @@
 //! finding. Each recording is replayed through the `chainwatch replay` command, as a user would.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use chainwatch_model::{Alert, AlertKind, HostName};
+use support::shared::{chainwatch, dataset, stdout_of};
 
-/// The shared data folder next to the repository.
-fn shared() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("shared");
-    assert!(
-        dir.join("datasets").is_dir(),
-        "the shared datasets are not at {}: the evaluation tests need them (CI clones the repository next to shared/)",
-        dir.display()
+/// Replays a file with the shipped playbooks; returns each finding at its latest revision and
+/// the number of stage-rule matches. Every record must decode: a recording the decoder could
+/// not read would pass "no finding" for the wrong reason.
+fn findings(file: &Path, tmp: &Path) -> (Vec<Alert>, u64) {
+    let stats = tmp.join("stats.json");
+    let out = stdout_of(
+        chainwatch()
+            .args(["replay", "--output", "json", "--stats"])
+            .arg(&stats)
+            .arg(file),
     );
-    dir
-}
-
-/// A dataset file ready to replay: zips are unpacked into `tmp`.
-fn dataset(name: &str, tmp: &Path) -> PathBuf {
-    let path = shared().join("datasets").join(name);
-    if !name.ends_with(".zip") {
-        return path;
-    }
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
-    let mut entry = archive.by_index(0).unwrap();
-    let name = entry.name().unwrap().into_owned();
-    let out = tmp.join(Path::new(&name).file_name().unwrap());
-    let mut data = Vec::new();
-    entry.read_to_end(&mut data).unwrap();
-    std::fs::write(&out, data).unwrap();
-    out
-}
-
-/// Replays a file with the shipped playbooks; returns each finding at its latest revision.
-fn findings(file: &Path) -> Vec<Alert> {
-    let out = Command::new(env!("CARGO_BIN_EXE_chainwatch"))
-        .args(["replay", "--output", "json"])
-        .arg(file)
-        .output()
-        .unwrap();
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stats["events_normalized"].as_u64().unwrap() > 0
+            && stats["dead_lettered"].as_object().unwrap().is_empty(),
+        "{}: {stats}",
+        file.display()
     );
     let mut latest: BTreeMap<String, Alert> = BTreeMap::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
+    for line in out.lines() {
         let a: Alert = serde_json::from_str(line).unwrap();
         if a.kind != AlertKind::Chain {
             continue;
@@ -62,7 +41,10 @@ fn findings(file: &Path) -> Vec<Alert> {
             latest.insert(id, a);
         }
     }
-    latest.into_values().collect()
+    (
+        latest.into_values().collect(),
+        stats["matches"].as_u64().unwrap(),
+    )
 }
 
 /// (playbook, complete, host) of a finding.
@@ -127,11 +109,39 @@ fn real_recordings_raise_the_findings_they_should() {
         ),
         // Benign: `net1 user` discovery without /add.
         ("otrf/empire_shell_net_local_users.zip", expect(&[])),
+        // EVTX. Benign: an ordinary workstation's Security log, with two legitimate admin
+        // accounts created (4720) and nothing before or after them.
+        ("evtx-samples/security.evtx", expect(&[])),
+        // Mail forwarding set through the Exchange PowerShell app pool (Set-Mailbox
+        // -ForwardingSmtpAddress), with no forged ECP request: not ProxyToken.
+        ("evtx-samples/MSExchange_Management_wec.evtx", expect(&[])),
+        // `net user /add` and 4720 on one host, with no remote execution from another.
+        (
+            "mdecrevoisier-evtx/ID4688-User_creation_via_commandline.evtx",
+            expect(&[]),
+        ),
+        // PsExec's target side (service install, admin share) without an account created.
+        (
+            "mdecrevoisier-evtx/ID4688_4697_5140-5145_PSexec_remote_execution_+_admin_share.evtx",
+            expect(&[]),
+        ),
+        // lsassy: WMI runs a comsvcs MiniDump of LSASS; no payload or discovery burst before.
+        (
+            "mdecrevoisier-evtx/ID1-LSASS_dump_with_LSASSY_SYSMON.evtx",
+            expect(&[]),
+        ),
+        // VSS deletion alone (the ransomware chain's last stage, without its first ones).
+        (
+            "mdecrevoisier-evtx/ID4688-Delete_VSS_backup_WMI.evtx",
+            expect(&[]),
+        ),
     ];
-    let mut table = String::from("| file | expected | found |\n|---|---|---|\n");
+    let mut table =
+        String::from("| file | expected | found | stage matches |\n|---|---|---|---:|\n");
     let mut wrong = Vec::new();
     for (name, expected) in &cases {
-        let found = summary(&findings(&dataset(name, tmp.path())));
+        let (alerts, matches) = findings(&dataset(name, tmp.path()), tmp.path());
+        let found = summary(&alerts);
         let show = |v: &[Found]| {
             if v.is_empty() {
                 return "none".to_owned();
@@ -144,7 +154,7 @@ fn real_recordings_raise_the_findings_they_should() {
                 .join("; ")
         };
         table.push_str(&format!(
-            "| {name} | {} | {} |\n",
+            "| {name} | {} | {} | {matches} |\n",
             show(expected),
             show(&found)
         ));

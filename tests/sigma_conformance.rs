@@ -7,7 +7,8 @@
 //!   rule. Cases that cannot pass are listed in [`KNOWN_MISMATCHES`] with the reason, and the
 //!   list is asserted to be exact, so a fix (or a regression) shows up here.
 //!
-//! EVTX input does not exist yet; once it does, the same cases should also run from the `.evtx`.
+//! Each case runs twice: from the JSON rendering and from the `.evtx` itself, and both must give
+//! the same count.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failed unwrap is a failed test.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,8 +19,10 @@ use chainwatch_config::load_rule_paths;
 use chainwatch_config::service::InputFormat;
 use chainwatch_config::sigma::RuleDoc;
 use chainwatch_correlate::{Engine, EngineConfig, RuleSet};
-use chainwatch_ingest::{Decoder, DecoderConfig, FileRecord, TenantSource, split_records};
-use chainwatch_model::TenantId;
+use chainwatch_ingest::{
+    Decoder, DecoderConfig, FileRecord, Piece, TenantSource, W3cState, split_payload, split_records,
+};
+use chainwatch_model::{Provenance, TenantId};
 use saphyr::{LoadableYamlNode, Yaml};
 
 /// Regression cases that do not yield their `match_count`: rule id, the number of alerts
@@ -29,7 +32,7 @@ use saphyr::{LoadableYamlNode, Yaml};
 /// In each of these the recording holds more events that match the rule than `match_count`
 /// says; SigmaHQ's own runner treats `match_count` as a minimum (more matches are only a
 /// warning there), so these counts went unnoticed upstream. The cases' `.evtx` files hold the
-/// same records as their JSON (5, 3, 6 and 2), so replaying the EVTX will give the same counts.
+/// same records as their JSON (5, 3, 6 and 2), and replaying them gives the same counts.
 /// chainwatch's counts follow the rules as written.
 const KNOWN_MISMATCHES: &[(&str, usize, &str)] = &[
     (
@@ -132,6 +135,7 @@ fn sigmahq_windows_rules_load_or_say_why() {
 struct Case {
     rule_id: String,
     json: PathBuf,
+    evtx: PathBuf,
     match_count: usize,
 }
 
@@ -173,18 +177,20 @@ fn cases(shared: &Path) -> Vec<Case> {
                 continue;
             };
             let evtx = t["path"].as_str().expect("a regression test path");
-            let json = shared
-                .join("sigma")
-                .join(Path::new(evtx).with_extension("json"));
-            assert!(
-                json.is_file(),
-                "{}: missing {}",
-                info.display(),
-                json.display()
-            );
+            let evtx = shared.join("sigma").join(evtx);
+            let json = evtx.with_extension("json");
+            for file in [&json, &evtx] {
+                assert!(
+                    file.is_file(),
+                    "{}: missing {}",
+                    info.display(),
+                    file.display()
+                );
+            }
             out.push(Case {
                 rule_id: rule_id.clone(),
                 json,
+                evtx,
                 match_count: usize::try_from(count).unwrap(),
             });
         }
@@ -192,10 +198,11 @@ fn cases(shared: &Path) -> Vec<Case> {
     out
 }
 
-/// Replays `case` with only its rule loaded; the number of alerts of that rule, or why none
-/// could be counted.
+/// Replays `file` (a case's JSON or EVTX) with only the case's rule loaded; the number of
+/// alerts of that rule, or why none could be counted.
 fn run_case(
     case: &Case,
+    file: &Path,
     docs: &HashMap<String, &RuleDoc>,
     decoder: &Decoder,
 ) -> Result<usize, String> {
@@ -207,15 +214,24 @@ fn run_case(
         return Err(format!("the rule does not compile: {diags}"));
     }
     let mut engine = Engine::new(Arc::new(set), EngineConfig::default());
-    let data = std::fs::read(&case.json).unwrap();
+    let data = std::fs::read(file).unwrap();
     let tenant = TenantSource::Fixed(TenantId::new("sigmahq").unwrap());
-    let path = case.json.display().to_string();
+    let origin = Provenance::File {
+        path: file.display().to_string(),
+        line: None,
+        record: None,
+    };
     let mut alerts = 0;
-    for record in split_records(&path, &data) {
-        match record {
-            FileRecord::Record { bytes, provenance } => {
+    for piece in split_payload(
+        &data,
+        &origin,
+        &decoder.split_options(),
+        &mut W3cState::new(),
+    ) {
+        match piece {
+            Piece::Record(record) => {
                 let event = decoder
-                    .decode(bytes, &tenant, provenance)
+                    .decode_record(&record, &tenant, None)
                     .map_err(|e| format!("an event does not decode: {e}"))?;
                 alerts += engine
                     .observe(&event)
@@ -223,7 +239,7 @@ fn run_case(
                     .filter(|a| a.rule.id == case.rule_id)
                     .count();
             }
-            FileRecord::Bad { error, .. } => {
+            Piece::Bad { error, .. } => {
                 return Err(format!("a record does not split: {error}"));
             }
         }
@@ -293,8 +309,18 @@ fn sigmahq_regression_cases_yield_their_match_count() {
 
     // Rule id to the alert count (or the error), for cases that do not give `match_count`.
     let mut mismatches: BTreeMap<String, Result<usize, String>> = BTreeMap::new();
+    let mut evtx_differs = Vec::new();
     for case in &cases {
-        let got = run_case(case, &docs, &decoder);
+        let got = run_case(case, &case.json, &docs, &decoder);
+        // The EVTX holds the same records as the JSON: it must give the same count.
+        let from_evtx = run_case(case, &case.evtx, &docs, &decoder);
+        if from_evtx != got {
+            evtx_differs.push(format!(
+                "{}: {from_evtx:?} from {}, {got:?} from the JSON",
+                case.rule_id,
+                case.evtx.display()
+            ));
+        }
         if got.as_ref().is_ok_and(|n| *n == case.match_count) {
             continue;
         }
@@ -316,5 +342,11 @@ fn sigmahq_regression_cases_yield_their_match_count() {
     assert_eq!(
         mismatches, expected,
         "the regression cases that miss their match_count differ from KNOWN_MISMATCHES"
+    );
+    assert!(
+        evtx_differs.is_empty(),
+        "{} case(s) count differently from their EVTX:\n{}",
+        evtx_differs.len(),
+        evtx_differs.join("\n")
     );
 }

@@ -1,7 +1,9 @@
 //! The operations sections of the service config: `[http]` (metrics and health endpoints),
-//! `[log]` (log lines) and `[metrics]` (label limits). All optional, with named defaults.
+//! `[log]` (log lines), `[metrics]` (label limits) and `[shutdown]` (how long a stop may
+//! take). All optional, with named defaults.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -149,4 +151,31 @@ mod tests {
         assert_eq!(lines, vec![7, 9, 11], "{diags}");
         assert!(diags.iter().any(|d| d.message.contains("xml")), "{diags}");
     }
+}
+
+/// `[shutdown]`: what SIGTERM (or Ctrl-C) does.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// The longest a stop takes: stages stop consuming, then have three quarters of it to get
+    /// the records in flight acknowledged and the delivery in progress done; offsets are
+    /// committed and the process exits by this deadline whatever is left (left work is done
+    /// again after restart, never lost). A human duration such as `"30s"`.
+    #[serde(
+        default = "default_shutdown_timeout",
+        with = "crate::duration::serde_human"
+    )]
+    pub timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
 }

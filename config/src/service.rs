@@ -17,7 +17,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Diagnostic, Diagnostics, line_col};
 use crate::duration::serde_human;
-pub use crate::ops::{HttpConfig, LogConfig, LogFormat, MetricsConfig};
+pub use crate::ops::{HttpConfig, LogConfig, LogFormat, MetricsConfig, ShutdownConfig};
 pub use crate::sinks::{
     AlertFormat, Auth, FindingFormat, Payload, RetryConfig, RouteConfig, SinkConfig, WebhookConfig,
 };
@@ -45,6 +45,8 @@ pub struct ServiceConfig {
     pub log: LogConfig,
     /// `[metrics]`: label limits.
     pub metrics: MetricsConfig,
+    /// `[shutdown]`: how long a stop may take.
+    pub shutdown: ShutdownConfig,
 }
 
 /// `[kafka]`.
@@ -69,6 +71,11 @@ pub struct KafkaConfig {
     /// librdkafka properties passed through unchanged (TLS, SASL, timeouts, ...).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// librdkafka properties whose values are secrets (`"sasl.password"`, `"ssl.key.password"`),
+    /// each `{ env = "NAME" }` or `{ file = "PATH" }`: read at start-up, passed to librdkafka
+    /// like `options`, never printed.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, crate::secret::Secret>,
 }
 
 /// `[topics]`.
@@ -84,10 +91,21 @@ pub struct TopicsConfig {
     /// Records that could not be processed, with the reason in headers.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter: String,
+    /// The correlate stage's state changelog: compacted, partition `p` holding the partial
+    /// chains of `events` partition `p`, so they survive a crash, a restart or a rebalance.
+    /// Created with the events topic's partition count when missing. Default:
+    /// `{group_prefix}-correlate-state` (like the consumer groups, one per deployment).
+    #[serde(default)]
+    pub state: Option<String>,
     /// The form of findings on the alerts topic: `"json"` (chainwatch's own) or `"ocsf"`
     /// (OCSF Detection Finding). Sinks read either.
     #[serde(default)]
     pub alerts_format: FindingFormat,
+    /// Host roles inferred from telemetry, one record per tenant and host (a compacted
+    /// topic, created so when chainwatch creates its topics): what `chainwatch hosts` lists,
+    /// and what a restarted correlator reads back.
+    #[serde(default = "default_roles_topic")]
+    pub roles: String,
 }
 
 impl Default for TopicsConfig {
@@ -96,7 +114,9 @@ impl Default for TopicsConfig {
             events: default_events_topic(),
             alerts: default_alerts_topic(),
             dead_letter: default_dead_letter_topic(),
+            state: None,
             alerts_format: FindingFormat::default(),
+            roles: default_roles_topic(),
         }
     }
 }
@@ -111,9 +131,14 @@ pub struct TenantConfig {
     #[serde(default)]
     pub priority: BTreeMap<String, chainwatch_model::Severity>,
     /// Host roles: role name to host names, e.g. `{ exchange = ["EXCH01", "EXCH02"] }`. A
-    /// playbook scoped to a role runs only on those hosts.
+    /// playbook scoped to a role runs only on those hosts (and on hosts inferred to have it).
     #[serde(default)]
     pub roles: BTreeMap<String, Vec<String>>,
+    /// Whether host roles inferred from telemetry (Exchange servers, domain controllers, IIS
+    /// servers) count as playbook scope besides the declared `roles`. Default `true`; `false`
+    /// scopes playbooks by the declared roles only.
+    #[serde(default)]
+    pub infer_roles: Option<bool>,
     /// Known-good activity: matches of these are dropped for this tenant.
     #[serde(default)]
     pub exclude: Vec<ExclusionConfig>,
@@ -283,12 +308,21 @@ pub struct CorrelateConfig {
     /// and still join a chain.
     #[serde(default = "default_lateness", with = "serde_human")]
     pub allowed_lateness: Duration,
-    /// Most groups (tenant + group-by key) tracked per correlation rule, over all tenants.
+    /// Most groups (tenant + group-by key) tracked per correlation rule, over all tenants and
+    /// all partitions of the events topic (each partition's state gets its share); beyond it
+    /// the least recently updated groups are evicted and counted.
     #[serde(default = "default_max_groups")]
     pub max_groups: usize,
-    /// Most groups tracked per correlation rule for one tenant.
+    /// Most groups tracked per correlation rule for one tenant (over all partitions, each
+    /// getting its share): a tenant beyond it evicts its own groups, never another tenant's.
     #[serde(default = "default_max_groups_per_tenant")]
     pub max_groups_per_tenant: usize,
+    /// After this long (wall clock) without an event of a tenant on a partition, the tenant's
+    /// event-time clock there moves on at the wall clock's pace from its newest event, never
+    /// past the wall clock, so absence deadlines and count windows with an upper bound close
+    /// while the input is quiet. `"0s"`: clocks move only with events.
+    #[serde(default = "default_idle_after", with = "serde_human")]
+    pub idle_after: Duration,
     /// How often rule files are checked for changes (they are also reloaded on SIGHUP).
     #[serde(default = "default_reload_interval", with = "serde_human")]
     pub reload_interval: Duration,
@@ -298,6 +332,48 @@ pub struct CorrelateConfig {
     /// listed here is refused, as the Sigma specification requires.
     #[serde(default)]
     pub placeholders: BTreeMap<String, Vec<String>>,
+    /// `[correlate.lookback]`: what every alert carries of its hosts' other notable events.
+    #[serde(default)]
+    pub lookback: LookbackSettings,
+}
+
+/// `[correlate.lookback]`: per host, the recent notable events (any rule match, whatever its
+/// level) are kept in a bounded buffer; every alert carries those of its hosts from `period`
+/// before its first evidence up to its last. Entries dropped by a bound are counted
+/// (`chainwatch_lookback_evictions_total`) and an alert whose window lost some says so.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookbackSettings {
+    /// How far before an alert's first evidence its look-back reaches (`"24h"`); `"0s"` turns
+    /// the look-back off.
+    #[serde(default = "default_lookback_period", with = "serde_human")]
+    pub period: Duration,
+    /// Most notable events kept per host (its oldest are dropped first).
+    #[serde(default = "default_lookback_per_host")]
+    pub max_events_per_host: usize,
+    /// Most notable events kept per tenant, over its hosts (the least recently active host's
+    /// oldest are dropped first), so one noisy tenant drops its own history, not others'.
+    #[serde(default = "default_lookback_per_tenant")]
+    pub max_events_per_tenant: usize,
+    /// Most notable events kept in all (taken from the tenant holding the most).
+    #[serde(default = "default_lookback_events")]
+    pub max_events: usize,
+    /// Most notable events one alert carries (the lowest levels, then the oldest, are left
+    /// out first; the alert counts them).
+    #[serde(default = "default_lookback_per_alert")]
+    pub max_events_per_alert: usize,
+}
+
+impl Default for LookbackSettings {
+    fn default() -> Self {
+        Self {
+            period: default_lookback_period(),
+            max_events_per_host: default_lookback_per_host(),
+            max_events_per_tenant: default_lookback_per_tenant(),
+            max_events: default_lookback_events(),
+            max_events_per_alert: default_lookback_per_alert(),
+        }
+    }
 }
 
 fn default_group_prefix() -> String {
@@ -320,6 +396,27 @@ fn default_alerts_topic() -> String {
 }
 fn default_dead_letter_topic() -> String {
     "chainwatch.dead-letter".into()
+}
+fn default_roles_topic() -> String {
+    "chainwatch.roles".into()
+}
+fn default_lookback_period() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_lookback_per_host() -> usize {
+    256
+}
+fn default_lookback_per_tenant() -> usize {
+    100_000
+}
+fn default_lookback_events() -> usize {
+    1_000_000
+}
+fn default_lookback_per_alert() -> usize {
+    200
+}
+fn default_idle_after() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_timezone() -> String {
     "+00:00".into()
@@ -347,8 +444,10 @@ impl Default for CorrelateConfig {
             allowed_lateness: default_lateness(),
             max_groups: default_max_groups(),
             max_groups_per_tenant: default_max_groups_per_tenant(),
+            idle_after: default_idle_after(),
             reload_interval: default_reload_interval(),
             placeholders: BTreeMap::new(),
+            lookback: LookbackSettings::default(),
         }
     }
 }
@@ -365,6 +464,29 @@ impl Loader<'_> {
         let (line, col) = line_col(self.text, span.start);
         self.diags
             .push(Diagnostic::new(self.file, line, col, message));
+    }
+
+    /// Where the key `name` of table `table` is set, for problems found after deserializing
+    /// (which keeps no spans): the first line after the `[table]` header (or in the whole file
+    /// without one) whose key is `name`, bare or quoted; the file's start when none is.
+    fn key_span(&self, table: &str, name: &str) -> Range<usize> {
+        let header = format!("[{table}]");
+        let mut inside = !self.text.lines().any(|l| l.trim() == header);
+        let mut offset = 0;
+        for line in self.text.split_inclusive('\n') {
+            let t = line.trim_start();
+            if t.trim_end() == header {
+                inside = true;
+            } else if inside {
+                let key = t.split('=').next().unwrap_or_default().trim();
+                if key.trim_matches('"') == name || key.trim_matches('\'') == name {
+                    let at = offset + (line.len() - t.len());
+                    return at..at;
+                }
+            }
+            offset += line.len();
+        }
+        0..0
     }
 
     fn section<T: DeserializeOwned>(
@@ -444,7 +566,7 @@ impl ServiceConfig {
         let (mut kafka, mut topics, mut correlate) = (None, None, None);
         let (mut sources, mut sinks) = (Vec::new(), Vec::new());
         let mut tenants = BTreeMap::new();
-        let (mut http, mut log, mut metrics) = (None, None, None);
+        let (mut http, mut log, mut metrics, mut shutdown) = (None, None, None, None);
         for (key, value) in root.into_inner() {
             match key.get_ref().as_ref() {
                 "kafka" => kafka = l.section::<KafkaConfig>("kafka", value),
@@ -456,10 +578,11 @@ impl ServiceConfig {
                 "http" => http = l.section::<HttpConfig>("http", value),
                 "log" => log = l.section::<LogConfig>("log", value),
                 "metrics" => metrics = l.section::<MetricsConfig>("metrics", value),
+                "shutdown" => shutdown = l.section::<ShutdownConfig>("shutdown", value),
                 other => l.error(
                     key.span(),
                     format!(
-                        "unknown section '{other}' (expected kafka, topics, sources, correlate, sinks, tenants, http, log, metrics)"
+                        "unknown section '{other}' (expected kafka, topics, sources, correlate, sinks, tenants, http, log, metrics, shutdown)"
                     ),
                 ),
             }
@@ -479,7 +602,8 @@ impl ServiceConfig {
             &sources,
             &mut sinks,
             correlate.as_ref(),
-            kafka.as_ref(),
+            kafka.as_mut(),
+            topics.as_ref(),
             &base_dir,
         );
         if !l.diags.is_empty() {
@@ -499,7 +623,17 @@ impl ServiceConfig {
             http: http.unwrap_or_default(),
             log: log.unwrap_or_default(),
             metrics: metrics.unwrap_or_default(),
+            shutdown: shutdown.unwrap_or_default(),
         })
+    }
+
+    /// The correlate stage's state changelog topic: `[topics] state`, or
+    /// `{group_prefix}-correlate-state`.
+    pub fn state_topic(&self) -> String {
+        self.topics
+            .state
+            .clone()
+            .unwrap_or_else(|| format!("{}-correlate-state", self.kafka.group_prefix))
     }
 
     /// A path from the config, resolved against the config file's folder.
@@ -519,7 +653,8 @@ fn validate(
     sources: &[(SourceConfig, Range<usize>)],
     sinks: &mut [(SinkConfig, Range<usize>)],
     correlate: Option<&CorrelateConfig>,
-    kafka: Option<&KafkaConfig>,
+    kafka: Option<&mut KafkaConfig>,
+    topics: Option<&TopicsConfig>,
     base_dir: &Path,
 ) {
     if let Some(k) = kafka {
@@ -528,6 +663,41 @@ fn validate(
         }
         if k.partitions < 1 {
             l.error(0..0, "kafka: 'partitions' must be at least 1");
+        }
+        // Files librdkafka reads at client creation: a missing one is a config problem with
+        // its line, not a client error at start-up (relative paths are from the working
+        // directory, as librdkafka reads them).
+        for (name, value) in &k.options {
+            let file_option = name.starts_with("ssl.") && name.ends_with(".location");
+            if file_option && value != "probe" && !Path::new(value).exists() {
+                l.error(
+                    l.key_span("kafka.options", name),
+                    format!("kafka.options.{name:?}: {value} does not exist"),
+                );
+            }
+        }
+        for (name, secret) in &mut k.secrets {
+            if k.options.contains_key(name) {
+                l.error(
+                    l.key_span("kafka.secrets", name),
+                    format!("kafka: {name:?} is set in both [kafka.options] and [kafka.secrets]"),
+                );
+            }
+            if let Err(e) = secret.resolve(base_dir) {
+                l.error(
+                    l.key_span("kafka.secrets", name),
+                    format!("kafka.secrets.{name:?}: {e}"),
+                );
+            }
+        }
+    }
+    if let Some(t) = topics {
+        let mut names = vec![&t.events, &t.alerts, &t.dead_letter];
+        names.extend(t.state.as_ref());
+        for (i, a) in names.iter().enumerate() {
+            if names[..i].contains(a) {
+                l.error(0..0, format!("topics: {a:?} is named for two purposes"));
+            }
         }
     }
     let mut names = Vec::new();
@@ -660,6 +830,15 @@ fn validate(
                 "correlate: 'max_groups_per_tenant' is above 'max_groups'",
             );
         }
+        let lb = &c.lookback;
+        if lb.max_events_per_host > lb.max_events_per_tenant
+            || lb.max_events_per_tenant > lb.max_events
+        {
+            l.error(
+                0..0,
+                "correlate.lookback: expected max_events_per_host <= max_events_per_tenant <= max_events",
+            );
+        }
     }
 }
 
@@ -701,6 +880,22 @@ kind = "file"
 name = "archive"
 path = "alerts.jsonl"
 "#;
+
+    #[test]
+    fn kafka_security_problems_point_at_their_keys() {
+        let text = "[kafka]\nbrokers = \"b:9092\"\n\n[kafka.options]\n\"security.protocol\" = \"sasl_ssl\"\n\"ssl.ca.location\" = \"/nonexistent/ca.pem\"\n\"sasl.password\" = \"x\"\n\n[kafka.secrets]\n\"sasl.password\" = { env = \"CHAINWATCH_TEST_UNSET_VARIABLE\" }\n\n[correlate]\nrules = [\"playbooks\"]\n";
+        let diags = load(text).unwrap_err();
+        let at = |what: &str| {
+            diags
+                .iter()
+                .find(|d| d.message.contains(what))
+                .map(|d| d.line)
+                .unwrap_or_else(|| panic!("no problem about {what}: {diags}"))
+        };
+        assert_eq!(at("does not exist"), 6, "{diags}");
+        assert_eq!(at("set in both"), 10, "{diags}");
+        assert_eq!(at("kafka.secrets"), 10, "{diags}");
+    }
 
     #[test]
     fn reads_a_good_config_with_defaults() {
@@ -870,6 +1065,41 @@ route = { tenant = "not a tenant" }
         let diags = load(&GOOD.replace("format = \"windows\"", "format = \"syslog\"")).unwrap_err();
         assert!(
             diags.iter().any(|d| d.message.contains("syslog")),
+            "{diags}"
+        );
+    }
+
+    #[test]
+    fn lookback_and_roles_topic_have_defaults_and_checks() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.topics.roles, "chainwatch.roles");
+        assert_eq!(c.correlate.lookback.period, Duration::from_secs(86400));
+        assert_eq!(c.correlate.lookback.max_events_per_host, 256);
+        let text = GOOD.replace(
+            "allowed_lateness = \"30m\"",
+            "allowed_lateness = \"30m\"\n\n[correlate.lookback]\nperiod = \"6h\"\nmax_events_per_host = 50",
+        );
+        let c = load(&text).unwrap();
+        assert_eq!(c.correlate.lookback.period, Duration::from_secs(6 * 3600));
+        assert_eq!(c.correlate.lookback.max_events_per_host, 50);
+        let bad = GOOD.replace(
+            "allowed_lateness = \"30m\"",
+            "allowed_lateness = \"30m\"\n\n[correlate.lookback]\nmax_events_per_host = 5000000\ncolour = 1",
+        );
+        let diags = load(&bad).unwrap_err();
+        assert!(
+            diags.iter().any(|d| d.message.contains("colour")),
+            "{diags}"
+        );
+        let bad = GOOD.replace(
+            "allowed_lateness = \"30m\"",
+            "allowed_lateness = \"30m\"\n\n[correlate.lookback]\nmax_events_per_host = 5000000",
+        );
+        let diags = load(&bad).unwrap_err();
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.message.contains("max_events_per_host")),
             "{diags}"
         );
     }

@@ -21,7 +21,10 @@ use crate::correlation::chain::{Chains, Emission};
 use crate::correlation::count::{Count, Measure};
 use crate::correlation::temporal::Temporal;
 use crate::correlation::{Firing, GroupKey, Hit, Limits, Outcome, State};
-use crate::ruleset::{CompiledCorrelation, CompiledRule, RuleSet, Source};
+use crate::lookback::{LookbackBuffer, LookbackConfig};
+use crate::persist::{self, RestoreStats, StateChange};
+use crate::roles::{HostRoles, RoleSignals, RoleTable};
+use crate::ruleset::{CompiledCorrelation, CompiledRule, RuleInfo, RuleSet, Source};
 use crate::sigma::fields::{EventView, ViewBuffers};
 
 /// Limits and tolerances of an engine.
@@ -35,6 +38,8 @@ pub struct EngineConfig {
     pub max_groups_per_tenant: usize,
     /// Most hits kept per stage of one group of an ordered chain (counting stages need many).
     pub max_hits_per_stage: usize,
+    /// What alerts carry of their hosts' other notable events, and its bounds.
+    pub lookback: LookbackConfig,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +49,7 @@ impl Default for EngineConfig {
             max_groups: 1_000_000,
             max_groups_per_tenant: 100_000,
             max_hits_per_stage: 1024,
+            lookback: LookbackConfig::default(),
         }
     }
 }
@@ -67,6 +73,8 @@ pub struct EngineStats {
     pub alerts: u64,
     /// Detection rules tested after the prefilter (over all events).
     pub candidates: u64,
+    /// Notable events the look-back dropped by its bounds.
+    pub lookback_evicted: u64,
 }
 
 /// A correlation engine over one rule set.
@@ -84,6 +92,15 @@ pub struct Engine {
     scratch: Vec<u32>,
     matched: Vec<usize>,
     buffers: ViewBuffers,
+    /// Per host, recent notable events: what alerts carry as their look-back.
+    lookback: LookbackBuffer,
+    /// Host roles inferred from every event seen (scope of role-scoped playbooks).
+    roles: RoleTable,
+    signals: &'static RoleSignals,
+    /// Changes are tracked for the changelog ([`Engine::track_changes`]).
+    tracking: bool,
+    /// Tombstones of groups whose correlation a reload removed, not yet taken.
+    dropped: Vec<StateChange>,
 }
 
 fn nanos(d: Duration) -> i64 {
@@ -102,6 +119,7 @@ impl Engine {
     pub fn new(rules: Arc<RuleSet>, config: EngineConfig) -> Self {
         let states = rules.correlations.iter().map(new_state).collect();
         let clocked = clocked(&rules);
+        let lookback = LookbackBuffer::new(config.lookback, retention(&rules, &config));
         Self {
             rules,
             states,
@@ -112,7 +130,140 @@ impl Engine {
             scratch: Vec::new(),
             matched: Vec::new(),
             buffers: ViewBuffers::default(),
+            lookback,
+            roles: RoleTable::default(),
+            signals: RoleSignals::builtin(),
+            tracking: false,
+            dropped: Vec::new(),
         }
+    }
+
+    /// The host roles inferred so far.
+    pub fn roles(&self) -> &RoleTable {
+        &self.roles
+    }
+
+    /// Hosts that gained a role (or whose role was seen again a day later) since the last
+    /// call: the records the shell writes to the roles topic.
+    pub fn take_role_changes(&mut self) -> Vec<HostRoles> {
+        self.roles.take_changes()
+    }
+
+    /// Per tenant and role, the hosts this engine observed with the role, when that may have
+    /// changed since the last call (for the role gauge); `None` otherwise.
+    pub fn role_counts_if_changed(&mut self) -> Option<BTreeMap<(TenantId, String), usize>> {
+        self.roles.counts_changed().then(|| self.roles.counts())
+    }
+
+    /// Merges host roles read back from the roles topic (at start-up).
+    pub fn restore_roles(&mut self, records: impl IntoIterator<Item = HostRoles>) {
+        for r in records {
+            self.roles.restore(r);
+        }
+    }
+
+    /// The look-back buffer (its size, its snapshot).
+    pub fn lookback(&self) -> &LookbackBuffer {
+        &self.lookback
+    }
+
+    /// Replaces the look-back buffer (with one restored from a snapshot).
+    pub fn set_lookback(&mut self, lookback: LookbackBuffer) {
+        self.lookback = lookback;
+        self.lookback
+            .set_retention(retention(&self.rules, &self.config));
+    }
+
+    /// Remembers every change of the state from now on, for [`Engine::take_changes`]: a
+    /// streaming shell writes them to its changelog so the state survives a restart.
+    pub fn track_changes(&mut self) {
+        self.tracking = true;
+        for s in &mut self.states {
+            s.track_changes();
+        }
+    }
+
+    /// The changelog records of every group changed since the last call (its state now, or a
+    /// tombstone when it is gone), in a deterministic order. Empty unless
+    /// [`Engine::track_changes`] was called.
+    pub fn take_changes(&mut self) -> Vec<StateChange> {
+        let mut out = std::mem::take(&mut self.dropped);
+        for (corr, state) in self.rules.correlations.iter().zip(&mut self.states) {
+            state.take_changes(corr.fingerprint, &mut out);
+        }
+        out
+    }
+
+    /// Puts back groups from changelog values (the latest value of each key, oldest first).
+    /// Records of correlations the rule set does not have, or that cannot be read, are skipped
+    /// and counted. The tenants' event-time clocks resume from the newest event of their
+    /// groups.
+    pub fn restore<'a>(&mut self, values: impl IntoIterator<Item = &'a [u8]>) -> RestoreStats {
+        let mut stats = RestoreStats::default();
+        let rules = Arc::clone(&self.rules);
+        for value in values {
+            let Some(record) = persist::decode(value) else {
+                stats.unreadable += 1;
+                continue;
+            };
+            let Some(ci) = rules
+                .correlations
+                .iter()
+                .position(|c| persist::fingerprint_text(c.fingerprint) == record.correlation)
+            else {
+                stats.unknown += 1;
+                continue;
+            };
+            let limits = self.limits(&rules.correlations[ci]);
+            let key: GroupKey = (record.tenant.clone(), record.group.into_boxed_slice());
+            match self.states[ci].restore(key, record.state, limits) {
+                Some(newest) => {
+                    stats.groups += 1;
+                    if self.clocked
+                        && let Some(t) = newest
+                    {
+                        let clock = self.clocks.entry(record.tenant).or_insert(t);
+                        *clock = (*clock).max(t);
+                    }
+                }
+                None => stats.unknown += 1,
+            }
+        }
+        stats
+    }
+
+    /// Each tenant's event-time clock (its newest event time), for the correlations that
+    /// decide on it; empty when none does ([`Engine::is_clocked`]).
+    pub fn tenant_clocks(&self) -> impl Iterator<Item = (&TenantId, Timestamp)> {
+        self.clocks.iter().map(|(t, c)| (t, *c))
+    }
+
+    /// True when some correlation decides on the tenants' event-time clocks (absences, counts
+    /// with an upper bound): only then does moving a clock ([`Engine::advance_tenant`]) matter.
+    pub fn is_clocked(&self) -> bool {
+        self.clocked
+    }
+
+    /// Moves `tenant`'s clock (its newest event time) to at least `newest`, as if an event of
+    /// that time had arrived, and decides what its watermark then closes. The shell calls it
+    /// when the tenant's input is idle; a clock never moves back, and a tenant this engine has
+    /// not seen has nothing to decide.
+    pub fn advance_tenant(&mut self, tenant: &TenantId, newest: Timestamp) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        if !self.clocked {
+            return alerts;
+        }
+        let Some(clock) = self.clocks.get_mut(tenant) else {
+            return alerts;
+        };
+        if newest <= *clock {
+            return alerts;
+        }
+        *clock = newest;
+        let rules = Arc::clone(&self.rules);
+        self.tick(&rules, Some(tenant), &mut alerts);
+        self.stats.alerts += alerts.len() as u64;
+        alerts
     }
 
     /// The rule set.
@@ -145,12 +296,33 @@ impl Engine {
                         kept += 1;
                         state
                     }
-                    None => new_state(c),
+                    None => {
+                        let mut state = new_state(c);
+                        if self.tracking {
+                            state.track_changes();
+                        }
+                        state
+                    }
                 }
             })
             .collect();
         self.stats.evicted += old.iter().flatten().map(|(_, s)| s.evicted()).sum::<u64>();
+        if self.tracking {
+            // The state of a correlation that changed or went away is dropped: so are its
+            // changelog records.
+            for (fingerprint, state) in old.iter_mut().flatten() {
+                let mut pending = Vec::new();
+                state.take_changes(*fingerprint, &mut pending);
+                self.dropped
+                    .extend(pending.into_iter().map(|c| StateChange {
+                        key: c.key,
+                        value: None,
+                    }));
+                state.tombstones(*fingerprint, &mut self.dropped);
+            }
+        }
         self.clocked = clocked(&rules);
+        self.lookback.set_retention(retention(&rules, &self.config));
         self.rules = rules;
         kept
     }
@@ -159,6 +331,7 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         let mut s = self.stats.clone();
         s.evicted += self.states.iter().map(State::evicted).sum::<u64>();
+        s.lookback_evicted = self.lookback.evicted();
         s
     }
 
@@ -190,6 +363,10 @@ impl Engine {
         let rules = Arc::clone(&self.rules);
         let mut alerts = Vec::new();
         let mut queue = VecDeque::new();
+        // Roles first: an event that shows its host is an Exchange server puts the host in
+        // the scope of Exchange playbooks for its own matches too.
+        self.roles.observe(self.signals, event);
+        let mut notable: Vec<&RuleInfo> = Vec::new();
         {
             let buffers = std::mem::take(&mut self.buffers);
             let view = EventView::with_buffers(event, &rules.fields, buffers);
@@ -204,6 +381,7 @@ impl Engine {
                     continue;
                 }
                 self.stats.matches += 1;
+                notable.push(&rule.info);
                 if rule.standalone {
                     alerts.push(detection_alert(rule, event));
                 }
@@ -214,7 +392,7 @@ impl Engine {
                     Arc::from([Evidence::of(event, &rule.info.rule.id)]);
                 for &(ci, input) in &rule.feeds {
                     let corr = &rules.correlations[ci];
-                    if !policies.applies(ci, corr, event) {
+                    if !policies.applies(ci, corr, event, &self.roles) {
                         continue;
                     }
                     let key = (
@@ -247,6 +425,7 @@ impl Engine {
             self.matched = matched;
             self.buffers = view.into_buffers();
         }
+        self.lookback.record(event, &notable);
         if self.clocked {
             let clock = self
                 .clocks
@@ -258,13 +437,15 @@ impl Engine {
         if self.clocked {
             self.tick(&rules, Some(&event.tenant), &mut alerts);
         }
-        self.stats.alerts += alerts.len() as u64;
+        self.finish_alerts(&mut alerts);
         alerts
     }
 
     /// Feeds an event that no rule can match (the gate said so, without decoding it): the same
     /// effect as [`Engine::observe`] on it, which is to count it and, when some correlation
     /// decides on the tenant's clock, to move that clock to `time` and decide what it closes.
+    /// (The gate also lets through every record a host-role signal may read, so role
+    /// inference sees all it would see in a full decode.)
     pub fn observe_unmatched(&mut self, tenant: &TenantId, time: Timestamp) -> Vec<Alert> {
         self.stats.events += 1;
         let mut alerts = Vec::new();
@@ -273,15 +454,17 @@ impl Engine {
             let clock = self.clocks.entry(tenant.clone()).or_insert(time);
             *clock = (*clock).max(time);
             self.tick(&rules, Some(tenant), &mut alerts);
-            self.stats.alerts += alerts.len() as u64;
+            self.finish_alerts(&mut alerts);
         }
         alerts
     }
 
-    /// True when some correlation decides on the tenant's clock (a count with an upper bound,
-    /// a chain that waits for an absence): then every event's time matters, matched or not.
-    pub fn is_clocked(&self) -> bool {
-        self.clocked
+    /// Counts alerts and gives each its look-back.
+    fn finish_alerts(&mut self, alerts: &mut [Alert]) {
+        self.stats.alerts += alerts.len() as u64;
+        for a in alerts {
+            self.lookback.attach(a);
+        }
     }
 
     /// Moves every tenant's event-time watermark to at least `watermark` and decides what it
@@ -295,7 +478,7 @@ impl Engine {
         }
         let mut alerts = Vec::new();
         self.tick(&rules, None, &mut alerts);
-        self.stats.alerts += alerts.len() as u64;
+        self.finish_alerts(&mut alerts);
         alerts
     }
 
@@ -348,7 +531,7 @@ impl Engine {
                 .collect();
             self.fire_all(&rules, fired, &mut alerts);
         }
-        self.stats.alerts += alerts.len() as u64;
+        self.finish_alerts(&mut alerts);
         alerts
     }
 
@@ -475,6 +658,19 @@ fn feed_outer(
     }
 }
 
+/// How far behind a host's newest notable event the look-back must keep entries: an alert's
+/// first evidence can be the longest timespan and the allowed lateness behind it, and its
+/// look-back reaches the period before that.
+fn retention(rules: &RuleSet, config: &EngineConfig) -> Duration {
+    let longest = rules
+        .correlations
+        .iter()
+        .map(|c| c.timespan)
+        .max()
+        .unwrap_or_default();
+    config.lookback.period + longest + config.allowed_lateness
+}
+
 /// True when some correlation decides on the tenant's clock: a count with an upper bound, or
 /// a chain that waits for an absence.
 fn clocked(rules: &RuleSet) -> bool {
@@ -555,6 +751,7 @@ fn detection_alert(rule: &CompiledRule, event: &Event) -> Alert {
         events: vec![Evidence::of(event, &rule.info.rule.id)],
         response: Vec::new(),
         description: rule.info.description.clone(),
+        lookback: None,
     }
 }
 
@@ -649,6 +846,7 @@ fn correlation_alert(rules: &RuleSet, corr: &CompiledCorrelation, firing: &Firin
             .map(|p| p.response.clone())
             .unwrap_or_default(),
         description: corr.info.description.clone(),
+        lookback: None,
     }
 }
 
@@ -762,6 +960,7 @@ fn chain_alert(
             .map(|p| p.response.clone())
             .unwrap_or_default(),
         description: corr.info.description.clone(),
+        lookback: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Per-tenant policy: which playbooks run for a customer, its known-good exclusions, priority
 //! overrides, and the roles of its hosts (a playbook scoped to `exchange` runs only on hosts the
-//! customer's config lists as Exchange servers).
+//! customer's config lists as Exchange servers, or that its telemetry showed to be: see
+//! [`crate::roles`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -11,6 +12,7 @@ use chainwatch_config::{Diagnostic, Diagnostics};
 use chainwatch_model::host::host_key;
 use chainwatch_model::{Event, Severity, TenantId};
 
+use crate::roles::RoleTable;
 use crate::ruleset::{CompiledCorrelation, CompiledRule};
 use crate::sigma::fields::{EventView, FieldId};
 use crate::sigma::value::{CompileCtx, ValueSet};
@@ -33,6 +35,8 @@ pub struct TenantPolicy {
     priority: HashMap<usize, Severity>,
     /// Role name to host keys.
     roles: HashMap<String, HashSet<String>>,
+    /// Roles inferred from telemetry are not used as scope (`infer_roles = false`).
+    declared_only: bool,
     exclusions: Vec<Exclusion>,
 }
 
@@ -89,6 +93,7 @@ impl Policies {
                     None => err(format!("priority: no loaded playbook is named {pb:?}")),
                 }
             }
+            p.declared_only = cfg.infer_roles == Some(false);
             for (role, hosts) in &cfg.roles {
                 p.roles
                     .insert(role.clone(), hosts.iter().map(|h| host_key(h)).collect());
@@ -148,20 +153,38 @@ impl Policies {
     }
 
     /// Whether correlation `ci` runs for `event`: it is enabled for the tenant, and when the
-    /// playbook is scoped to host roles, the host has one of them. A tenant that declares none
-    /// of the playbook's roles is not restricted: an unconfigured customer still gets detection
-    /// everywhere, and declaring `exchange = [...]` narrows it to those hosts.
-    pub(crate) fn applies(&self, ci: usize, corr: &CompiledCorrelation, event: &Event) -> bool {
+    /// playbook is scoped to host roles, the host has one of them. A host has a role when the
+    /// tenant declares it (`roles = { exchange = [...] }`) or when its telemetry showed it
+    /// (`inferred`, unless the tenant sets `infer_roles = false`). A tenant with no host known
+    /// to have any of the playbook's roles is not restricted: an unconfigured customer whose
+    /// Exchange servers were not seen yet still gets detection everywhere.
+    pub(crate) fn applies(
+        &self,
+        ci: usize,
+        corr: &CompiledCorrelation,
+        event: &Event,
+        inferred: &RoleTable,
+    ) -> bool {
         let p = self.of(&event.tenant);
         if p.playbooks.as_ref().is_some_and(|set| !set.contains(&ci)) {
             return false;
         }
-        let declared: Vec<&HashSet<String>> =
-            corr.roles.iter().filter_map(|r| p.roles.get(r)).collect();
-        declared.is_empty()
-            || declared
-                .iter()
-                .any(|hosts| hosts.contains(event.host.key()))
+        if corr.roles.is_empty() {
+            return true;
+        }
+        let infer = !p.declared_only;
+        let known = corr
+            .roles
+            .iter()
+            .any(|r| p.roles.contains_key(r) || (infer && inferred.tenant_has(&event.tenant, r)));
+        if !known {
+            return true;
+        }
+        let host = event.host.key();
+        corr.roles.iter().any(|r| {
+            p.roles.get(r).is_some_and(|hosts| hosts.contains(host))
+                || (infer && inferred.has(&event.tenant, host, r))
+        })
     }
 
     /// The priority of correlation `ci`'s findings for `tenant`, if overridden.

@@ -1,16 +1,13 @@
 //! The chain engine on hand-built events: order, duplicates, window edges, lateness, tenants.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
-use std::path::Path;
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use chainwatch_config::sigma::parse_rule_text;
-use chainwatch_correlate::{Engine, EngineConfig, RuleSet};
-use chainwatch_model::{
-    Activity, Alert, AlertKind, Event, EventClass, EventId, FieldValue, Fields, HostName,
-    Provenance, SourceFormat, SourceMeta, Target, TenantId, Timestamp,
-};
+use chainwatch_correlate::{Engine, EngineConfig};
+use chainwatch_model::{Alert, AlertKind, Event, FieldValue, Fields, Timestamp};
+use support::{PROCESS_CREATION, engine_with};
 
 const RULES: &str = r#"
 title: Three steps
@@ -62,14 +59,6 @@ detection:
     condition: sel
 "#;
 
-fn engine_with(rules: &str, config: EngineConfig) -> Engine {
-    let (docs, diags) = parse_rule_text(Path::new("rules.yml"), rules);
-    assert!(diags.is_empty(), "{diags}");
-    let (set, diags) = RuleSet::compile(&docs);
-    assert!(diags.is_empty(), "{diags}");
-    Engine::new(Arc::new(set), config)
-}
-
 fn engine() -> Engine {
     engine_with(RULES, EngineConfig::default())
 }
@@ -80,31 +69,15 @@ fn event(tenant: &str, host: &str, image: &str, seconds: i64) -> Event {
     fields.push("EventID", FieldValue::Int(1));
     fields.push("Image", FieldValue::Str(format!("C:\\x\\{image}").into()));
     fields.push("Hostname", FieldValue::Str(host.into()));
-    let raw = format!("{tenant}/{host}/{image}/{seconds}");
-    Event {
-        id: EventId::of_record(tenant, raw.as_bytes()),
-        tenant: TenantId::new(tenant).unwrap(),
-        time: Timestamp::from_millis(1_600_000_000_000 + seconds * 1000),
-        class: EventClass::ProcessActivity,
-        activity: Activity::Launch,
-        host: HostName::new(host),
-        user: None,
-        process: None,
-        parent: None,
-        target: Target::default(),
-        source: SourceMeta {
-            format: SourceFormat::WindowsFlat,
-            channel: Some("Microsoft-Windows-Sysmon/Operational".into()),
-            provider: None,
-            event_id: Some(1),
-        },
+    support::event(
+        tenant,
+        host,
+        Timestamp::from_millis(1_600_000_000_000 + seconds * 1000),
+        PROCESS_CREATION,
         fields,
-        provenance: Provenance::File {
-            path: "t".into(),
-            line: Some(seconds as u64),
-            record: None,
-        },
-    }
+        &format!("{tenant}/{host}/{image}/{seconds}"),
+        seconds as u64,
+    )
 }
 
 fn feed(engine: &mut Engine, events: &[Event]) -> Vec<Alert> {

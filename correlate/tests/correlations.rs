@@ -3,16 +3,13 @@
 //! tenants, eviction). Ordered chains (`temporal_ordered`) have their own file, `chains.rs`.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
-use std::path::Path;
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use chainwatch_config::sigma::parse_rule_text;
-use chainwatch_correlate::{Engine, EngineConfig, RuleSet};
-use chainwatch_model::{
-    Activity, Alert, AlertKind, Event, EventClass, EventId, FieldValue, Fields, HostName,
-    Provenance, SourceFormat, SourceMeta, Target, TenantId, Timestamp,
-};
+use chainwatch_correlate::{Engine, EngineConfig};
+use chainwatch_model::{Alert, AlertKind, Event, FieldValue, Fields, Timestamp};
+use support::{compile, engine_with, logon};
 
 const LOGONS: &str = r#"
 title: Failed logon
@@ -34,23 +31,6 @@ detection:
     condition: sel
 "#;
 
-fn compile(rules: &str) -> Result<RuleSet, String> {
-    let (docs, diags) = parse_rule_text(Path::new("rules.yml"), rules);
-    if !diags.is_empty() {
-        return Err(diags.to_string());
-    }
-    let (set, diags) = RuleSet::compile(&docs);
-    if diags.is_empty() {
-        Ok(set)
-    } else {
-        Err(diags.to_string())
-    }
-}
-
-fn engine_with(rules: &str, config: EngineConfig) -> Engine {
-    Engine::new(Arc::new(compile(rules).unwrap()), config)
-}
-
 fn engine(rules: &str) -> Engine {
     engine_with(rules, EngineConfig::default())
 }
@@ -64,31 +44,15 @@ fn event(tenant: &str, host: &str, id: u32, seconds: i64, extra: &[(&str, &str)]
     for (k, v) in extra {
         fields.push(*k, FieldValue::Str((*v).into()));
     }
-    let raw = format!("{tenant}/{host}/{id}/{seconds}/{extra:?}");
-    Event {
-        id: EventId::of_record(tenant, raw.as_bytes()),
-        tenant: TenantId::new(tenant).unwrap(),
-        time: Timestamp::from_millis(1_600_000_000_000 + seconds * 1000),
-        class: EventClass::Authentication,
-        activity: Activity::Logon,
-        host: HostName::new(host),
-        user: None,
-        process: None,
-        parent: None,
-        target: Target::default(),
-        source: SourceMeta {
-            format: SourceFormat::WindowsFlat,
-            channel: Some("Security".into()),
-            provider: None,
-            event_id: Some(id),
-        },
+    support::event(
+        tenant,
+        host,
+        Timestamp::from_millis(1_600_000_000_000 + seconds * 1000),
+        logon(id),
         fields,
-        provenance: Provenance::File {
-            path: "t".into(),
-            line: Some(seconds.unsigned_abs()),
-            record: None,
-        },
-    }
+        &format!("{tenant}/{host}/{id}/{seconds}/{extra:?}"),
+        seconds.unsigned_abs(),
+    )
 }
 
 fn failed(host: &str, user: &str, seconds: i64) -> Event {

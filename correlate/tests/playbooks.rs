@@ -3,6 +3,8 @@
 //! and reloads.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -12,9 +14,9 @@ use chainwatch_config::service::ExclusionConfig;
 use chainwatch_config::sigma::parse_rule_text;
 use chainwatch_correlate::{CompileOptions, Engine, EngineConfig, RuleSet};
 use chainwatch_model::{
-    Activity, Alert, AlertKind, Event, EventClass, EventId, FieldValue, Fields, HostName,
-    Provenance, Severity, SourceFormat, SourceMeta, Target, TenantId, Timestamp,
+    Alert, AlertKind, Event, EventId, FieldValue, Fields, Severity, TenantId, Timestamp,
 };
+use support::{PROCESS_CREATION, rule_set};
 
 /// Stage rules: each matches a process whose image ends with its letter (`a.exe`, ...).
 fn stage_rules(names: &[&str]) -> String {
@@ -38,14 +40,6 @@ fn playbook(rules: &[&str], timespan: &str, extra: &str, more: &[&str]) -> Strin
     )
 }
 
-fn rule_set(text: &str) -> Arc<RuleSet> {
-    let (docs, diags) = parse_rule_text(Path::new("pb.yml"), text);
-    assert!(diags.is_empty(), "{diags}");
-    let (set, diags) = RuleSet::compile(&docs);
-    assert!(diags.is_empty(), "{diags}");
-    Arc::new(set)
-}
-
 fn engine(text: &str) -> Engine {
     Engine::new(rule_set(text), EngineConfig::default())
 }
@@ -57,31 +51,15 @@ fn event_on(tenant: &str, host: &str, image: &str, secs: i64, extra: &[(&str, &s
     for (k, v) in extra {
         fields.push(*k, FieldValue::Str((*v).into()));
     }
-    let raw = format!("{tenant}/{host}/{image}/{secs}/{extra:?}");
-    Event {
-        id: EventId::of_record(tenant, raw.as_bytes()),
-        tenant: TenantId::new(tenant).unwrap(),
-        time: Timestamp::from_millis(1_700_000_000_000 + secs * 1000),
-        class: EventClass::ProcessActivity,
-        activity: Activity::Launch,
-        host: HostName::new(host),
-        user: None,
-        process: None,
-        parent: None,
-        target: Target::default(),
-        source: SourceMeta {
-            format: SourceFormat::WindowsFlat,
-            channel: Some("Microsoft-Windows-Sysmon/Operational".into()),
-            provider: None,
-            event_id: Some(1),
-        },
+    support::event(
+        tenant,
+        host,
+        Timestamp::from_millis(1_700_000_000_000 + secs * 1000),
+        PROCESS_CREATION,
         fields,
-        provenance: Provenance::File {
-            path: "t".into(),
-            line: Some(secs.unsigned_abs()),
-            record: None,
-        },
-    }
+        &format!("{tenant}/{host}/{image}/{secs}/{extra:?}"),
+        secs.unsigned_abs(),
+    )
 }
 
 /// A process creation of `<stage>.exe` on host h1 of tenant acme.
@@ -413,6 +391,88 @@ fn scoped_playbooks_run_only_on_hosts_with_the_role() {
         event_on("globex", "ws-07", "b.exe", 60, &[]),
     ];
     assert_eq!(feed(&mut e, &globex).len(), 1);
+}
+
+/// An event that shows its host is an Exchange server (an MSExchange log) and matches no rule.
+fn exchange_log(tenant: &str, host: &str, secs: i64) -> Event {
+    let mut e = event_on(tenant, host, "noise.exe", secs, &[]);
+    e.source.channel = Some("MSExchange Management".into());
+    e.source.provider = Some("MSExchange CmdletLogs".into());
+    e
+}
+
+#[test]
+fn inferred_roles_scope_playbooks_like_declared_ones() {
+    let text = playbook(&["a", "b"], "1h", "    scope: {roles: [exchange]}", &[]);
+    let mut e = engine(&text);
+    let on = |tenant: &str, host: &str, at: i64| {
+        vec![
+            event_on(tenant, host, "a.exe", at, &[]),
+            event_on(tenant, host, "b.exe", at + 60, &[]),
+        ]
+    };
+    // No Exchange server seen yet: not restricted.
+    assert_eq!(feed(&mut e, &on("acme", "ws-01", 0)).len(), 1);
+    // EXCH01's telemetry shows it is one: from then on only Exchange servers are in scope.
+    assert!(feed(&mut e, &[exchange_log("acme", "EXCH01", 100)]).is_empty());
+    let acme = TenantId::new("acme").unwrap();
+    assert!(e.roles().has(&acme, "exch01", "exchange"));
+    assert!(feed(&mut e, &on("acme", "ws-02", 200)).is_empty());
+    assert_eq!(feed(&mut e, &on("acme", "exch01.corp.local", 300)).len(), 1);
+    // Another tenant's Exchange server does not narrow this one.
+    assert_eq!(feed(&mut e, &on("globex", "ws-01", 400)).len(), 1);
+    let changes = e.take_role_changes();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].key(), "acme/exch01");
+
+    // A tenant that turns inference off is scoped by its declared roles only.
+    let cfg = tenant_cfg(|c| c.infer_roles = Some(false));
+    let mut e = with_policy(&text, &cfg);
+    feed(&mut e, &[exchange_log("acme", "EXCH01", 100)]);
+    assert_eq!(feed(&mut e, &on("acme", "ws-02", 200)).len(), 1);
+
+    // Declared and inferred roles add up.
+    let cfg = tenant_cfg(|c| {
+        c.roles.insert("exchange".into(), vec!["EXCH02".into()]);
+    });
+    let mut e = with_policy(&text, &cfg);
+    feed(&mut e, &[exchange_log("acme", "EXCH01", 100)]);
+    assert_eq!(feed(&mut e, &on("acme", "exch01", 200)).len(), 1);
+    assert_eq!(feed(&mut e, &on("acme", "exch02", 300)).len(), 1);
+    assert!(feed(&mut e, &on("acme", "ws-03", 400)).is_empty());
+}
+
+#[test]
+fn alerts_carry_the_notable_events_of_their_host_before_and_during_the_chain() {
+    // Stages a, b; rules c and d are standalone detections of other activity.
+    let mut text = playbook(&["a", "b"], "1h", "", &[]);
+    text.push_str(
+        &stage_rules(&["c", "d"]).replace("title: Stage d", "title: Stage d\nlevel: low"),
+    );
+    let mut e = engine(&text);
+    let before = event_on("acme", "h1", "c.exe", -3000, &[]);
+    let long_before = event_on("acme", "h1", "d.exe", -200_000, &[]);
+    let other_host = event_on("acme", "h2", "c.exe", -100, &[]);
+    let during = event_on("acme", "h1", "d.exe", 30, &[]);
+    let alerts = feed(
+        &mut e,
+        &[
+            long_before,
+            before.clone(),
+            other_host,
+            ev("a", 0),
+            during.clone(),
+            ev("b", 60),
+        ],
+    );
+    let chain = alerts.iter().find(|a| a.kind == AlertKind::Chain).unwrap();
+    let lb = chain.lookback.as_ref().unwrap();
+    let ids: Vec<EventId> = lb.events.iter().map(|n| n.evidence.id).collect();
+    assert_eq!(ids, [before.id, during.id]);
+    assert!(lb.complete);
+    assert_eq!(lb.events[0].rules[0].title, "Stage c");
+    // The chain's own evidence is not repeated in it.
+    assert!(chain.events.iter().all(|x| !ids.contains(&x.id)));
 }
 
 #[test]

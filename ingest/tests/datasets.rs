@@ -233,6 +233,14 @@ fn one_clock_per_file_even_when_sysmon_disagrees() {
         .expect("the Set-OabVirtualDirectory cmdlet is named from the rendered message");
     assert_eq!(oab.class, EventClass::ApiActivity);
     assert!(
+        oab.target
+            .api
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Set-OabVirtualDirectory -ExternalUrl")),
+        "{:?}",
+        oab.target.api
+    );
+    assert!(
         oab.fields
             .get_str("Parameters")
             .is_some_and(|p| p.contains("-ExternalUrl")),
@@ -272,6 +280,13 @@ fn evtx_files_and_the_exchange_data_list() {
             .is_some_and(|p| p.contains("-ForwardingSmtpAddress")),
     );
     assert_eq!(e.user.as_deref(), Some("ave.local/Users/Administrateur"));
+    assert!(
+        e.target.api.as_deref().is_some_and(
+            |a| a.starts_with("Set-Mailbox -Identity") && a.contains("-ForwardingSmtpAddress")
+        ),
+        "{:?}",
+        e.target.api
+    );
     assert!(
         e.fields.get_str("Message").is_some_and(
             |m| m.starts_with("Cmdlet suceeded. Cmdlet Set-Mailbox, parameters -Identity")

@@ -2,7 +2,7 @@
 //! librdkafka's own log lines forwarded into `tracing`. A client with an observer
 //! ([`consumer_with`]) also reports statistics, rebalances and errors to it ([`crate::observe`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chainwatch_config::service::KafkaConfig;
 use rdkafka::ClientContext;
@@ -22,6 +22,36 @@ pub struct Context {
     pub stage: &'static str,
     /// Where statistics, rebalances and errors are reported; `None`: logs only.
     pub observer: Option<Arc<ClientObserver>>,
+    /// Partitions rebalances took away, until the stage loop looks ([`Revocations::take`]): a
+    /// stateful stage must not trust the state of a partition another instance may have
+    /// owned meanwhile.
+    pub revoked: Arc<Revocations>,
+}
+
+/// Partitions revoked from a consumer, in the order the rebalances took them.
+#[derive(Debug, Default)]
+pub struct Revocations(Mutex<Vec<(String, i32)>>);
+
+impl Revocations {
+    /// The partitions revoked since the last call.
+    pub fn take(&self) -> Vec<(String, i32)> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn push(&self, tpl: &rdkafka::TopicPartitionList) {
+        let mut v = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for e in tpl.elements() {
+            v.push((e.topic().to_owned(), e.partition()));
+        }
+    }
 }
 
 /// How often librdkafka emits statistics for an observed client, unless the config's
@@ -83,6 +113,9 @@ impl ConsumerContext for Context {
                 Rebalance::Error(_) => o.on_rebalance_error(),
             }
         }
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.revoked.push(tpl);
+        }
         match rebalance {
             Rebalance::Assign(tpl) => tracing::info!(
                 stage = self.stage,
@@ -134,9 +167,15 @@ fn base(config: &KafkaConfig) -> ClientConfig {
     c
 }
 
-fn pass_through(c: &mut ClientConfig, config: &KafkaConfig) {
+/// The config's pass-through options and secrets, set on `c`.
+pub(crate) fn pass_through(c: &mut ClientConfig, config: &KafkaConfig) {
     for (k, v) in &config.options {
         c.set(k, v);
+    }
+    // librdkafka masks its own secret properties (`sasl.password`, `ssl.key.password`, ...)
+    // when it logs its configuration; chainwatch never logs these values.
+    for (k, v) in &config.secrets {
+        c.set(k, v.expose());
     }
 }
 
@@ -148,7 +187,7 @@ pub fn consumer(config: &KafkaConfig, group: &str, stage: &'static str) -> Kafka
         group,
         Context {
             stage,
-            observer: None,
+            ..Context::default()
         },
     )
 }
@@ -183,7 +222,7 @@ pub fn producer(config: &KafkaConfig, stage: &'static str) -> KafkaResult<Produc
     pass_through(&mut c, config);
     c.create_with_context(Context {
         stage,
-        observer: None,
+        ..Context::default()
     })
 }
 

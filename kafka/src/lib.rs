@@ -7,20 +7,28 @@
 //!   Prometheus metrics in a registry passed in, and the facts `/readyz` needs.
 //! - [`stats`]: the parts of librdkafka's statistics JSON that [`observe`] reads.
 //! - [`stage`]: the one loop every stage runs: consume, run a core ([`Transform`] or
-//!   [`Deliver`]), produce or deliver, then store the offset.
+//!   [`Deliver`]), produce or deliver, then store the offset; for a stateful core
+//!   ([`run_stateful`]), its state changes go to a changelog first.
+//! - [`changelog`]: the compacted state changelog of a stateful stage, and reading a
+//!   partition's state back from it.
+//! - [`scan`]: reading topic ranges located by time without any consumer group (hunts,
+//!   `explain`, `hosts`, the correlator's start-up read of the roles topic).
 //!
 //! Only this crate and the binary build librdkafka; the cores (ingest, correlate, sink) do not.
 
 pub mod admin;
+pub mod changelog;
 pub mod client;
 pub mod observe;
+pub mod scan;
 pub mod stage;
 pub mod stats;
 
+pub use changelog::Changelog;
 pub use observe::{ClientObserver, KafkaMetrics};
 pub use stage::{
-    Deliver, Delivery, InHeaders, InMessage, LoopConfig, OutRecord, Transform, run_delivery,
-    run_transform,
+    Deliver, Delivery, InHeaders, InMessage, LoopConfig, OutRecord, StateRecord, Transform,
+    run_delivery, run_stateful, run_transform,
 };
 
 /// Why a stage stopped or could not start.

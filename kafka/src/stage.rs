@@ -5,7 +5,7 @@
 //! Records that fail to produce are sent again, never dropped, so at worst a message is
 //! processed twice after a crash (at-least-once); ids are deterministic downstream.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -18,6 +18,7 @@ use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::StageError;
 use crate::client::{Consumer, Producer};
@@ -133,11 +134,58 @@ impl PartitionSpans {
     }
 }
 
+/// A change of a stateful core's state, for its changelog ([`crate::changelog`]): the latest
+/// value of `key` in the state of input partition `partition` (`None`: the key is gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRecord {
+    /// The input partition whose state changed; the record goes to the same partition of the
+    /// changelog topic.
+    pub partition: i32,
+    /// The key in that partition's state.
+    pub key: Vec<u8>,
+    /// Its value now; `None` writes a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// The input offset the change belongs to: the change is part of the partition's state
+    /// once the group's committed offset is past it (the offset of the message processed, or
+    /// for a change made between messages, the next offset).
+    pub tag: i64,
+}
+
 /// A stage core that turns each consumed message into records to produce.
+///
+/// A stateful core (correlate) also keeps per-partition state that must survive a crash or a
+/// rebalance: it names a changelog, hands over its changes after each call
+/// ([`Transform::take_state`]), and is given back a partition's state before the partition's
+/// first message ([`Transform::restore`]). The loop makes the changes durable before it stores
+/// the offset of the message that made them (see [`run_stateful`]).
 pub trait Transform {
     /// Handles one message. Pure as far as the loop cares: it may keep state, but the records
     /// it returns are the message's whole effect.
     fn process(&mut self, message: &InMessage<'_>) -> Vec<OutRecord>;
+
+    /// Called every [`LoopConfig::tick`], whether messages arrive or not: records to produce
+    /// for the passing of time (findings whose deadline an idle input has passed).
+    fn tick(&mut self) -> Vec<OutRecord> {
+        Vec::new()
+    }
+
+    /// The state changes since the last call, after [`Transform::process`] or
+    /// [`Transform::tick`]. Only stateful cores have any.
+    fn take_state(&mut self) -> Vec<StateRecord> {
+        Vec::new()
+    }
+
+    /// Input partition `partition` is this instance's from offset `from`: its state is
+    /// `values`, the latest value of each key (oldest first) among the changes tagged before
+    /// `from`. Replaces whatever the core held for the partition.
+    fn restore(&mut self, partition: i32, from: i64, values: Vec<Vec<u8>>) {
+        let _ = (partition, from, values);
+    }
+
+    /// Input partition `partition` was revoked: the core forgets its state.
+    fn revoke(&mut self, partition: i32) {
+        let _ = partition;
+    }
 }
 
 /// What a delivery core did with a message.
@@ -168,8 +216,10 @@ pub struct LoopConfig {
     /// Messages whose records may be in flight at once; beyond this, the loop waits
     /// (backpressure: memory stays bounded whatever the broker's speed).
     pub max_in_flight: usize,
-    /// How long shutdown waits for in-flight records.
+    /// How long shutdown waits for in-flight records (a sink: for the delivery in progress).
     pub drain_timeout: Duration,
+    /// How often [`Transform::tick`] is called.
+    pub tick: Duration,
 }
 
 impl Default for LoopConfig {
@@ -177,20 +227,62 @@ impl Default for LoopConfig {
         Self {
             max_in_flight: 10_000,
             drain_timeout: Duration::from_secs(10),
+            tick: Duration::from_secs(1),
         }
     }
 }
 
-/// One consumed message waiting for its records' acknowledgements.
-struct Pending {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    records: Vec<OutRecord>,
-    inflight: Vec<Option<DeliveryFuture>>,
+/// A record on its way out: a core's record, or a state change for the changelog.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) topic: String,
+    /// An explicit partition (state changes); `None`: by key.
+    pub(crate) partition: Option<i32>,
+    pub(crate) key: Vec<u8>,
+    /// `None`: a tombstone.
+    pub(crate) payload: Option<Vec<u8>>,
+    pub(crate) headers: Vec<(&'static str, Vec<u8>)>,
 }
 
-async fn send(producer: &Producer, r: &OutRecord) -> DeliveryFuture {
+impl From<OutRecord> for Outgoing {
+    fn from(r: OutRecord) -> Self {
+        Self {
+            topic: r.topic,
+            partition: None,
+            key: r.key,
+            payload: Some(r.payload),
+            headers: r.headers,
+        }
+    }
+}
+
+/// The header of a changelog record holding its [`StateRecord::tag`] (decimal).
+pub const TAG_HEADER: &str = "chainwatch.offset";
+
+impl Outgoing {
+    pub(crate) fn state(topic: &str, r: StateRecord) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            partition: Some(r.partition),
+            key: r.key,
+            payload: r.value,
+            headers: vec![(TAG_HEADER, r.tag.to_string().into_bytes())],
+        }
+    }
+}
+
+/// One consumed message (or one tick) waiting for its records' acknowledgements.
+struct Pending {
+    /// The message whose offset is stored once everything is acknowledged; `None` for a tick.
+    offset: Option<(String, i32, i64)>,
+    records: Vec<Outgoing>,
+    inflight: Vec<Option<DeliveryFuture>>,
+    /// How many records, from the first, are acknowledged. [`settle`] is cancelled whenever
+    /// the loop has something else to do and resumed later: it must not send those again.
+    acked: usize,
+}
+
+pub(crate) async fn send(producer: &Producer, r: &Outgoing) -> DeliveryFuture {
     let mut backoff = Duration::from_millis(5);
     loop {
         let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
@@ -200,10 +292,15 @@ async fn send(producer: &Producer, r: &OutRecord) -> DeliveryFuture {
                 value: Some(v.as_slice()),
             });
         }
-        let record = FutureRecord::to(&r.topic)
-            .key(&r.key)
-            .payload(&r.payload)
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic)
+            .key(r.key.as_slice())
             .headers(headers);
+        if let Some(p) = &r.payload {
+            record = record.payload(p.as_slice());
+        }
+        if let Some(p) = r.partition {
+            record = record.partition(p);
+        }
         match producer.send_result(record) {
             Ok(f) => return f,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {}
@@ -218,7 +315,8 @@ async fn send(producer: &Producer, r: &OutRecord) -> DeliveryFuture {
 
 /// Waits until every record of `p` is acknowledged, sending failed ones again.
 async fn settle(producer: &Producer, p: &mut Pending) {
-    for i in 0..p.records.len() {
+    while p.acked < p.records.len() {
+        let i = p.acked;
         let mut attempt = 0u32;
         loop {
             let fut = match p.inflight[i].as_mut() {
@@ -231,7 +329,10 @@ async fn settle(producer: &Producer, p: &mut Pending) {
             let result = fut.await;
             p.inflight[i] = None;
             match result {
-                Ok(Ok(_)) => break,
+                Ok(Ok(_)) => {
+                    p.acked += 1;
+                    break;
+                }
                 Ok(Err((e, _))) => {
                     attempt += 1;
                     tracing::warn!(topic = %p.records[i].topic, error = %e, attempt, "record not acknowledged; sending it again");
@@ -245,9 +346,12 @@ async fn settle(producer: &Producer, p: &mut Pending) {
 }
 
 fn store(consumer: &Consumer, p: &Pending) {
-    if let Err(e) = mark_done(consumer, &p.topic, p.partition, p.offset) {
+    let Some((topic, partition, offset)) = &p.offset else {
+        return;
+    };
+    if let Err(e) = mark_done(consumer, topic, *partition, *offset) {
         // The partition was revoked meanwhile: its new owner starts from the committed offset.
-        tracing::debug!(topic = %p.topic, partition = p.partition, error = %e, "offset not stored");
+        tracing::debug!(%topic, partition, error = %e, "offset not stored");
     }
 }
 
@@ -256,11 +360,98 @@ pub async fn run_transform<T: Transform>(
     consumer: &Consumer,
     producer: &Producer,
     core: &mut T,
+    shutdown: watch::Receiver<bool>,
+    config: LoopConfig,
+) -> Result<(), StageError> {
+    run_loop(consumer, producer, core, shutdown, config, None).await
+}
+
+/// Runs a stateful transform stage (correlate) until `shutdown` turns true.
+///
+/// Like [`run_transform`], and: the state changes of a message ([`Transform::take_state`]) go
+/// to the same partition of `changelog` as the message's, with its offset as their tag, and the
+/// message's offset is stored only once they are acknowledged too. Before the first message of
+/// a partition newly assigned to this instance, the partition's state is read back from the
+/// changelog ([`crate::changelog::Changelog::read`]): the latest value of each key among the
+/// changes tagged before the message's offset, so changes of messages processed but not
+/// committed before a crash are left out, and made again when those messages are processed
+/// again. A revoked partition's state is dropped ([`Transform::revoke`]) before the next tick
+/// or message.
+pub async fn run_stateful<T: Transform>(
+    consumer: &Consumer,
+    producer: &Producer,
+    core: &mut T,
+    shutdown: watch::Receiver<bool>,
+    config: LoopConfig,
+    changelog: &crate::changelog::Changelog,
+) -> Result<(), StageError> {
+    run_loop(consumer, producer, core, shutdown, config, Some(changelog)).await
+}
+
+/// Makes sure the core holds the state of `partition` as of `offset` (the message about to
+/// be processed): read back from the changelog unless this instance has held it since the
+/// partition was assigned. `None` when shutdown came first.
+async fn ensure_state<T: Transform>(
+    changelog: &crate::changelog::Changelog,
+    producer: &Producer,
+    core: &mut T,
+    owned: &mut HashSet<i32>,
+    partition: i32,
+    offset: i64,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<()> {
+    if owned.contains(&partition) {
+        return Some(());
+    }
+    let mut attempt = 0u32;
+    let values = loop {
+        let read = changelog.read(producer, partition, offset);
+        match until_shutdown(read, shutdown).await? {
+            Ok(values) => break values,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(partition, error = %e, attempt, "cannot read the state changelog; trying again");
+                let wait = Duration::from_millis(500 * u64::from(attempt.min(20)));
+                until_shutdown(tokio::time::sleep(wait), shutdown).await?;
+            }
+        }
+    };
+    core.restore(partition, offset, values);
+    owned.insert(partition);
+    Some(())
+}
+
+/// Partitions a rebalance took away: the core forgets their state (another instance owns it
+/// now; if they come back, their state is read again, since it may have moved on).
+fn forget_revoked<T: Transform>(consumer: &Consumer, core: &mut T, owned: &mut HashSet<i32>) {
+    for (_, p) in consumer.context().revoked.take() {
+        if owned.remove(&p) {
+            core.revoke(p);
+        }
+    }
+}
+
+async fn run_loop<T: Transform>(
+    consumer: &Consumer,
+    producer: &Producer,
+    core: &mut T,
     mut shutdown: watch::Receiver<bool>,
     config: LoopConfig,
+    changelog: Option<&crate::changelog::Changelog>,
 ) -> Result<(), StageError> {
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut spans = PartitionSpans::default();
+    let mut owned: HashSet<i32> = HashSet::new();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + config.tick, config.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let state_topic = changelog.map(|c| c.topic().to_owned());
+    let outgoing = |records: Vec<OutRecord>, state: Vec<StateRecord>| -> Vec<Outgoing> {
+        let mut out: Vec<Outgoing> = records.into_iter().map(Outgoing::from).collect();
+        if let Some(topic) = &state_topic {
+            out.extend(state.into_iter().map(|s| Outgoing::state(topic, s)));
+        }
+        out
+    };
     loop {
         if *shutdown.borrow() {
             break;
@@ -288,21 +479,49 @@ pub async fn run_transform<T: Transform>(
                     store(consumer, &done);
                 }
             }
+            _ = tick.tick() => {
+                if changelog.is_some() {
+                    forget_revoked(consumer, core, &mut owned);
+                }
+                let records = core.tick();
+                let state = core.take_state();
+                if !records.is_empty() || !state.is_empty() {
+                    let records = outgoing(records, state);
+                    let mut inflight = Vec::with_capacity(records.len());
+                    for r in &records {
+                        inflight.push(Some(send(producer, r).await));
+                    }
+                    pending.push_back(Pending { offset: None, records, inflight, acked: 0 });
+                }
+            }
             received = consumer.recv() => match received {
                 Ok(m) => {
                     let msg = InMessage::of(&m);
+                    if let Some(changelog) = changelog {
+                        forget_revoked(consumer, core, &mut owned);
+                        let span = spans.get(msg.topic, msg.partition);
+                        let ready = ensure_state(changelog, producer, core, &mut owned, msg.partition, msg.offset, &mut shutdown)
+                            .instrument(span)
+                            .await;
+                        if ready.is_none() {
+                            break;
+                        }
+                    }
                     // The core is synchronous: entering the span here holds it across no await.
-                    let records = spans.get(msg.topic, msg.partition).in_scope(|| core.process(&msg));
+                    let (records, state) = spans.get(msg.topic, msg.partition).in_scope(|| {
+                        let records = core.process(&msg);
+                        (records, core.take_state())
+                    });
+                    let records = outgoing(records, state);
                     let mut inflight = Vec::with_capacity(records.len());
                     for r in &records {
                         inflight.push(Some(send(producer, r).await));
                     }
                     pending.push_back(Pending {
-                        topic: msg.topic.to_owned(),
-                        partition: msg.partition,
-                        offset: msg.offset,
+                        offset: Some((msg.topic.to_owned(), msg.partition, msg.offset)),
                         records,
                         inflight,
+                        acked: 0,
                     });
                 }
                 Err(e) => {
@@ -354,15 +573,17 @@ fn commit(consumer: &Consumer) {
 
 /// Runs a delivery stage (a sink) until `shutdown` turns true: each message is delivered (or
 /// its dead letter produced and acknowledged), then its offset stored. One message at a time,
-/// in order. At shutdown the delivery in progress is abandoned (a webhook may be retrying for
-/// hours); its offset is not stored, so it is delivered again after restart.
+/// in order. At shutdown the delivery in progress gets up to [`LoopConfig::drain_timeout`] to
+/// finish (a destination that answers is delivered to); one still retrying then is abandoned
+/// (a webhook may be retrying for hours), its offset not stored, so it is delivered again
+/// after restart.
 pub async fn run_delivery<D: Deliver>(
     consumer: &Consumer,
     producer: &Producer,
     core: &mut D,
     mut shutdown: watch::Receiver<bool>,
+    config: LoopConfig,
 ) -> Result<(), StageError> {
-    use tracing::Instrument as _;
     let mut spans = PartitionSpans::default();
     loop {
         if *shutdown.borrow() {
@@ -384,26 +605,43 @@ pub async fn run_delivery<D: Deliver>(
         let span = spans.get(msg.topic, msg.partition);
         let work = async {
             if let Delivery::Produce(records) = core.deliver(&msg).instrument(span).await? {
+                let records: Vec<Outgoing> = records.into_iter().map(Outgoing::from).collect();
                 let inflight = records.iter().map(|_| None).collect();
                 let mut p = Pending {
-                    topic: msg.topic.to_owned(),
-                    partition: msg.partition,
-                    offset: msg.offset,
+                    offset: None,
                     records,
                     inflight,
+                    acked: 0,
                 };
                 settle(producer, &mut p).await;
             }
             Ok::<(), StageError>(())
         };
-        tokio::select! {
+        tokio::pin!(work);
+        let done = tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
-            done = work => {
-                done?;
-                if let Err(e) = mark_done(consumer, msg.topic, msg.partition, msg.offset) {
-                    tracing::debug!(error = %e, "offset not stored");
+            done = &mut work => Some(done),
+            _ = shutdown.changed() => None,
+        };
+        let done = match done {
+            Some(done) => Some(done),
+            None => match tokio::time::timeout(config.drain_timeout, &mut work).await {
+                Ok(done) => Some(done),
+                Err(_) => {
+                    tracing::warn!(
+                        topic = msg.topic,
+                        partition = msg.partition,
+                        offset = msg.offset,
+                        "shutdown: the delivery in progress did not finish in time; it is delivered again after restart"
+                    );
+                    None
                 }
+            },
+        };
+        if let Some(done) = done {
+            done?;
+            if let Err(e) = mark_done(consumer, msg.topic, msg.partition, msg.offset) {
+                tracing::debug!(error = %e, "offset not stored");
             }
         }
     }

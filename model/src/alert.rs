@@ -74,6 +74,10 @@ pub struct Evidence {
     /// Windows event id, where the source has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<u32>,
+    /// The host it happened on (a chain grouped by user can span hosts). Absent in alerts
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostName>,
     /// Where the record came from.
     pub provenance: Provenance,
 }
@@ -92,9 +96,59 @@ impl Evidence {
             parent: event.parent.clone(),
             target: event.target.clone(),
             event_id: event.source.event_id,
+            host: (!event.host.is_empty()).then(|| event.host.clone()),
             provenance: event.provenance.clone(),
         }
     }
+}
+
+/// A notable event of the look-back: an event on one of the alert's hosts that matched some
+/// rule (any level, standalone or a stage of some chain) but is not evidence of the alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notable {
+    /// The event, as evidence is described (`rule` is the highest-level rule it matched).
+    #[serde(flatten)]
+    pub evidence: Evidence,
+    /// Every rule it matched, highest level first.
+    pub rules: Vec<RuleRef>,
+    /// ATT&CK techniques of those rules, without repeats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub techniques: Vec<TechniqueId>,
+}
+
+impl Notable {
+    /// The highest level among its rules.
+    pub fn level(&self) -> Severity {
+        self.rules
+            .iter()
+            .map(|r| r.level)
+            .max()
+            .unwrap_or(Severity::Informational)
+    }
+}
+
+/// What happened on the alert's hosts around the chain: the notable events from `period`
+/// before its first evidence up to its last, other than the evidence itself, from a bounded
+/// per-host buffer. It answers "what else happened during the dwell time?".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lookback {
+    /// Start of the window searched: the first evidence's time less the configured period.
+    pub from: Timestamp,
+    /// End of the window searched: the last evidence's time.
+    pub to: Timestamp,
+    /// The notable events in the window, in event-time order.
+    pub events: Vec<Notable>,
+    /// False when the buffer had already dropped notable events of these hosts inside the
+    /// window (its bounds were reached), so the look-back may miss some.
+    pub complete: bool,
+    /// Notable events left out because the alert carries at most a configured number (the
+    /// lowest levels, then the oldest, are left out first).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A finding.
@@ -145,4 +199,8 @@ pub struct Alert {
     /// The rule's description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The notable events on the alert's hosts before and during the chain (absent when the
+    /// engine keeps no look-back, and in alerts written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookback: Option<Lookback>,
 }

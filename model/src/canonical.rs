@@ -45,11 +45,13 @@ pub enum Canonical {
     TargetUrl,
     /// `target.registry`
     TargetRegistry,
+    /// `target.api`
+    TargetApi,
 }
 
 impl Canonical {
     /// Every canonical field.
-    pub const ALL: [Canonical; 17] = [
+    pub const ALL: [Canonical; 18] = [
         Canonical::Host,
         Canonical::User,
         Canonical::ProcessImage,
@@ -67,6 +69,7 @@ impl Canonical {
         Canonical::TargetService,
         Canonical::TargetUrl,
         Canonical::TargetRegistry,
+        Canonical::TargetApi,
     ];
 
     /// The dotted name used in mapping files.
@@ -89,6 +92,7 @@ impl Canonical {
             Canonical::TargetService => "target.service",
             Canonical::TargetUrl => "target.url",
             Canonical::TargetRegistry => "target.registry",
+            Canonical::TargetApi => "target.api",
         }
     }
 
@@ -130,6 +134,7 @@ impl Event {
             Canonical::TargetService => s(self.target.service.as_ref()),
             Canonical::TargetUrl => s(self.target.url.as_ref()),
             Canonical::TargetRegistry => s(self.target.registry.as_ref()),
+            Canonical::TargetApi => s(self.target.api.as_ref()),
         }
     }
 
@@ -155,6 +160,7 @@ impl Event {
             Canonical::TargetService => self.target.service = Some(value),
             Canonical::TargetUrl => self.target.url = Some(value),
             Canonical::TargetRegistry => self.target.registry = Some(value),
+            Canonical::TargetApi => self.target.api = Some(value),
         }
     }
 }

@@ -212,6 +212,10 @@ pub struct Target {
     /// A registry key or value path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
+    /// An API operation called, with its parameters (an Exchange cmdlet line:
+    /// `New-InboxRule -Mailbox ... -ForwardTo ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
 }
 
 impl Target {

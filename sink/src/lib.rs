@@ -3,6 +3,8 @@
 //! Pure parts (plain `#[test]`s):
 //! - [`render`]: chainwatch's JSON (one line per alert) and a readable terminal form.
 //! - [`ocsf`]: the OCSF Detection Finding rendering.
+//! - [`timeline`]: one finding's evidence timeline with its look-back, for a terminal and as a
+//!   self-contained HTML page (`chainwatch explain`).
 //! - [`decode`]: the alert topic's records in either form, and back.
 //! - [`presets`]: webhook payloads for Jira, ServiceNow, PagerDuty, TheHive, Slack, Teams,
 //!   generic JSON, and user templates.
@@ -22,6 +24,7 @@ pub mod presets;
 pub mod render;
 pub mod retry;
 pub mod route;
+pub mod timeline;
 pub mod webhook;
 
 pub use deliver::{Deliverer, Outcome, SinkError};

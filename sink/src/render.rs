@@ -60,6 +60,21 @@ pub fn pretty(alert: &Alert) -> String {
             let _ = writeln!(out, "     {}", evidence(e));
         }
     }
+    if let Some(lb) = alert.lookback.as_ref().filter(|lb| !lb.events.is_empty()) {
+        let before = lb
+            .events
+            .iter()
+            .filter(|n| n.evidence.time < alert.first_seen)
+            .count();
+        let _ = writeln!(
+            out,
+            "  look-back: {} other notable event(s) on the host since {} ({before} before the first evidence{}); `chainwatch explain {}` shows them",
+            lb.events.len(),
+            lb.from,
+            if lb.complete { "" } else { ", incomplete" },
+            alert.id
+        );
+    }
     if !alert.response.is_empty() {
         out.push_str("  respond:\n");
         for (i, step) in alert.response.iter().enumerate() {
@@ -84,7 +99,7 @@ fn techniques(ids: &[TechniqueId]) -> String {
 }
 
 /// `w3wp.exe > cmd.exe: cmd /c whoami  [file:958]`
-fn evidence(e: &Evidence) -> String {
+pub(crate) fn evidence(e: &Evidence) -> String {
     let mut what = String::new();
     if let Some(parent) = e.parent.as_ref().and_then(|p| p.name()) {
         let _ = write!(what, "{parent} > ");
@@ -111,7 +126,8 @@ fn evidence(e: &Evidence) -> String {
         .or_else(|| e.target.file.as_ref().map(|f| format!("file {f}")))
         .or_else(|| e.target.service.as_ref().map(|s| format!("service {s}")))
         .or_else(|| e.target.url.as_ref().map(|u| format!("url {u}")))
-        .or_else(|| e.target.registry.as_ref().map(|r| format!("registry {r}")));
+        .or_else(|| e.target.registry.as_ref().map(|r| format!("registry {r}")))
+        .or_else(|| e.target.api.as_ref().map(|a| format!("api {a}")));
     if let Some(t) = target {
         if !what.is_empty() {
             what.push_str(" -> ");

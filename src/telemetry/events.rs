@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chainwatch_correlate::EngineStats;
+use chainwatch_correlate::{EngineStats, RestoreStats};
 use chainwatch_kafka::InMessage;
 use chainwatch_model::{Alert, Timestamp};
 
@@ -148,8 +148,10 @@ pub struct CorrelatorState<'a> {
     pub stats: &'a EngineStats,
     /// Totals at the previous report.
     pub previous: &'a EngineStats,
-    /// Partial chains held now.
+    /// Partial chains held now, over the partitions held.
     pub partial_chains: usize,
+    /// Partitions whose state this process holds.
+    pub partitions: usize,
 }
 
 impl CorrelatorState<'_> {
@@ -167,6 +169,124 @@ impl CorrelatorState<'_> {
             .inc_by(s.evicted.saturating_sub(p.evicted));
         m.correlator_partial_chains
             .set(i64::try_from(self.partial_chains).unwrap_or(i64::MAX));
+        m.correlator_partitions
+            .set(i64::try_from(self.partitions).unwrap_or(i64::MAX));
+    }
+}
+
+/// A partition's correlator state read back from the changelog (the partition was assigned to
+/// this process).
+#[derive(Debug)]
+pub struct StateRestored<'a> {
+    /// The events partition.
+    pub partition: i32,
+    /// The offset processing resumes from (changes tagged at or after it were left out).
+    pub from: i64,
+    /// What the engine did with the records.
+    pub stats: &'a RestoreStats,
+    /// How long rebuilding the engine took (reading the changelog not included).
+    pub elapsed: Duration,
+}
+
+impl StateRestored<'_> {
+    /// Logs and counts it.
+    pub fn emit(&self, m: &Metrics) {
+        tracing::info!(
+            partition = self.partition,
+            from = self.from,
+            groups = self.stats.groups,
+            unknown = self.stats.unknown,
+            unreadable = self.stats.unreadable,
+            elapsed_ms = u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX),
+            "partition state restored"
+        );
+        if self.stats.unreadable > 0 {
+            tracing::warn!(
+                partition = self.partition,
+                unreadable = self.stats.unreadable,
+                "state records that could not be read were skipped"
+            );
+        }
+        m.state_restores.inc();
+        m.state_restored_groups.inc_by(self.stats.groups as u64);
+        m.state_skipped
+            .with_label_values(&["unknown_correlation"])
+            .inc_by(self.stats.unknown as u64);
+        m.state_skipped
+            .with_label_values(&["unreadable"])
+            .inc_by(self.stats.unreadable as u64);
+    }
+}
+
+/// The look-back buffers' size and evictions, reported with the correlator's state.
+#[derive(Debug)]
+pub struct LookbackState {
+    /// Notable events held now.
+    pub held: usize,
+    /// Evictions so far, and at the previous report.
+    pub evicted: u64,
+    /// Evictions at the previous report.
+    pub previous: u64,
+}
+
+impl LookbackState {
+    /// Sets the gauge and counts new evictions. Not logged: it is state.
+    pub fn emit(&self, m: &Metrics) {
+        m.lookback_events
+            .set(i64::try_from(self.held).unwrap_or(i64::MAX));
+        m.lookback_evictions
+            .inc_by(self.evicted.saturating_sub(self.previous));
+    }
+}
+
+/// The hosts with each role, per tenant, as the correlator now counts them.
+#[derive(Debug)]
+pub struct HostRolesCounted<'a> {
+    /// (tenant, role) to hosts.
+    pub counts: &'a std::collections::BTreeMap<(chainwatch_model::TenantId, String), usize>,
+}
+
+impl HostRolesCounted<'_> {
+    /// Sets the gauges (tenants beyond the label cap are summed in theirs); a tenant and role
+    /// no longer counted (its partition moved away) goes. Not logged.
+    pub fn emit(&self, m: &Metrics) {
+        m.host_roles.reset();
+        let mut by_label: std::collections::BTreeMap<(&str, &str), i64> =
+            std::collections::BTreeMap::new();
+        for ((tenant, role), n) in self.counts {
+            let label = m.tenants.label(tenant.as_str());
+            *by_label.entry((role.as_str(), label)).or_default() +=
+                i64::try_from(*n).unwrap_or(i64::MAX);
+        }
+        for ((role, tenant), n) in by_label {
+            m.host_roles.with_label_values(&[role, tenant]).set(n);
+        }
+    }
+}
+
+/// A host gained a role (or was seen with it again a day later): its record is written to
+/// the roles topic, or dropped when there is none.
+#[derive(Debug)]
+pub struct HostRoleChanged<'a> {
+    /// The record.
+    pub host: &'a chainwatch_correlate::HostRoles,
+    /// Written to the roles topic (else dropped: no topic).
+    pub written: bool,
+}
+
+impl HostRoleChanged<'_> {
+    /// Logs and counts it.
+    pub fn emit(&self, m: &Metrics) {
+        let roles: Vec<&str> = self.host.roles.keys().map(String::as_str).collect();
+        tracing::info!(
+            tenant = self.host.tenant.as_str(),
+            host = %self.host.host,
+            roles = %roles.join(","),
+            "host roles inferred"
+        );
+        m.role_records
+            .with_label_values(&[if self.written { "written" } else { "dropped" }])
+            .inc();
     }
 }
 

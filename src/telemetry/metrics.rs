@@ -47,6 +47,10 @@ pub struct Metrics {
     pub(super) correlator_duplicates: IntCounter,
     pub(super) correlator_late: IntCounter,
     pub(super) correlator_evictions: IntCounter,
+    pub(super) correlator_partitions: IntGauge,
+    pub(super) state_restores: IntCounter,
+    pub(super) state_restored_groups: IntCounter,
+    pub(super) state_skipped: IntCounterVec,
     pub(super) sink_deliveries: IntCounterVec,
     pub(super) sink_retries: IntCounterVec,
     pub(super) sink_failures: IntCounterVec,
@@ -54,6 +58,10 @@ pub struct Metrics {
     pub(super) rule_reloads: IntCounterVec,
     pub(super) rules: IntGaugeVec,
     pub(super) ready: IntGauge,
+    pub(super) host_roles: IntGaugeVec,
+    pub(super) lookback_events: IntGauge,
+    pub(super) lookback_evictions: IntCounter,
+    pub(super) role_records: IntCounterVec,
 }
 
 fn counter_vec(
@@ -171,6 +179,27 @@ impl Metrics {
                 "chainwatch_correlator_evictions_total",
                 "Groups evicted by the state limits",
             )?,
+            correlator_partitions: gauge(
+                r,
+                "chainwatch_correlator_partitions",
+                "Partitions of the events topic whose correlator state this process holds",
+            )?,
+            state_restores: counter(
+                r,
+                "chainwatch_state_restores_total",
+                "Partition states read back from the changelog (a partition assigned here)",
+            )?,
+            state_restored_groups: counter(
+                r,
+                "chainwatch_state_restored_groups_total",
+                "Groups (partial chains, windows) restored from the changelog",
+            )?,
+            state_skipped: counter_vec(
+                r,
+                "chainwatch_state_skipped_total",
+                "Changelog records skipped at restore, by reason (unknown_correlation: its playbook changed; unreadable)",
+                &["reason"],
+            )?,
             sink_deliveries: counter_vec(
                 r,
                 "chainwatch_sink_deliveries_total",
@@ -209,6 +238,33 @@ impl Metrics {
                 "chainwatch_ready",
                 "1 when /readyz reports ready: rules loaded, partitions assigned, a broker reachable",
             )?,
+            host_roles: {
+                let m = IntGaugeVec::new(
+                    Opts::new(
+                        "chainwatch_host_roles",
+                        "Hosts inferred to have a role (exchange, domain_controller, iis), by tenant, as this process observed them",
+                    ),
+                    &["role", "tenant"],
+                )?;
+                r.register(Box::new(m.clone()))?;
+                m
+            },
+            lookback_events: gauge(
+                r,
+                "chainwatch_lookback_events",
+                "Notable events held in the per-host look-back buffers",
+            )?,
+            lookback_evictions: counter(
+                r,
+                "chainwatch_lookback_evictions_total",
+                "Notable events the look-back dropped because a bound (host, tenant, global) was reached",
+            )?,
+            role_records: counter_vec(
+                r,
+                "chainwatch_role_records_total",
+                "Host role records written to the roles topic (written) or not (no roles topic: dropped)",
+                &["result"],
+            )?,
         };
         let build = IntGaugeVec::new(
             Opts::new("chainwatch_build_info", "The running chainwatch's version"),
@@ -219,6 +275,12 @@ impl Metrics {
         // Series that exist from the start, so rates and "none so far" show as 0, not as no data.
         for result in ["ok", "error"] {
             m.rule_reloads.with_label_values(&[result]);
+        }
+        for result in ["written", "dropped"] {
+            m.role_records.with_label_values(&[result]);
+        }
+        for reason in ["unknown_correlation", "unreadable"] {
+            m.state_skipped.with_label_values(&[reason]);
         }
         Ok(Arc::new(m))
     }

@@ -2,7 +2,10 @@
 //! consuming records, a running chainwatch process, and fixtures.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod receiver;
+pub mod shared;
+pub mod tansu;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,14 +48,24 @@ pub fn unique(prefix: &str) -> String {
 }
 
 fn config() -> ClientConfig {
+    config_on(&brokers())
+}
+
+fn config_on(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers());
+    c.set("bootstrap.servers", brokers);
     c
 }
 
 /// Creates topics with `partitions` partitions each.
 pub async fn create_topics(topics: &[&str], partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    create_topics_on(&brokers(), topics, partitions).await;
+}
+
+/// [`create_topics`] on the broker at `brokers`.
+pub async fn create_topics_on(brokers: &str, topics: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        config_on(brokers).create().expect("admin client");
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
@@ -71,7 +84,12 @@ pub async fn create_topics(topics: &[&str], partitions: i32) {
 
 /// Produces `(key, payload)` records to `topic`, each acknowledged before returning.
 pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
-    let producer: FutureProducer = config()
+    produce_on(&brokers(), topic, records).await;
+}
+
+/// [`produce`] on the broker at `brokers`.
+pub async fn produce_on(brokers: &str, topic: &str, records: &[(String, Vec<u8>)]) {
+    let producer: FutureProducer = config_on(brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()
@@ -97,7 +115,12 @@ pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
 /// awaits each record; `Names::write_config` sets `batch.num.messages = 1` for chainwatch), so
 /// ListOffsets is exact: the reader takes it as the end and reads up to it, never trusting EOF.
 pub fn read_to_end(topic: &str) -> (Vec<Record>, HashMap<i32, i64>) {
-    let probe: BaseConsumer = config().create().expect("consumer");
+    read_to_end_on(&brokers(), topic)
+}
+
+/// [`read_to_end`] on the broker at `brokers`.
+pub fn read_to_end_on(brokers: &str, topic: &str) -> (Vec<Record>, HashMap<i32, i64>) {
+    let probe: BaseConsumer = config_on(brokers).create().expect("consumer");
     let md = probe
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
@@ -116,7 +139,7 @@ pub fn read_to_end(topic: &str) -> (Vec<Record>, HashMap<i32, i64>) {
             (*p, high)
         })
         .collect();
-    let consumer: BaseConsumer = config()
+    let consumer: BaseConsumer = config_on(brokers)
         .set("group.id", unique("reader-"))
         .set("enable.auto.commit", "false")
         .create()
@@ -188,7 +211,20 @@ pub fn read_all(topic: &str) -> Vec<Record> {
 
 /// The committed offsets of `group` on `topic`.
 pub fn committed(group: &str, topic: &str, partitions: &[i32]) -> HashMap<i32, i64> {
-    let consumer: BaseConsumer = config().set("group.id", group).create().expect("consumer");
+    committed_on(&brokers(), group, topic, partitions)
+}
+
+/// [`committed`] on the broker at `brokers`.
+pub fn committed_on(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = config_on(brokers)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         tpl.add_partition(topic, *p);
@@ -212,15 +248,22 @@ pub fn committed(group: &str, topic: &str, partitions: &[i32]) -> HashMap<i32, i
 /// every record is durable), or panics after `limit`. The topics must be complete: call it for
 /// a stage only after the stage that writes its input has caught up.
 pub fn await_caught_up(group: &str, topics: &[&str], limit: Duration) {
-    let ends: Vec<(&str, HashMap<i32, i64>)> =
-        topics.iter().map(|t| (*t, read_to_end(t).1)).collect();
+    await_caught_up_on(&brokers(), group, topics, limit);
+}
+
+/// [`await_caught_up`] on the broker at `brokers`.
+pub fn await_caught_up_on(brokers: &str, group: &str, topics: &[&str], limit: Duration) {
+    let ends: Vec<(&str, HashMap<i32, i64>)> = topics
+        .iter()
+        .map(|t| (*t, read_to_end_on(brokers, t).1))
+        .collect();
     let deadline = Instant::now() + limit;
     loop {
         let behind: Vec<String> = ends
             .iter()
             .flat_map(|(t, ends)| {
                 let parts: Vec<i32> = ends.keys().copied().collect();
-                let done = committed(group, t, &parts);
+                let done = committed_on(brokers, group, t, &parts);
                 ends.iter()
                     .filter(move |(p, end)| **end > 0 && done.get(p).copied().unwrap_or(0) < **end)
                     .map(move |(p, end)| format!("{t}[{p}] end {end}"))
@@ -300,6 +343,40 @@ impl Chainwatch {
             }
         });
         Self { child, lines }
+    }
+
+    /// Waits for a log line for which `accept` is true (later than the lines already awaited),
+    /// or panics after `limit`.
+    pub fn await_line(&self, what: &str, limit: Duration, accept: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if accept(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line {what} within {limit:?}"),
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit by itself (after a signal), or panics after `limit`.
+    pub fn wait_exit(mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for chainwatch") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chainwatch did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits for a log line containing every one of `needles` (later than the lines already
@@ -384,6 +461,7 @@ pub struct Names {
     pub alerts: String,
     pub dead_letter: String,
     pub groups: String,
+    pub roles: String,
 }
 
 impl Names {
@@ -395,6 +473,7 @@ impl Names {
             alerts: format!("{prefix}.alerts"),
             dead_letter: format!("{prefix}.dead-letter"),
             groups: format!("{prefix}-cw"),
+            roles: format!("{prefix}.roles"),
             prefix,
         }
     }
@@ -432,6 +511,7 @@ partitions = 3
 events = "{events}"
 alerts = "{alerts}"
 dead_letter = "{dead}"
+roles = "{roles}"
 
 [[sources]]
 name = "windows"
@@ -454,6 +534,7 @@ listen = "127.0.0.1:0"
             events = self.events,
             alerts = self.alerts,
             dead = self.dead_letter,
+            roles = self.roles,
             raw = self.raw_pattern,
             playbooks = rules.display(),
         );

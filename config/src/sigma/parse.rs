@@ -31,6 +31,11 @@ pub fn parse_rule_file(file: &Path) -> (Vec<RuleDoc>, Diagnostics) {
     }
 }
 
+/// The number of the last line of `text`, as YAML counts lines (LF, CRLF or a lone CR).
+fn last_line(text: &str) -> usize {
+    text.matches('\n').count() + text.matches('\r').count() - text.matches("\r\n").count() + 1
+}
+
 /// Reads the rules in `text` (the contents of `file`). Each YAML document is one rule; a bad
 /// document is reported and skipped, and the others still load.
 pub fn parse_rule_text(file: &Path, text: &str) -> (Vec<RuleDoc>, Diagnostics) {
@@ -39,10 +44,21 @@ pub fn parse_rule_text(file: &Path, text: &str) -> (Vec<RuleDoc>, Diagnostics) {
         Ok(docs) => docs,
         Err(e) => {
             let m = e.marker();
+            // At the end of a file without a final line break the scanner reports the line
+            // after the last one: the problem is at the end of the last line.
+            let last = last_line(text);
+            let (line, col) = if m.line() > last {
+                (
+                    last,
+                    text.lines().last().map_or(0, |l| l.chars().count()) + 1,
+                )
+            } else {
+                (m.line(), m.col() + 1)
+            };
             diags.push(Diagnostic::new(
                 file,
-                m.line(),
-                m.col() + 1,
+                line,
+                col,
                 format!("not valid YAML: {}", e.info()),
             ));
             return (Vec::new(), diags);
@@ -645,6 +661,16 @@ detection:
             - 'b'
     condition: selection and not 1 of filter_*
 "#;
+
+    #[test]
+    fn a_yaml_error_at_the_end_of_a_file_without_a_final_line_break_points_into_the_file() {
+        // Found by the `sigma` fuzz target: the scanner put this one on line 3 of 2.
+        let (docs, diags) = parse("title: x\nlogsource: {product: windows, category: a b");
+        assert!(docs.is_empty());
+        let d = diags.iter().next().unwrap();
+        assert!(d.message.starts_with("not valid YAML"), "{d}");
+        assert_eq!(d.line, 2, "{d}");
+    }
 
     #[test]
     fn reads_a_detection_rule() {

@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chainwatch_model::{EventId, Severity, TenantId, Timestamp};
+use serde::{Deserialize, Serialize};
 
 use super::groups::{GroupKey, GroupState, Groups, Limits};
 use super::{Hit, horizon};
@@ -91,7 +92,7 @@ pub(crate) struct ChainOutcome {
 }
 
 /// The finding being built for a group.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Open {
     seed: EventId,
     first_seen: Timestamp,
@@ -107,8 +108,9 @@ struct Open {
     closed: bool,
 }
 
-#[derive(Debug, Default)]
-struct Group {
+/// One group's chain state (serializable: it is what the changelog holds for the group).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Group {
     stages: Vec<Vec<Hit>>,
     absent: Vec<Vec<Hit>>,
     /// Events used by a finding, so redelivery cannot reuse them.
@@ -117,6 +119,13 @@ struct Group {
     open: Option<Open>,
     /// The earliest absence deadline a complete chain waits for.
     waiting: Option<Timestamp>,
+}
+
+impl Group {
+    /// The newest event time the group has seen.
+    pub(crate) fn newest(&self) -> Option<Timestamp> {
+        self.newest
+    }
 }
 
 impl GroupState for Group {
@@ -151,6 +160,24 @@ impl Chains {
     /// Groups evicted so far.
     pub(crate) fn evicted(&self) -> u64 {
         self.groups.evicted
+    }
+
+    /// The groups (see [`Groups::track_changes`]).
+    pub(crate) fn groups_mut(&mut self) -> &mut Groups<Group> {
+        &mut self.groups
+    }
+
+    /// Every group now, least recently updated first.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (&GroupKey, &Group)> {
+        self.groups.all()
+    }
+
+    /// Puts back a group read from the changelog, with the absence deadline it waits for.
+    pub(crate) fn restore(&mut self, key: GroupKey, group: Group, limits: Limits) {
+        if let Some(d) = group.waiting {
+            self.deadlines.insert((d, key.clone()));
+        }
+        self.groups.restore(key, group, limits);
     }
 
     /// Adds a hit to the group `key` and decides what to raise. `watermark` is the tenant's

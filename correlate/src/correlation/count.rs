@@ -21,17 +21,26 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chainwatch_model::{EventId, TenantId, Timestamp};
+use serde::{Deserialize, Serialize};
 
 use super::groups::{GroupKey, GroupState, Groups, Limits};
 use super::{Bounds, Firing, Hit, Outcome, horizon};
 
-#[derive(Debug, Default)]
-struct Group {
+/// One group's state (serializable: it is what the changelog holds for the group).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Group {
     /// Hits sorted by (time, id); one per event, whichever rule it matched.
     entries: Vec<Hit>,
     /// Events already used by a firing.
     used: Vec<(Timestamp, EventId)>,
     newest: Option<Timestamp>,
+}
+
+impl Group {
+    /// The newest event time the group has seen.
+    pub(crate) fn newest(&self) -> Option<Timestamp> {
+        self.newest
+    }
 }
 
 impl GroupState for Group {
@@ -78,6 +87,33 @@ impl Count {
     /// Groups evicted so far.
     pub(crate) fn evicted(&self) -> u64 {
         self.groups.evicted
+    }
+
+    /// The groups (see [`Groups::track_changes`]).
+    pub(crate) fn groups_mut(&mut self) -> &mut Groups<Group> {
+        &mut self.groups
+    }
+
+    /// Every group now, least recently updated first.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (&GroupKey, &Group)> {
+        self.groups.all()
+    }
+
+    /// Puts back a group read from the changelog. Upper-bounded conditions get back a deadline
+    /// at the end of each window a held hit starts, as when the hits arrived.
+    pub(crate) fn restore(&mut self, key: GroupKey, group: Group, limits: Limits) {
+        if !self.bounds.is_monotone() {
+            let queue = self.deadlines.entry(key.0.clone()).or_default();
+            for e in &group.entries {
+                let at = queue
+                    .entry(e.time.add_nanos(limits.timespan_ns))
+                    .or_default();
+                if !at.contains(&key) {
+                    at.push(key.clone());
+                }
+            }
+        }
+        self.groups.restore(key, group, limits);
     }
 
     /// Adds a hit to the group `key`; fires when a window satisfies a lower-bounded condition.

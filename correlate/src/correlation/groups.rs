@@ -3,8 +3,12 @@
 //! A group is a tenant and the correlation's group-by values. Groups beyond the per-tenant
 //! limit are evicted from that tenant first (least recently updated), before the global limit
 //! applies, so one noisy tenant evicts its own state, not others'. Evictions are counted.
+//!
+//! With change tracking on ([`Groups::track_changes`]), every group updated, dropped or evicted
+//! is remembered until [`Groups::take_changes`]: the engine writes those groups (or their
+//! removal) to the state changelog.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chainwatch_model::TenantId;
 
@@ -47,6 +51,8 @@ pub(crate) struct Groups<G> {
     tick: u64,
     /// Groups evicted by the limits so far.
     pub(crate) evicted: u64,
+    /// Groups changed (or removed) since the last [`Groups::take_changes`]; `None`: not tracked.
+    changed: Option<HashSet<GroupKey>>,
 }
 
 impl<G> Default for Groups<G> {
@@ -57,6 +63,7 @@ impl<G> Default for Groups<G> {
             per_tenant: HashMap::new(),
             tick: 0,
             evicted: 0,
+            changed: None,
         }
     }
 }
@@ -93,6 +100,7 @@ impl<G: GroupState> Groups<G> {
         };
         let out = f(&mut slot.state);
         let empty = slot.state.is_empty();
+        self.mark(key);
         self.lru.insert(tick, key.clone());
         self.per_tenant
             .entry(key.0.clone())
@@ -114,7 +122,69 @@ impl<G: GroupState> Groups<G> {
         if slot.state.is_empty() {
             self.remove(key);
         }
+        self.mark(key);
         Some(out)
+    }
+
+    /// Starts remembering which groups change, for [`Groups::take_changes`].
+    pub(crate) fn track_changes(&mut self) {
+        self.changed.get_or_insert_with(HashSet::new);
+    }
+
+    fn mark(&mut self, key: &GroupKey) {
+        if let Some(changed) = &mut self.changed {
+            changed.insert(key.clone());
+        }
+    }
+
+    /// The groups changed since the last call, each with its state now (`None`: dropped or
+    /// evicted), in a stable order.
+    pub(crate) fn take_changes(&mut self) -> Vec<(GroupKey, Option<&G>)> {
+        let Some(changed) = self.changed.as_mut() else {
+            return Vec::new();
+        };
+        let mut keys: Vec<GroupKey> = changed.drain().collect();
+        keys.sort_unstable();
+        keys.into_iter()
+            .map(|k| {
+                let state = self.map.get(&k).map(|s| &s.state);
+                (k, state)
+            })
+            .collect()
+    }
+
+    /// Every group now, least recently updated first.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (&GroupKey, &G)> {
+        self.lru
+            .values()
+            .filter_map(|k| self.map.get(k).map(|s| (k, &s.state)))
+    }
+
+    /// Puts back a group read from the changelog, as the most recently updated; the limits
+    /// apply as for any update. Not a change: the changelog already holds it.
+    pub(crate) fn restore(&mut self, key: GroupKey, state: G, limits: Limits) {
+        if state.is_empty() {
+            return;
+        }
+        self.remove(&key);
+        self.tick += 1;
+        let tick = self.tick;
+        self.lru.insert(tick, key.clone());
+        self.per_tenant
+            .entry(key.0.clone())
+            .or_default()
+            .insert(tick, key.clone());
+        self.map.insert(
+            key.clone(),
+            Slot {
+                state,
+                touched: tick,
+            },
+        );
+        if let Some(changed) = &mut self.changed {
+            changed.remove(&key);
+        }
+        self.enforce(&key, limits);
     }
 
     /// Every group key, in a stable order (for end-of-input flushing).
@@ -123,6 +193,7 @@ impl<G: GroupState> Groups<G> {
     }
 
     fn remove(&mut self, key: &GroupKey) {
+        self.mark(key);
         if let Some(slot) = self.map.remove(key) {
             self.lru.remove(&slot.touched);
             if let Some(t) = self.per_tenant.get_mut(&key.0) {

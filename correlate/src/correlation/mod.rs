@@ -22,12 +22,15 @@ use std::sync::Arc;
 
 use chainwatch_config::sigma::Comparison;
 use chainwatch_model::{EventId, Evidence, HostName, TenantId, Timestamp};
+use serde::{Deserialize, Serialize};
 
 pub(crate) use groups::{GroupKey, Limits};
 
+use crate::persist::{self, StateChange, StateIn, StateOut};
+
 /// One input occurrence: an event that matched a referenced detection rule, or a firing of a
-/// referenced correlation.
-#[derive(Debug, Clone)]
+/// referenced correlation. Serializable: it is part of the state written to the changelog.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Hit {
     /// Event time (for a firing: its last event's time).
     pub(crate) time: Timestamp,
@@ -40,7 +43,29 @@ pub(crate) struct Hit {
     /// The counted value, for `value_count` (lower-cased); `None` when the field is absent.
     pub(crate) value: Option<Box<str>>,
     /// The events behind it.
+    #[serde(with = "shared_slice")]
     pub(crate) evidence: Arc<[Evidence]>,
+}
+
+/// Serde for `Arc<[T]>` (as a sequence), without serde's `rc` feature: a restored hit owns its
+/// evidence (sharing between hits of one event is an in-memory saving only).
+mod shared_slice {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(crate) fn serialize<T: Serialize, S: Serializer>(
+        items: &Arc<[T]>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        items.as_ref().serialize(serializer)
+    }
+
+    pub(crate) fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Arc<[T]>, D::Error> {
+        Vec::<T>::deserialize(deserializer).map(Arc::from)
+    }
 }
 
 /// A correlation that fired: its group and the hits that made it, in event-time order for
@@ -149,6 +174,84 @@ impl State {
             State::Chain(c) => c.evicted(),
             State::Temporal(t) => t.evicted(),
             State::Count(c) => c.evicted(),
+        }
+    }
+
+    /// Starts remembering which groups change (for the changelog).
+    pub(crate) fn track_changes(&mut self) {
+        match self {
+            State::Chain(c) => c.groups_mut().track_changes(),
+            State::Temporal(t) => t.groups_mut().track_changes(),
+            State::Count(c) => c.groups_mut().track_changes(),
+        }
+    }
+
+    /// The changelog records of the groups changed since the last call, for the correlation
+    /// with `fingerprint`.
+    pub(crate) fn take_changes(&mut self, fingerprint: u128, out: &mut Vec<StateChange>) {
+        fn push(out: &mut Vec<StateChange>, fp: u128, key: &GroupKey, s: Option<StateOut<'_>>) {
+            out.push(StateChange {
+                key: persist::key(fp, key),
+                value: s.map(|s| persist::encode(fp, key, s)),
+            });
+        }
+        match self {
+            State::Chain(c) => {
+                for (k, g) in c.groups_mut().take_changes() {
+                    push(out, fingerprint, &k, g.map(StateOut::Chain));
+                }
+            }
+            State::Temporal(t) => {
+                for (k, g) in t.groups_mut().take_changes() {
+                    push(out, fingerprint, &k, g.map(StateOut::Temporal));
+                }
+            }
+            State::Count(c) => {
+                for (k, g) in c.groups_mut().take_changes() {
+                    push(out, fingerprint, &k, g.map(StateOut::Count));
+                }
+            }
+        }
+    }
+
+    /// Tombstones for every group held (the correlation is gone).
+    pub(crate) fn tombstones(&self, fingerprint: u128, out: &mut Vec<StateChange>) {
+        let keys: Vec<&GroupKey> = match self {
+            State::Chain(c) => c.all().map(|(k, _)| k).collect(),
+            State::Temporal(t) => t.all().map(|(k, _)| k).collect(),
+            State::Count(c) => c.all().map(|(k, _)| k).collect(),
+        };
+        out.extend(keys.into_iter().map(|k| StateChange {
+            key: persist::key(fingerprint, k),
+            value: None,
+        }));
+    }
+
+    /// Puts back a group read from the changelog; its newest event time, or `None` when the
+    /// record is of another kind than this correlation's.
+    pub(crate) fn restore(
+        &mut self,
+        key: GroupKey,
+        state: StateIn,
+        limits: Limits,
+    ) -> Option<Option<Timestamp>> {
+        match (self, state) {
+            (State::Chain(c), StateIn::Chain(g)) => {
+                let newest = g.newest();
+                c.restore(key, g, limits);
+                Some(newest)
+            }
+            (State::Temporal(t), StateIn::Temporal(g)) => {
+                let newest = g.newest();
+                t.restore(key, g, limits);
+                Some(newest)
+            }
+            (State::Count(c), StateIn::Count(g)) => {
+                let newest = g.newest();
+                c.restore(key, g, limits);
+                Some(newest)
+            }
+            _ => None,
         }
     }
 }

@@ -8,17 +8,26 @@
 //! evidence for every rule. Hits older than lateness + timespan behind the newest are pruned.
 
 use chainwatch_model::{EventId, Timestamp};
+use serde::{Deserialize, Serialize};
 
 use super::groups::{GroupKey, GroupState, Groups, Limits};
 use super::{Firing, Hit, Outcome, horizon};
 
-#[derive(Debug, Default)]
-struct Group {
+/// One group's state (serializable: it is what the changelog holds for the group).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Group {
     /// Per input, hits sorted by (time, id).
     inputs: Vec<Vec<Hit>>,
     /// Events already used by a firing, so redelivery cannot reuse them.
     used: Vec<(Timestamp, EventId)>,
     newest: Option<Timestamp>,
+}
+
+impl Group {
+    /// The newest event time the group has seen.
+    pub(crate) fn newest(&self) -> Option<Timestamp> {
+        self.newest
+    }
 }
 
 impl GroupState for Group {
@@ -54,6 +63,21 @@ impl Temporal {
     /// Groups evicted so far.
     pub(crate) fn evicted(&self) -> u64 {
         self.groups.evicted
+    }
+
+    /// The groups (see [`Groups::track_changes`]).
+    pub(crate) fn groups_mut(&mut self) -> &mut Groups<Group> {
+        &mut self.groups
+    }
+
+    /// Every group now, least recently updated first.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (&GroupKey, &Group)> {
+        self.groups.all()
+    }
+
+    /// Puts back a group read from the changelog.
+    pub(crate) fn restore(&mut self, key: GroupKey, group: Group, limits: Limits) {
+        self.groups.restore(key, group, limits);
     }
 
     /// Adds a hit to the group `key` and looks for a complete set.

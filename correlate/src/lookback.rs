@@ -1,0 +1,687 @@
+//! The look-back: per host, the recent notable events (any rule match, whatever its level,
+//! standalone or a stage of some chain), so that every alert can carry what else happened on
+//! its hosts from a configured period before its first evidence up to its last — the dwell
+//! time an analyst asks about first.
+//!
+//! Bounded three ways, like the correlation state: per host (its oldest entries go first),
+//! per tenant and globally (entries of the least recently updated host of the fullest tenant
+//! go first, so one noisy tenant drops its own history, not another's). Every entry dropped by
+//! a bound is counted, and an alert whose window reaches back past a dropped entry says its
+//! look-back is incomplete. Entries older than the retention (the period plus the longest
+//! chain and the allowed lateness behind the host's newest entry) age out without counting:
+//! no alert can ask for them.
+//!
+//! Pure: no I/O, no clock. [`LookbackBuffer::snapshot`] and [`LookbackBuffer::restore`] turn
+//! it into plain data and back, for whoever persists engine state.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use chainwatch_model::{
+    Alert, Event, EventId, Evidence, Lookback, Notable, RuleRef, TechniqueId, TenantId, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::ruleset::RuleInfo;
+
+/// Bounds and reach of the look-back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookbackConfig {
+    /// How far before an alert's first evidence its look-back reaches. Zero turns the
+    /// look-back off (nothing is kept, alerts carry none).
+    pub period: Duration,
+    /// Most notable events kept per host.
+    pub max_events_per_host: usize,
+    /// Most notable events kept per tenant, over its hosts.
+    pub max_events_per_tenant: usize,
+    /// Most notable events kept over all tenants.
+    pub max_events: usize,
+    /// Most notable events one alert carries (the lowest levels, then the oldest, are left
+    /// out first, and counted in the alert).
+    pub max_events_per_alert: usize,
+}
+
+impl Default for LookbackConfig {
+    fn default() -> Self {
+        Self {
+            period: Duration::from_secs(24 * 3600),
+            max_events_per_host: 256,
+            max_events_per_tenant: 100_000,
+            max_events: 1_000_000,
+            max_events_per_alert: 200,
+        }
+    }
+}
+
+impl From<&chainwatch_config::service::LookbackSettings> for LookbackConfig {
+    fn from(s: &chainwatch_config::service::LookbackSettings) -> Self {
+        Self {
+            period: s.period,
+            max_events_per_host: s.max_events_per_host,
+            max_events_per_tenant: s.max_events_per_tenant,
+            max_events: s.max_events,
+            max_events_per_alert: s.max_events_per_alert,
+        }
+    }
+}
+
+impl LookbackConfig {
+    /// No look-back.
+    pub fn off() -> Self {
+        Self {
+            period: Duration::ZERO,
+            ..Self::default()
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.period.is_zero() && self.max_events_per_host > 0 && self.max_events > 0
+    }
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+type HostKey = (TenantId, Box<str>);
+
+#[derive(Debug, Clone, Default)]
+struct HostBuffer {
+    /// Sorted by (time, event id).
+    entries: Vec<Notable>,
+    /// The newest entry time seen on this host (the clock its retention runs on).
+    newest: Option<Timestamp>,
+    /// The newest time among entries a bound dropped.
+    dropped_until: Option<Timestamp>,
+    touched: u64,
+}
+
+/// The notable events of every host, bounded.
+#[derive(Debug, Clone, Default)]
+pub struct LookbackBuffer {
+    config: LookbackConfig,
+    retention_ns: i64,
+    hosts: HashMap<HostKey, HostBuffer>,
+    /// Per tenant: entries held, and its hosts by last update.
+    tenants: HashMap<TenantId, TenantIndex>,
+    total: usize,
+    tick: u64,
+    evicted: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TenantIndex {
+    entries: usize,
+    lru: BTreeMap<u64, Box<str>>,
+    /// The newest time among entries dropped with their whole host (the host is gone, so a
+    /// later alert on it cannot tell; this says so for every host of the tenant).
+    dropped_until: Option<Timestamp>,
+}
+
+/// The look-back as plain data: what a snapshot of engine state holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LookbackSnapshot {
+    /// Every host's entries.
+    pub hosts: Vec<HostSnapshot>,
+    /// Per tenant, the newest time among entries dropped with their host.
+    #[serde(default)]
+    pub dropped: Vec<(TenantId, Timestamp)>,
+    /// Entries dropped by the bounds so far.
+    #[serde(default)]
+    pub evicted: u64,
+}
+
+/// One host's part of a [`LookbackSnapshot`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostSnapshot {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The host key.
+    pub host: String,
+    /// Its notable events, oldest first.
+    pub events: Vec<Notable>,
+    /// The newest time among its entries a bound dropped.
+    #[serde(default)]
+    pub dropped_until: Option<Timestamp>,
+}
+
+impl LookbackBuffer {
+    /// An empty buffer. `retention` is how far behind a host's newest entry an entry can
+    /// still be asked for (the period, the longest chain and the allowed lateness).
+    pub fn new(config: LookbackConfig, retention: Duration) -> Self {
+        Self {
+            config,
+            retention_ns: nanos(retention.max(config.period)),
+            ..Self::default()
+        }
+    }
+
+    /// Changes the retention (after a reload changed the longest chain).
+    pub fn set_retention(&mut self, retention: Duration) {
+        self.retention_ns = nanos(retention.max(self.config.period));
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LookbackConfig {
+        &self.config
+    }
+
+    /// Notable events held.
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Entries dropped by the bounds so far (not counting those that aged out).
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Records `event` as notable: it matched `rules` (after the tenant's exclusions).
+    pub fn record(&mut self, event: &Event, rules: &[&RuleInfo]) {
+        if !self.config.enabled() || rules.is_empty() || event.host.is_empty() {
+            return;
+        }
+        let mut refs: Vec<RuleRef> = rules.iter().map(|r| r.rule.clone()).collect();
+        refs.sort_by(|a, b| b.level.cmp(&a.level).then_with(|| a.id.cmp(&b.id)));
+        refs.dedup_by(|a, b| a.id == b.id);
+        let mut techniques: Vec<TechniqueId> = Vec::new();
+        for t in rules.iter().flat_map(|r| r.techniques.iter()) {
+            if !techniques.contains(t) {
+                techniques.push(*t);
+            }
+        }
+        let notable = Notable {
+            evidence: Evidence::of(event, &refs[0].id),
+            rules: refs,
+            techniques,
+        };
+        let key: HostKey = (event.tenant.clone(), event.host.key().into());
+        self.tick += 1;
+        let tick = self.tick;
+        let tenant = self.tenants.entry(key.0.clone()).or_default();
+        let host = self.hosts.entry(key.clone()).or_default();
+        tenant.lru.remove(&host.touched);
+        host.touched = tick;
+        tenant.lru.insert(tick, key.1.clone());
+        let at = host
+            .entries
+            .binary_search_by_key(&(event.time, event.id), |n| {
+                (n.evidence.time, n.evidence.id)
+            });
+        if let Err(at) = at {
+            host.entries.insert(at, notable);
+            tenant.entries += 1;
+            self.total += 1;
+        } else {
+            // A redelivered event: already held.
+            return;
+        }
+        let newest = host.newest.map_or(event.time, |n| n.max(event.time));
+        host.newest = Some(newest);
+        // Age: nothing older than the retention behind the host's newest entry is asked for.
+        let horizon = newest.add_nanos(-self.retention_ns);
+        let aged = host.entries.partition_point(|n| n.evidence.time < horizon);
+        if aged > 0 {
+            host.entries.drain(..aged);
+            tenant.entries -= aged;
+            self.total -= aged;
+        }
+        // Per host: its oldest first.
+        while host.entries.len() > self.config.max_events_per_host {
+            let gone = host.entries.remove(0);
+            host.dropped_until = Some(
+                host.dropped_until
+                    .map_or(gone.evidence.time, |d| d.max(gone.evidence.time)),
+            );
+            tenant.entries -= 1;
+            self.total -= 1;
+            self.evicted += 1;
+        }
+        // Per tenant, then globally: the least recently updated host of the fullest tenant.
+        while self
+            .tenants
+            .get(&key.0)
+            .is_some_and(|t| t.entries > self.config.max_events_per_tenant)
+        {
+            if !self.drop_one(&key.0) {
+                break;
+            }
+        }
+        while self.total > self.config.max_events {
+            let Some(fullest) = self
+                .tenants
+                .iter()
+                .max_by(|a, b| a.1.entries.cmp(&b.1.entries).then_with(|| b.0.cmp(a.0)))
+                .map(|(t, _)| t.clone())
+            else {
+                break;
+            };
+            if !self.drop_one(&fullest) {
+                break;
+            }
+        }
+    }
+
+    /// Drops the oldest entry of the least recently updated host of `tenant`.
+    fn drop_one(&mut self, tenant: &TenantId) -> bool {
+        let Some(index) = self.tenants.get_mut(tenant) else {
+            return false;
+        };
+        let Some((&touched, host)) = index.lru.iter().next() else {
+            return false;
+        };
+        let key: HostKey = (tenant.clone(), host.clone());
+        let Some(buffer) = self.hosts.get_mut(&key) else {
+            index.lru.remove(&touched);
+            return true;
+        };
+        if buffer.entries.is_empty() {
+            index.lru.remove(&touched);
+            self.hosts.remove(&key);
+            return true;
+        }
+        let gone = buffer.entries.remove(0);
+        let time = gone.evidence.time;
+        buffer.dropped_until = Some(buffer.dropped_until.map_or(time, |d| d.max(time)));
+        index.entries -= 1;
+        self.total -= 1;
+        self.evicted += 1;
+        if buffer.entries.is_empty() {
+            index.lru.remove(&touched);
+            let until = buffer.dropped_until;
+            self.hosts.remove(&key);
+            index.dropped_until = index.dropped_until.max(until);
+        }
+        if index.entries == 0 && index.lru.is_empty() && index.dropped_until.is_none() {
+            self.tenants.remove(tenant);
+        }
+        true
+    }
+
+    /// Sets `alert.lookback`: the notable events of the alert's hosts (its host and the hosts
+    /// of its evidence) from the period before its first evidence up to its last, without the
+    /// alert's own evidence. Does nothing when the look-back is off.
+    pub fn attach(&self, alert: &mut Alert) {
+        if !self.config.enabled() {
+            return;
+        }
+        let from = alert.first_seen.add_nanos(-nanos(self.config.period));
+        let to = alert.last_seen;
+        let own: HashSet<EventId> = alert.events.iter().map(|e| e.id).collect();
+        let mut hosts: Vec<&str> = Vec::new();
+        if !alert.host.is_empty() {
+            hosts.push(alert.host.key());
+        }
+        for h in alert.events.iter().filter_map(|e| e.host.as_ref()) {
+            if !h.is_empty() && !hosts.contains(&h.key()) {
+                hosts.push(h.key());
+            }
+        }
+        let mut events: Vec<Notable> = Vec::new();
+        let tenant_dropped = self
+            .tenants
+            .get(&alert.tenant)
+            .and_then(|t| t.dropped_until);
+        let mut complete = tenant_dropped.is_none_or(|d| d < from);
+        for host in hosts {
+            let key: HostKey = (alert.tenant.clone(), host.into());
+            let Some(buffer) = self.hosts.get(&key) else {
+                continue;
+            };
+            if buffer.dropped_until.is_some_and(|d| d >= from) {
+                complete = false;
+            }
+            let start = buffer.entries.partition_point(|n| n.evidence.time < from);
+            events.extend(
+                buffer.entries[start..]
+                    .iter()
+                    .take_while(|n| n.evidence.time <= to)
+                    .filter(|n| !own.contains(&n.evidence.id))
+                    .cloned(),
+            );
+        }
+        let mut omitted = 0;
+        if events.len() > self.config.max_events_per_alert {
+            // Keep the highest levels, then the newest.
+            events.sort_by(|a, b| {
+                b.level()
+                    .cmp(&a.level())
+                    .then_with(|| b.evidence.time.cmp(&a.evidence.time))
+            });
+            omitted = events.len() - self.config.max_events_per_alert;
+            events.truncate(self.config.max_events_per_alert);
+        }
+        events.sort_by_key(|n| (n.evidence.time, n.evidence.id));
+        alert.lookback = Some(Lookback {
+            from,
+            to,
+            events,
+            complete,
+            omitted: u32::try_from(omitted).unwrap_or(u32::MAX),
+        });
+    }
+
+    /// The buffer as plain data.
+    pub fn snapshot(&self) -> LookbackSnapshot {
+        let mut hosts: Vec<HostSnapshot> = self
+            .hosts
+            .iter()
+            .map(|((tenant, host), b)| HostSnapshot {
+                tenant: tenant.clone(),
+                host: host.to_string(),
+                events: b.entries.clone(),
+                dropped_until: b.dropped_until,
+            })
+            .collect();
+        hosts.sort_by(|a, b| (&a.tenant, &a.host).cmp(&(&b.tenant, &b.host)));
+        let mut dropped: Vec<(TenantId, Timestamp)> = self
+            .tenants
+            .iter()
+            .filter_map(|(t, i)| i.dropped_until.map(|d| (t.clone(), d)))
+            .collect();
+        dropped.sort();
+        LookbackSnapshot {
+            hosts,
+            dropped,
+            evicted: self.evicted,
+        }
+    }
+
+    /// A buffer holding `snapshot` under `config` (its bounds apply as entries are added).
+    pub fn restore(
+        config: LookbackConfig,
+        retention: Duration,
+        snapshot: LookbackSnapshot,
+    ) -> Self {
+        let mut b = Self::new(config, retention);
+        b.evicted = snapshot.evicted;
+        for (tenant, until) in snapshot.dropped {
+            b.tenants.entry(tenant).or_default().dropped_until = Some(until);
+        }
+        for h in snapshot.hosts {
+            b.tick += 1;
+            let mut entries = h.events;
+            entries.sort_by_key(|n| (n.evidence.time, n.evidence.id));
+            entries.dedup_by_key(|n| n.evidence.id);
+            let index = b.tenants.entry(h.tenant.clone()).or_default();
+            index.entries += entries.len();
+            index.lru.insert(b.tick, h.host.as_str().into());
+            b.total += entries.len();
+            b.hosts.insert(
+                (h.tenant, h.host.into()),
+                HostBuffer {
+                    newest: entries.last().map(|n| n.evidence.time),
+                    entries,
+                    dropped_until: h.dropped_until,
+                    touched: b.tick,
+                },
+            );
+        }
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chainwatch_model::{
+        Activity, AlertId, AlertKind, EventClass, Fields, HostName, Provenance, Severity,
+        SourceFormat, SourceMeta, Target,
+    };
+
+    fn event(tenant: &str, host: &str, n: u32, secs: i64) -> Event {
+        Event {
+            id: EventId::from_u128(u128::from(n)),
+            tenant: TenantId::new(tenant).unwrap(),
+            time: Timestamp::from_nanos(secs * 1_000_000_000),
+            class: EventClass::ProcessActivity,
+            activity: Activity::Launch,
+            host: HostName::new(host),
+            user: None,
+            process: None,
+            parent: None,
+            target: Target::default(),
+            source: SourceMeta {
+                format: SourceFormat::WindowsFlat,
+                channel: None,
+                provider: None,
+                event_id: Some(1),
+            },
+            fields: Fields::new(),
+            provenance: Provenance::File {
+                path: "f".into(),
+                line: Some(u64::from(n)),
+                record: None,
+            },
+        }
+    }
+
+    fn rule(id: &str, level: Severity) -> RuleInfo {
+        RuleInfo {
+            rule: RuleRef {
+                id: id.into(),
+                title: format!("rule {id}"),
+                level,
+            },
+            name: None,
+            description: None,
+            techniques: vec![TechniqueId::parse("T1059").unwrap()],
+        }
+    }
+
+    fn alert(tenant: &str, host: &str, evidence: &[&Event]) -> Alert {
+        let events: Vec<Evidence> = evidence.iter().map(|e| Evidence::of(e, "x")).collect();
+        Alert {
+            id: AlertId::from_u128(1),
+            tenant: TenantId::new(tenant).unwrap(),
+            host: HostName::new(host),
+            user: None,
+            kind: AlertKind::Chain,
+            revision: 0,
+            partial: false,
+            rule: rule("c", Severity::High).rule,
+            severity: Severity::High,
+            playbook: None,
+            techniques: Vec::new(),
+            first_seen: events.first().unwrap().time,
+            last_seen: events.last().unwrap().time,
+            group: BTreeMap::new(),
+            stages: Vec::new(),
+            events,
+            response: Vec::new(),
+            description: None,
+            lookback: None,
+        }
+    }
+
+    fn config() -> LookbackConfig {
+        LookbackConfig {
+            period: Duration::from_secs(3600),
+            max_events_per_host: 4,
+            max_events_per_tenant: 6,
+            max_events: 8,
+            max_events_per_alert: 10,
+        }
+    }
+
+    const DAY: Duration = Duration::from_secs(86400);
+
+    #[test]
+    fn an_alert_carries_its_hosts_notable_events_in_the_window() {
+        let roomy = LookbackConfig {
+            max_events_per_host: 10,
+            max_events_per_tenant: 20,
+            max_events: 20,
+            ..config()
+        };
+        let mut b = LookbackBuffer::new(roomy, DAY);
+        let low = rule("low", Severity::Low);
+        let high = rule("high", Severity::High);
+        let old = event("acme", "EXCH01", 1, 1000);
+        let recent = event("acme", "exch01.contoso.local", 2, 5000);
+        let other_host = event("acme", "WS1", 3, 5100);
+        let other_tenant = event("globex", "EXCH01", 4, 5200);
+        let stage = event("acme", "EXCH01", 5, 6000);
+        let during = event("acme", "EXCH01", 6, 6500);
+        let stage2 = event("acme", "EXCH01", 7, 7000);
+        let after = event("acme", "EXCH01", 8, 7100);
+        for e in [&old, &recent, &other_host, &other_tenant, &during, &after] {
+            b.record(e, &[&low]);
+        }
+        b.record(&stage, &[&low, &high]);
+        b.record(&stage2, &[&high]);
+        let mut a = alert("acme", "EXCH01", &[&stage, &stage2]);
+        b.attach(&mut a);
+        let lb = a.lookback.unwrap();
+        let ids: Vec<u128> = lb.events.iter().map(|n| n.evidence.id.as_u128()).collect();
+        // 1000 is before the hour; the evidence itself, other hosts, other tenants and what
+        // came after the last evidence are not in it.
+        assert_eq!(ids, [2, 6]);
+        assert!(lb.complete);
+        assert_eq!(lb.from, Timestamp::from_nanos(2400 * 1_000_000_000));
+        assert_eq!(lb.events[0].rules[0].id, "low");
+    }
+
+    #[test]
+    fn a_notable_event_lists_its_rules_highest_level_first_once() {
+        let mut b = LookbackBuffer::new(config(), DAY);
+        let e = event("acme", "H", 1, 100);
+        b.record(
+            &e,
+            &[&rule("a", Severity::Low), &rule("b", Severity::Critical)],
+        );
+        b.record(&e, &[&rule("a", Severity::Low)]);
+        assert_eq!(b.len(), 1, "a redelivered event is held once");
+        let mut a = alert("acme", "H", &[&event("acme", "H", 9, 200)]);
+        b.attach(&mut a);
+        let n = &a.lookback.unwrap().events[0];
+        assert_eq!(n.evidence.rule, "b");
+        assert_eq!(n.level(), Severity::Critical);
+        assert_eq!(n.techniques.len(), 1);
+    }
+
+    #[test]
+    fn bounds_drop_oldest_first_count_it_and_mark_the_look_back_incomplete() {
+        let mut b = LookbackBuffer::new(config(), DAY);
+        let r = rule("r", Severity::Low);
+        for i in 0..6 {
+            b.record(&event("acme", "H", i, 3000 + i64::from(i)), &[&r]);
+        }
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.evicted(), 2);
+        let mut a = alert("acme", "H", &[&event("acme", "H", 99, 3500)]);
+        b.attach(&mut a);
+        let lb = a.lookback.unwrap();
+        assert_eq!(lb.events.len(), 4);
+        assert!(!lb.complete, "entries inside the window were dropped");
+        // A window that starts after the dropped entries is complete.
+        let mut late = alert("acme", "H", &[&event("acme", "H", 98, 3002 + 3601)]);
+        b.attach(&mut late);
+        assert!(late.lookback.unwrap().complete);
+    }
+
+    #[test]
+    fn a_noisy_tenant_drops_its_own_history_first() {
+        let mut b = LookbackBuffer::new(
+            LookbackConfig {
+                max_events: 7,
+                ..config()
+            },
+            DAY,
+        );
+        let r = rule("r", Severity::Low);
+        b.record(&event("quiet", "Q1", 100, 10), &[&r]);
+        b.record(&event("quiet", "Q1", 101, 11), &[&r]);
+        for i in 0..20 {
+            let host = format!("N{}", i % 5);
+            b.record(&event("noisy", &host, i, 20 + i64::from(i)), &[&r]);
+        }
+        // Per tenant: at most 6 of noisy's; globally at most 7, taken from the fullest
+        // tenant: quiet keeps both of its own.
+        let snap = b.snapshot();
+        let quiet: usize = snap
+            .hosts
+            .iter()
+            .filter(|h| h.tenant.as_str() == "quiet")
+            .map(|h| h.events.len())
+            .sum();
+        let noisy: usize = snap
+            .hosts
+            .iter()
+            .filter(|h| h.tenant.as_str() == "noisy")
+            .map(|h| h.events.len())
+            .sum();
+        assert_eq!(quiet, 2);
+        assert_eq!(noisy, 5);
+        assert_eq!(b.len(), 7);
+        assert_eq!(b.evicted(), 15);
+        // A noisy host emptied by eviction: its tenant's later alerts say incomplete.
+        let mut a = alert("noisy", "N0", &[&event("noisy", "N0", 500, 60)]);
+        b.attach(&mut a);
+        assert!(!a.lookback.unwrap().complete);
+    }
+
+    #[test]
+    fn entries_age_out_without_counting_as_evictions() {
+        let mut b = LookbackBuffer::new(config(), Duration::from_secs(7200));
+        let r = rule("r", Severity::Low);
+        b.record(&event("acme", "H", 1, 0), &[&r]);
+        b.record(&event("acme", "H", 2, 10_000), &[&r]);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.evicted(), 0);
+    }
+
+    #[test]
+    fn an_alert_carries_at_most_its_bound_keeping_the_highest_levels() {
+        let mut b = LookbackBuffer::new(
+            LookbackConfig {
+                max_events_per_alert: 2,
+                ..config()
+            },
+            DAY,
+        );
+        b.record(&event("acme", "H", 1, 100), &[&rule("a", Severity::High)]);
+        b.record(&event("acme", "H", 2, 200), &[&rule("b", Severity::Low)]);
+        b.record(&event("acme", "H", 3, 300), &[&rule("c", Severity::Low)]);
+        let mut a = alert("acme", "H", &[&event("acme", "H", 9, 400)]);
+        b.attach(&mut a);
+        let lb = a.lookback.unwrap();
+        let ids: Vec<u128> = lb.events.iter().map(|n| n.evidence.id.as_u128()).collect();
+        assert_eq!(ids, [1, 3]);
+        assert_eq!(lb.omitted, 1);
+    }
+
+    #[test]
+    fn off_keeps_nothing_and_attaches_nothing() {
+        let mut b = LookbackBuffer::new(LookbackConfig::off(), DAY);
+        b.record(&event("acme", "H", 1, 100), &[&rule("a", Severity::High)]);
+        assert!(b.is_empty());
+        let mut a = alert("acme", "H", &[&event("acme", "H", 9, 400)]);
+        b.attach(&mut a);
+        assert!(a.lookback.is_none());
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_look_back() {
+        let mut b = LookbackBuffer::new(config(), DAY);
+        for i in 0..3 {
+            b.record(
+                &event("acme", "H", i, 100 + i64::from(i)),
+                &[&rule("a", Severity::Low)],
+            );
+        }
+        let text = serde_json::to_string(&b.snapshot()).unwrap();
+        let restored = LookbackBuffer::restore(config(), DAY, serde_json::from_str(&text).unwrap());
+        let mut x = alert("acme", "H", &[&event("acme", "H", 9, 400)]);
+        let mut y = x.clone();
+        b.attach(&mut x);
+        restored.attach(&mut y);
+        assert_eq!(x.lookback, y.lookback);
+        assert_eq!(restored.len(), 3);
+    }
+}
