@@ -828,7 +828,9 @@ service = ["WAS"]
         // Event ids are numbers in a record, not texts: routes of their (exact) channel.
         for route in [("Security", 4769), ("Security", 4662)] {
             assert!(
-                i.routes.iter().any(|(c, id)| c == route.0 && *id == route.1),
+                i.routes
+                    .iter()
+                    .any(|(c, id)| c == route.0 && *id == route.1),
                 "{route:?} in {:?}",
                 i.routes
             );
