@@ -468,15 +468,21 @@ impl Loader<'_> {
 
     /// Where the key `name` of table `table` is set, for problems found after deserializing
     /// (which keeps no spans): the first line after the `[table]` header (or in the whole file
-    /// without one) whose key is `name`, bare or quoted; the file's start when none is.
+    /// without one) whose key is `name`, bare or quoted; the header itself when the key is not
+    /// written (its default is the problem); the file's start when neither is.
     fn key_span(&self, table: &str, name: &str) -> Range<usize> {
         let header = format!("[{table}]");
         let mut inside = !self.text.lines().any(|l| l.trim() == header);
+        let mut header_at = None;
         let mut offset = 0;
         for line in self.text.split_inclusive('\n') {
             let t = line.trim_start();
             if t.trim_end() == header {
                 inside = true;
+                header_at = Some(offset + (line.len() - t.len()));
+            } else if inside && t.starts_with('[') {
+                // The next table: the key is not in this one.
+                inside = false;
             } else if inside {
                 let key = t.split('=').next().unwrap_or_default().trim();
                 if key.trim_matches('"') == name || key.trim_matches('\'') == name {
@@ -486,7 +492,7 @@ impl Loader<'_> {
             }
             offset += line.len();
         }
-        0..0
+        header_at.map_or(0..0, |at| at..at)
     }
 
     fn section<T: DeserializeOwned>(
@@ -659,10 +665,13 @@ fn validate(
 ) {
     if let Some(k) = kafka {
         if k.brokers.trim().is_empty() {
-            l.error(0..0, "kafka: 'brokers' is empty");
+            l.error(l.key_span("kafka", "brokers"), "kafka: 'brokers' is empty");
         }
         if k.partitions < 1 {
-            l.error(0..0, "kafka: 'partitions' must be at least 1");
+            l.error(
+                l.key_span("kafka", "partitions"),
+                "kafka: 'partitions' must be at least 1",
+            );
         }
         // Files librdkafka reads at client creation: a missing one is a config problem with
         // its line, not a client error at start-up (relative paths are from the working
@@ -692,11 +701,18 @@ fn validate(
         }
     }
     if let Some(t) = topics {
-        let mut names = vec![&t.events, &t.alerts, &t.dead_letter];
-        names.extend(t.state.as_ref());
-        for (i, a) in names.iter().enumerate() {
-            if names[..i].contains(a) {
-                l.error(0..0, format!("topics: {a:?} is named for two purposes"));
+        let mut names = vec![
+            ("events", &t.events),
+            ("alerts", &t.alerts),
+            ("dead_letter", &t.dead_letter),
+        ];
+        names.extend(t.state.as_ref().map(|s| ("state", s)));
+        for (i, (key, a)) in names.iter().enumerate() {
+            if let Some((first, _)) = names[..i].iter().find(|(_, b)| b == a) {
+                l.error(
+                    l.key_span("topics", key),
+                    format!("topics: {a:?} is named for two purposes ({first} and {key})"),
+                );
             }
         }
     }
@@ -801,7 +817,10 @@ fn validate(
     }
     if let Some(c) = correlate {
         if c.rules.is_empty() {
-            l.error(0..0, "correlate: 'rules' lists no rule file or folder");
+            l.error(
+                l.key_span("correlate", "rules"),
+                "correlate: 'rules' lists no rule file or folder",
+            );
         }
         for r in &c.rules {
             let p = if r.is_absolute() {
@@ -949,6 +968,42 @@ name = "x"
         assert_eq!(diags.len(), 4, "{diags}");
         assert!(lines.contains(&4), "unknown key on line 4: {diags}");
         assert!(lines.iter().all(|&l| l > 0), "{diags}");
+    }
+
+    #[test]
+    fn problems_found_after_reading_point_at_their_key_or_table() {
+        let bad = r#"
+[kafka]
+partitions = 0
+brokers = " "
+
+[topics]
+events = "chainwatch.events"
+alerts = "chainwatch.events"
+
+[correlate]
+rules = []
+"#;
+        let diags = load(bad).unwrap_err();
+        let line_of = |needle: &str| {
+            diags
+                .iter()
+                .find(|d| d.message.contains(needle))
+                .map(|d| d.line)
+                .unwrap_or_else(|| panic!("no problem about {needle}: {diags}"))
+        };
+        assert_eq!(line_of("'partitions'"), 3, "{diags}");
+        assert_eq!(line_of("'brokers'"), 4, "{diags}");
+        assert_eq!(line_of("two purposes"), 8, "{diags}");
+        assert_eq!(line_of("'rules'"), 11, "{diags}");
+
+        // A key left out (its default is the problem): the table's header.
+        let diags = load("[kafka]\nbrokers = \"b:9092\"\n\n[topics]\nevents = \"chainwatch.alerts\"\n[correlate]\nrules = [\"playbooks\"]\n").unwrap_err();
+        let d = diags
+            .iter()
+            .find(|d| d.message.contains("two purposes"))
+            .unwrap_or_else(|| panic!("{diags}"));
+        assert_eq!(d.line, 4, "{diags}");
     }
 
     #[test]
