@@ -374,51 +374,19 @@ const SECRET: &str = "canary-s3cr3t-do-not-log";
 
 /// A config for `names` on `brokers` with `sinks`, written as `dir/file`.
 fn ops_config(names: &Names, dir: &Path, brokers: &str, sinks: &str, file: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-group_prefix = "{groups}"
-create_topics = false
-
-[kafka.options]
-# One record per batch: Tansu 0.6.0 reports partition ends by batch (tests/support/mod.rs).
-"batch.num.messages" = "1"
-"statistics.interval.ms" = "500"
-"sasl.username" = "chainwatch"
-"sasl.password" = "{SECRET}"
-# librdkafka logs its whole configuration at start-up: the secret must not be in it.
-"debug" = "conf"
-
-[topics]
-events = "{events}"
-alerts = "{alerts}"
-dead_letter = "{dead}"
-
-[[sources]]
-name = "windows"
-topics = "{raw}"
-format = "windows"
-
-[correlate]
-rules = ["{playbooks}"]
-allowed_lateness = "2h"
-
-{sinks}
-
-[http]
-listen = "127.0.0.1:0"
-
-[log]
-level = "info,librdkafka=debug"
-"#,
-        groups = names.groups,
-        events = names.events,
-        alerts = names.alerts,
-        dead = names.dead_letter,
-        raw = names.raw_pattern,
-        playbooks = repo().join("playbooks").display(),
+    let options = format!(
+        "\"sasl.username\" = \"chainwatch\"\n\"sasl.password\" = \"{SECRET}\"\n\
+         # librdkafka logs its whole configuration at start-up: the secret must not be in it.\n\
+         \"debug\" = \"conf\""
     );
+    let extra = format!("{sinks}\n\n[log]\nlevel = \"info,librdkafka=debug\"");
+    let text = names.config_text(&ConfigParts {
+        brokers: Some(brokers),
+        kafka: "create_topics = false",
+        options: &options,
+        extra: &extra,
+        ..ConfigParts::default()
+    });
     let path = dir.join(file);
     std::fs::write(&path, text).unwrap();
     path

@@ -32,48 +32,17 @@ fn config(
     correlate: &str,
     extra: &str,
 ) -> PathBuf {
-    let text = format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-group_prefix = "{groups}"
-partitions = 3
-
-[kafka.options]
-# One record per batch: Tansu 0.6.0 reports partition ends by batch (tests/support/mod.rs).
-"batch.num.messages" = "1"
-"statistics.interval.ms" = "500"
-# Find a restarted broker quickly.
-"reconnect.backoff.max.ms" = "1000"
-{kafka}
-
-[topics]
-events = "{events}"
-alerts = "{alerts}"
-dead_letter = "{dead}"
-
-[[sources]]
-name = "windows"
-topics = "{raw}"
-format = "windows"
-
-[correlate]
-rules = ["{playbooks}"]
-allowed_lateness = "2h"
-{correlate}
-
-[http]
-listen = "127.0.0.1:{http}"
-
-{extra}
-"#,
-        groups = names.groups,
-        events = names.events,
-        alerts = names.alerts,
-        dead = names.dead_letter,
-        raw = names.raw_pattern,
-        playbooks = repo().join("playbooks").display(),
+    let options = format!(
+        "# Find a restarted broker quickly.\n\"reconnect.backoff.max.ms\" = \"1000\"\n{kafka}"
     );
+    let text = names.config_text(&ConfigParts {
+        brokers: Some(brokers),
+        options: &options,
+        correlate,
+        http: Some(http),
+        extra,
+        ..ConfigParts::default()
+    });
     let path = dir.join(format!("chainwatch-{http}.toml"));
     std::fs::write(&path, text).unwrap();
     path

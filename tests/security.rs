@@ -93,45 +93,14 @@ fn tls_client(brokers: &str, ca: &Path) -> ClientConfig {
 }
 
 fn config_text(names: &Names, brokers: &str, kafka: &str, extra: &str) -> String {
-    format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-group_prefix = "{groups}"
-partitions = 1
-
-[kafka.options]
-"batch.num.messages" = "1"
-"statistics.interval.ms" = "500"
-{kafka}
-
-[topics]
-events = "{events}"
-alerts = "{alerts}"
-dead_letter = "{dead}"
-
-[[sources]]
-name = "windows"
-topics = "{raw}"
-format = "windows"
-
-[correlate]
-rules = ["{playbooks}"]
-allowed_lateness = "2h"
-
-[http]
-listen = "127.0.0.1:{http}"
-
-{extra}
-"#,
-        groups = names.groups,
-        events = names.events,
-        alerts = names.alerts,
-        dead = names.dead_letter,
-        raw = names.raw_pattern,
-        playbooks = repo().join("playbooks").display(),
-        http = free_port(),
-    )
+    names.config_text(&ConfigParts {
+        brokers: Some(brokers),
+        partitions: Some(1),
+        options: kafka,
+        http: Some(free_port()),
+        extra,
+        ..ConfigParts::default()
+    })
 }
 
 fn http_port(config: &str) -> u16 {

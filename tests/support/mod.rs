@@ -495,17 +495,39 @@ impl Names {
         correlate: &str,
         sinks: &str,
     ) -> PathBuf {
-        let text = format!(
+        let text = self.config_text(&ConfigParts {
+            rules: Some(rules),
+            correlate,
+            extra: sinks,
+            ..ConfigParts::default()
+        });
+        let path = dir.join("chainwatch.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    /// A service config for these names: the topics, groups, source and rules every test
+    /// shares, with `parts` filled in.
+    pub fn config_text(&self, parts: &ConfigParts<'_>) -> String {
+        let brokers = parts.brokers.map_or_else(brokers, str::to_owned);
+        let rules = parts
+            .rules
+            .map_or_else(|| repo().join("playbooks"), Path::to_path_buf);
+        let http = parts.http.unwrap_or(0);
+        format!(
             r#"
 [kafka]
 brokers = "{brokers}"
 group_prefix = "{groups}"
-partitions = 3
+partitions = {partitions}
+{kafka}
 
 [kafka.options]
 # Tansu 0.6.0 reports a partition's end by record batch (see read_to_end); one record per
 # batch keeps the ends the tests read exact. Production configs leave batching on.
 "batch.num.messages" = "1"
+"statistics.interval.ms" = "500"
+{options}
 
 [topics]
 events = "{events}"
@@ -519,29 +541,52 @@ topics = "{raw}"
 format = "windows"
 
 [correlate]
-rules = ["{playbooks}"]
+rules = ["{rules}"]
 allowed_lateness = "2h"
 {correlate}
 
-# Tests run several chainwatch processes at once: each takes a free port.
+# Tests run several chainwatch processes at once: each takes a free port (0: any).
 [http]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{http}"
 
-{sinks}
+{extra}
 "#,
-            brokers = brokers(),
             groups = self.groups,
+            partitions = parts.partitions.unwrap_or(3),
+            kafka = parts.kafka,
+            options = parts.options,
             events = self.events,
             alerts = self.alerts,
             dead = self.dead_letter,
             roles = self.roles,
             raw = self.raw_pattern,
-            playbooks = rules.display(),
-        );
-        let path = dir.join("chainwatch.toml");
-        std::fs::write(&path, text).expect("write config");
-        path
+            rules = rules.display(),
+            correlate = parts.correlate,
+            extra = parts.extra,
+        )
     }
+}
+
+/// What varies between the tests' service configs ([`Names::config_text`]); empty strings add
+/// nothing.
+#[derive(Default)]
+pub struct ConfigParts<'a> {
+    /// Default: the test broker.
+    pub brokers: Option<&'a str>,
+    /// Partitions of created topics (default 3).
+    pub partitions: Option<i32>,
+    /// More lines of `[kafka]`.
+    pub kafka: &'a str,
+    /// More lines of `[kafka.options]`.
+    pub options: &'a str,
+    /// Rule files or folders (default: the shipped playbooks).
+    pub rules: Option<&'a Path>,
+    /// More lines of `[correlate]`.
+    pub correlate: &'a str,
+    /// The HTTP port (default 0: any free one).
+    pub http: Option<u16>,
+    /// Tables after the rest (sinks, `[log]`, `[shutdown]`, ...).
+    pub extra: &'a str,
 }
 
 /// Flat Windows JSON records of the four stages of the shipped playbook on `host`, starting at
