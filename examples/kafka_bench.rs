@@ -64,6 +64,10 @@ struct Common {
     /// Partitions of every topic (raw topics here, chainwatch's own topics by its config).
     #[arg(long, default_value_t = 3)]
     partitions: i32,
+    /// A librdkafka property for chainwatch's clients, `KEY=VALUE` (repeatable): written to
+    /// its config's `[kafka.options]`.
+    #[arg(short = 'X', long = "option", value_name = "KEY=VALUE")]
+    options: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,6 +261,25 @@ fn metric_sum(body: &str, name: &str, want: &str) -> f64 {
         .sum()
 }
 
+/// CPU seconds (user and system) process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at its closing ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'; 100 ticks/s.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// A running `chainwatch run`.
 struct Chainwatch {
     child: Child,
@@ -268,6 +291,11 @@ impl Chainwatch {
         let port = free_port()?;
         let config = c.workdir.join("chainwatch.toml");
         let playbooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+        let mut options = String::from("[kafka.options]\n");
+        for o in &c.options {
+            let (k, v) = o.split_once('=').context("an option is KEY=VALUE")?;
+            options.push_str(&format!("{k:?} = {v:?}\n"));
+        }
         std::fs::write(
             &config,
             format!(
@@ -275,7 +303,7 @@ impl Chainwatch {
 brokers = "{brokers}"
 group_prefix = "{prefix}"
 partitions = {partitions}
-[topics]
+{options}[topics]
 events = "{prefix}.events"
 alerts = "{prefix}.alerts"
 dead_letter = "{prefix}.dead-letter"
@@ -385,7 +413,9 @@ fn drain(c: &Common) -> Result<serde_json::Value> {
     let load = bulk_load(&c.brokers, &w)?;
     eprintln!("[kafka_bench] loaded {n} records in {load:.2} s");
 
+    let cpu0 = cpu_seconds(std::process::id());
     let (_, plain_secs) = plain_drain(&c.brokers, &w)?;
+    let plain_cpu = cpu_seconds(std::process::id()) - cpu0;
 
     let started = Instant::now();
     let mut cw = Chainwatch::start(c, &w)?;
@@ -412,6 +442,7 @@ fn drain(c: &Common) -> Result<serde_json::Value> {
         std::thread::sleep(Duration::from_millis(20));
     };
     let with_start = started.elapsed().as_secs_f64();
+    let cw_cpu = cpu_seconds(cw.child.id());
     cw.stop()?;
     let plain_rate = n as f64 / plain_secs;
     let cw_rate = n as f64 / secs;
@@ -426,6 +457,8 @@ fn drain(c: &Common) -> Result<serde_json::Value> {
         "chainwatch_seconds": secs,
         "chainwatch_seconds_with_startup": with_start,
         "chainwatch_rate": cw_rate,
+        "plain_cpu_seconds": plain_cpu,
+        "chainwatch_cpu_seconds": cw_cpu,
         "ratio": cw_rate / plain_rate,
         "alerts_produced": alerts,
         "chains": w.chains.len(),
@@ -527,6 +560,7 @@ fn latency(c: &Common, rate: f64) -> Result<serde_json::Value> {
         .collect();
     let mut sent_at: Vec<Option<Instant>> = vec![None; chains];
     let every = Duration::from_secs_f64(1.0 / rate);
+    let cpu0 = cpu_seconds(cw.child.id());
     let started = Instant::now();
     let mut behind_max = Duration::ZERO;
     for (i, r) in w.records.iter().enumerate() {
@@ -559,13 +593,23 @@ fn latency(c: &Common, rate: f64) -> Result<serde_json::Value> {
         .join()
         .map_err(|_| anyhow::anyhow!("reader panicked"))??;
     let m = cw.metrics()?;
+    let cw_cpu = cpu_seconds(cw.child.id()) - cpu0;
     cw.stop()?;
 
-    let mut ms: Vec<f64> = sent_at
+    // (seconds into the run the chain completed, latency in ms), in completion order.
+    let mut timeline: Vec<(f64, f64)> = sent_at
         .iter()
         .zip(&got)
-        .filter_map(|(s, g)| Some(g.as_ref()?.duration_since((*s)?).as_secs_f64() * 1000.0))
+        .filter_map(|(s, g)| {
+            let (s, g) = ((*s)?, (*g)?);
+            Some((
+                s.duration_since(started).as_secs_f64(),
+                g.duration_since(s).as_secs_f64() * 1000.0,
+            ))
+        })
         .collect();
+    timeline.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut ms: Vec<f64> = timeline.iter().map(|t| t.1).collect();
     ms.sort_by(f64::total_cmp);
     let missing = chains - ms.len();
     let pct = |p: f64| -> f64 {
@@ -584,6 +628,7 @@ fn latency(c: &Common, rate: f64) -> Result<serde_json::Value> {
         "records": w.records.len(),
         "rate_target": rate,
         "rate_achieved": w.records.len() as f64 / produce_secs,
+        "chainwatch_cpu_seconds": cw_cpu,
         "max_behind_schedule_ms": behind_max.as_secs_f64() * 1000.0,
         "chains": chains,
         "chains_timed": ms.len(),
@@ -596,7 +641,11 @@ fn latency(c: &Common, rate: f64) -> Result<serde_json::Value> {
         "histogram_within_100ms": within("0.1"),
         "histogram_within_250ms": within("0.25"),
         "histogram_within_500ms": within("0.5"),
-        "latencies_ms": ms,
+        "histogram_buckets": m
+            .lines()
+            .filter(|l| l.starts_with(&format!("{hist}_bucket")))
+            .collect::<Vec<_>>(),
+        "timeline_s_ms": timeline,
     }))
 }
 
