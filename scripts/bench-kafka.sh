@@ -54,6 +54,10 @@ latency_events=$(python3 -c "print(int($rate * $latency_seconds))")
     --events "$(python3 -c "print(int($low_rate * 20))")" --chains 40 --seed 3 >&2
 
 tansu_pid=""
+# CPU seconds (user and system) the broker has used, from /proc (100 ticks per second).
+tansu_cpu() {
+    awk '{ sub(/.*\) /, ""); printf "%.1f", ($12 + $13) / 100 }' "/proc/$tansu_pid/stat"
+}
 stop_tansu() {
     if [ -n "$tansu_pid" ]; then
         kill "$tansu_pid" 2>/dev/null || true
@@ -84,6 +88,7 @@ echo "==> end to end drain ($drain_events noise records; load average $load_befo
 start_tansu "$work/tansu-drain.log"
 "$bench" drain --brokers "127.0.0.1:$port" --binary "$cw" --partitions "$partitions" \
     --workload "$work/drain-workload" --workdir "$work/drain" >"$work/drain.json"
+tansu_cpu >"$work/tansu-cpu-drain"
 stop_tansu
 load_mid=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -92,6 +97,7 @@ start_tansu "$work/tansu-latency.log"
 "$bench" latency --brokers "127.0.0.1:$port" --binary "$cw" --partitions "$partitions" \
     --rate "$rate" --workload "$work/latency-workload" --workdir "$work/latency" \
     >"$work/latency.json"
+tansu_cpu >"$work/tansu-cpu-latency"
 stop_tansu
 
 echo "==> detection latency (20 s at $low_rate records/s)" >&2
@@ -99,6 +105,7 @@ start_tansu "$work/tansu-low-rate.log"
 "$bench" latency --brokers "127.0.0.1:$port" --binary "$cw" --partitions "$partitions" \
     --rate "$low_rate" --workload "$work/low-rate-workload" --workdir "$work/low-rate" \
     >"$work/low-rate.json"
+tansu_cpu >"$work/tansu-cpu-low-rate"
 stop_tansu
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -129,6 +136,8 @@ print(lat(l))
 print(lat(lo))
 print()
 print(f"chainwatch drain: {d['chainwatch_seconds']:.2f} s from the first record consumed ({d['chainwatch_seconds_with_startup']:.2f} s with start-up); plain consumer {d['plain_seconds']:.2f} s; loading took {d['load_seconds']:.2f} s; {d['alerts_produced']:.0f} findings produced for {d['chains']} chains")
+cpu = {n: open(f"{work}/tansu-cpu-{n}").read().strip() for n in ("drain", "latency", "low-rate")}
+print(f"broker (Tansu) CPU-seconds, whole run of each: drain {cpu['drain']} (loading included), latency {cpu['latency']}, low rate {cpu['low-rate']}")
 for x in (l, lo):
     if x["chains_missing"]:
         print(f"WARNING: at {x['rate_target']:.0f}/s, {x['chains_missing']} chains had no complete finding on the alerts topic within 60 s of the last record")
