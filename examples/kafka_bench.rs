@@ -1,0 +1,672 @@
+//! The Kafka benchmarks of issue 9 (`scripts/bench-kafka.sh` starts a broker and runs them):
+//!
+//! - `drain`: end to end throughput. The raw telemetry of a `chainwatch gen` workload is loaded
+//!   into tenant topics first (a bulk producer: batched, not acknowledged record by record),
+//!   then drained twice: by a plain rdkafka consumer that only counts records, and by
+//!   `chainwatch run` (ingest, correlate and sink stages in one process). Each rate is records
+//!   over the time from the first record consumed to the last: for the plain consumer, all
+//!   records read; for chainwatch, every record consumed, normalized and observed by the
+//!   correlator (`chainwatch_records_consumed_total`, `chainwatch_events_normalized_total`,
+//!   `chainwatch_correlator_events_total` on `/metrics`, polled every 20 ms).
+//! - `latency`: detection latency. `chainwatch run` is started on empty topics; then the
+//!   workload is produced at a steady rate (default 10,000 records/s). Each injected chain
+//!   (`answers.json`) is completed by the last of its stage records to be produced (the third
+//!   when the workload delivers it after the fourth); its latency is from the moment that
+//!   record is handed to the producer to the moment a consumer of the alerts topic receives
+//!   the chain's complete finding (same host and tenant, not partial). Both clocks are this
+//!   process's monotonic clock. The correlate stage's own histogram
+//!   (`chainwatch_detection_latency_arrival_seconds`, from the raw record's Kafka timestamp to
+//!   the finding being produced) is read from `/metrics` as a cross-check.
+//!
+//! Each prints one JSON report on stdout (and writes it to `--workdir`). Timings are never
+//! asserted anywhere; the figures go to BENCHMARKS.md.
+#![allow(clippy::unwrap_used)] // A benchmark tool: a failed unwrap is a failed run.
+
+use std::collections::HashMap;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chainwatch_model::Alert;
+use clap::{Parser, Subcommand};
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+/// Kafka benchmark driver.
+#[derive(Debug, Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+/// What every measurement needs.
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// Bootstrap servers of the broker.
+    #[arg(long)]
+    brokers: String,
+    /// The chainwatch binary.
+    #[arg(long)]
+    binary: PathBuf,
+    /// A `chainwatch gen` output folder (`telemetry.<tenant>.windows.jsonl`, `answers.json`).
+    #[arg(long)]
+    workload: PathBuf,
+    /// A folder for the config, chainwatch's log and the report.
+    #[arg(long)]
+    workdir: PathBuf,
+    /// Partitions of every topic (raw topics here, chainwatch's own topics by its config).
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    /// A librdkafka property for chainwatch's clients, `KEY=VALUE` (repeatable): written to
+    /// its config's `[kafka.options]`.
+    #[arg(short = 'X', long = "option", value_name = "KEY=VALUE")]
+    options: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Load the raw topics, then drain them with a plain consumer and with `chainwatch run`.
+    Drain {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Produce at a steady rate into a running `chainwatch run`; time chains to their alerts.
+    Latency {
+        #[command(flatten)]
+        common: Common,
+        /// Records per second.
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+    },
+}
+
+/// One raw record to produce.
+struct Rec {
+    topic: usize,
+    host: Option<String>,
+    bytes: Vec<u8>,
+}
+
+/// The workload: raw topics, records in delivery order, and for each chain its key and the
+/// index of its completing record.
+struct Workload {
+    prefix: String,
+    topics: Vec<String>,
+    records: Vec<Rec>,
+    /// (tenant, host lower-cased) of each chain, and the index of the record completing it.
+    chains: Vec<((String, String), usize)>,
+}
+
+fn load_workload(dir: &Path, prefix: &str) -> Result<Workload> {
+    let answers: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("answers.json")).context("reading answers.json")?,
+    )?;
+    let tenants: Vec<String> = answers["tenants"]
+        .as_array()
+        .context("answers.json: tenants")?
+        .iter()
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect();
+    // (host lower-cased, stage time) -> chain index.
+    let mut stages: HashMap<(String, String), usize> = HashMap::new();
+    let mut chains = Vec::new();
+    for (i, c) in answers["chains"]
+        .as_array()
+        .context("answers.json: chains")?
+        .iter()
+        .enumerate()
+    {
+        let host = c["host"].as_str().context("chain host")?.to_lowercase();
+        for t in c["stage_times"].as_array().context("stage_times")? {
+            stages.insert((host.clone(), t.as_str().unwrap_or("").to_owned()), i);
+        }
+        chains.push((
+            (c["tenant"].as_str().unwrap_or("").to_owned(), host),
+            usize::MAX,
+        ));
+    }
+    let mut per_tenant: Vec<Vec<Vec<u8>>> = Vec::new();
+    for t in &tenants {
+        let path = dir.join(format!("telemetry.{t}.windows.jsonl"));
+        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        per_tenant.push(
+            text.split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect(),
+        );
+    }
+    // Tenants interleaved record by record, each tenant's own order kept.
+    let mut records = Vec::new();
+    let mut found = 0;
+    let longest = per_tenant.iter().map(Vec::len).max().unwrap_or(0);
+    let mut iters: Vec<_> = per_tenant.into_iter().map(Vec::into_iter).collect();
+    for _ in 0..longest {
+        for (topic, it) in iters.iter_mut().enumerate() {
+            let Some(bytes) = it.next() else { continue };
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let host = v["Hostname"].as_str().map(str::to_owned);
+            if let (Some(h), Some(t)) = (&host, v["@timestamp"].as_str())
+                && let Some(&c) = stages.get(&(h.to_lowercase(), t.to_owned()))
+            {
+                chains[c].1 = records.len();
+                found += 1;
+            }
+            records.push(Rec { topic, host, bytes });
+        }
+    }
+    if found != stages.len() {
+        bail!(
+            "found {found} of the {} chain stage records in the workload",
+            stages.len()
+        );
+    }
+    Ok(Workload {
+        prefix: prefix.to_owned(),
+        topics: tenants
+            .iter()
+            .map(|t| format!("{prefix}.{t}.windows"))
+            .collect(),
+        records,
+        chains,
+    })
+}
+
+fn client(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    c
+}
+
+fn create_topics(brokers: &str, topics: &[String], partitions: i32) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = client(brokers).create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let results = runtime.block_on(admin.create_topics(
+        &new,
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))?;
+    for r in results {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Sends one record, waiting while the producer's queue is full.
+fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, r: &Rec) -> Result<()> {
+    loop {
+        let mut record = BaseRecord::to(topic).payload(&r.bytes[..]);
+        if let Some(h) = &r.host {
+            record = record.key(h.as_bytes());
+        }
+        match producer.send::<[u8], [u8]>(record) {
+            Ok(()) => return Ok(()),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                _,
+            )) => std::thread::sleep(Duration::from_millis(1)),
+            Err((e, _)) => bail!("producing: {e}"),
+        }
+    }
+}
+
+/// A loopback port nothing listens on now.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A GET on loopback, HTTP/1.0: (status, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Some((status, body))
+}
+
+/// The sum of every series of metric `name` (labels `want` must appear in the series' labels).
+fn metric_sum(body: &str, name: &str, want: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, labels) = series.split_once('{').unwrap_or((series, ""));
+            (n == name && labels.contains(want))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// CPU seconds (user and system) process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at its closing ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'; 100 ticks/s.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A running `chainwatch run`.
+struct Chainwatch {
+    child: Child,
+    port: u16,
+}
+
+impl Chainwatch {
+    fn start(c: &Common, w: &Workload) -> Result<Self> {
+        let port = free_port()?;
+        let config = c.workdir.join("chainwatch.toml");
+        let playbooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+        let mut options = String::from("[kafka.options]\n");
+        for o in &c.options {
+            let (k, v) = o.split_once('=').context("an option is KEY=VALUE")?;
+            options.push_str(&format!("{k:?} = {v:?}\n"));
+        }
+        std::fs::write(
+            &config,
+            format!(
+                r#"[kafka]
+brokers = "{brokers}"
+group_prefix = "{prefix}"
+partitions = {partitions}
+{options}[topics]
+events = "{prefix}.events"
+alerts = "{prefix}.alerts"
+dead_letter = "{prefix}.dead-letter"
+roles = "{prefix}.roles"
+[[sources]]
+name = "windows"
+topics = "{prefix}.{{tenant}}.windows"
+format = "windows"
+[correlate]
+rules = ["{playbooks}"]
+[[sinks]]
+kind = "file"
+name = "archive"
+path = "{alerts}"
+[http]
+listen = "127.0.0.1:{port}"
+"#,
+                brokers = c.brokers,
+                prefix = w.prefix,
+                partitions = c.partitions,
+                playbooks = playbooks.display(),
+                alerts = c.workdir.join("alerts.jsonl").display(),
+            ),
+        )?;
+        let log = std::fs::File::create(c.workdir.join("chainwatch.log"))?;
+        let child = Command::new(&c.binary)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting chainwatch")?;
+        Ok(Self { child, port })
+    }
+
+    fn metrics(&mut self) -> Result<String> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("chainwatch exited ({status}); see its log in the work folder");
+        }
+        Ok(http_get(self.port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default())
+    }
+
+    fn stop(mut self) -> Result<()> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+/// Loads every record into the raw topics as fast as the broker takes them.
+fn bulk_load(brokers: &str, w: &Workload) -> Result<f64> {
+    let producer: ThreadedProducer<DefaultProducerContext> = client(brokers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("message.timeout.ms", "0")
+        .create()?;
+    let started = Instant::now();
+    for r in &w.records {
+        send(&producer, &w.topics[r.topic], r)?;
+    }
+    producer.flush(Duration::from_secs(600))?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// A plain consumer reading every record of the raw topics: (records, seconds from the first
+/// record to the last).
+fn plain_drain(brokers: &str, w: &Workload) -> Result<(u64, f64)> {
+    let consumer: BaseConsumer = client(brokers)
+        .set("group.id", format!("{}-plain", w.prefix))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let topics: Vec<&str> = w.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let want = w.records.len() as u64;
+    let (mut n, mut bytes) = (0u64, 0usize);
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while n < want {
+        if Instant::now() > deadline {
+            bail!("the plain consumer read {n} of {want} records in 15 minutes");
+        }
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            first.get_or_insert_with(Instant::now);
+            bytes += m.payload().map_or(0, <[u8]>::len);
+            n += 1;
+        }
+    }
+    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    eprintln!("[kafka_bench] plain consumer: {n} records, {bytes} bytes in {secs:.2} s");
+    Ok((n, secs))
+}
+
+fn drain(c: &Common) -> Result<serde_json::Value> {
+    let w = load_workload(&c.workload, &prefix("drain"))?;
+    let n = w.records.len() as u64;
+    create_topics(&c.brokers, &w.topics, c.partitions)?;
+    let load = bulk_load(&c.brokers, &w)?;
+    eprintln!("[kafka_bench] loaded {n} records in {load:.2} s");
+
+    let cpu0 = cpu_seconds(std::process::id());
+    let (_, plain_secs) = plain_drain(&c.brokers, &w)?;
+    let plain_cpu = cpu_seconds(std::process::id()) - cpu0;
+
+    let started = Instant::now();
+    let mut cw = Chainwatch::start(c, &w)?;
+    let mut first = None;
+    let deadline = started + Duration::from_secs(1800);
+    let (secs, alerts) = loop {
+        let m = cw.metrics()?;
+        let consumed = metric_sum(&m, "chainwatch_records_consumed_total", "");
+        let normalized = metric_sum(&m, "chainwatch_events_normalized_total", "");
+        let dead = metric_sum(&m, "chainwatch_dead_letters_total", "stage=\"ingest\"");
+        let observed = metric_sum(&m, "chainwatch_correlator_events_total", "");
+        if consumed > 0.0 {
+            first.get_or_insert_with(Instant::now);
+        }
+        if consumed >= n as f64 && normalized + dead >= n as f64 && observed >= normalized {
+            let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            break (secs, metric_sum(&m, "chainwatch_alerts_total", ""));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "chainwatch did not drain {n} records in 30 minutes (consumed {consumed}, normalized {normalized}, observed {observed})"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let with_start = started.elapsed().as_secs_f64();
+    let cw_cpu = cpu_seconds(cw.child.id());
+    cw.stop()?;
+    let plain_rate = n as f64 / plain_secs;
+    let cw_rate = n as f64 / secs;
+    Ok(serde_json::json!({
+        "records": n,
+        "bytes": w.records.iter().map(|r| r.bytes.len()).sum::<usize>(),
+        "topics": w.topics.len(),
+        "partitions": c.partitions,
+        "load_seconds": load,
+        "plain_seconds": plain_secs,
+        "plain_rate": plain_rate,
+        "chainwatch_seconds": secs,
+        "chainwatch_seconds_with_startup": with_start,
+        "chainwatch_rate": cw_rate,
+        "plain_cpu_seconds": plain_cpu,
+        "chainwatch_cpu_seconds": cw_cpu,
+        "ratio": cw_rate / plain_rate,
+        "alerts_produced": alerts,
+        "chains": w.chains.len(),
+    }))
+}
+
+fn latency(c: &Common, rate: f64) -> Result<serde_json::Value> {
+    let w = load_workload(&c.workload, &prefix("latency"))?;
+    create_topics(&c.brokers, &w.topics, c.partitions)?;
+    let mut cw = Chainwatch::start(c, &w)?;
+    // Ready: every stage started and holding partitions.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = http_get(cw.port, "/readyz").is_some_and(|(s, _)| s == 200);
+        let m = cw.metrics()?;
+        let ingest = metric_sum(
+            &m,
+            "chainwatch_kafka_assigned_partitions",
+            &format!("{}-ingest", w.prefix),
+        );
+        let correlate = metric_sum(
+            &m,
+            "chainwatch_kafka_assigned_partitions",
+            &format!("{}-correlate", w.prefix),
+        );
+        if ready && ingest > 0.0 && correlate > 0.0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("chainwatch was not ready in 2 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The alerts topic's reader: arrival time of each chain's complete finding.
+    let alerts_topic = format!("{}.alerts", w.prefix);
+    let consumer: BaseConsumer = client(&c.brokers)
+        .set("group.id", format!("{}-latency-reader", w.prefix))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(&alerts_topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(&alerts_topic, p.id(), Offset::Beginning)?;
+        }
+    }
+    if tpl.count() == 0 {
+        bail!("{alerts_topic} has no partitions");
+    }
+    consumer.assign(&tpl)?;
+    let keys: HashMap<(String, String), usize> = w
+        .chains
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (k.clone(), i))
+        .collect();
+    let chains = w.chains.len();
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let done = done.clone();
+        std::thread::spawn(move || -> Result<Vec<Option<Instant>>> {
+            let mut got: Vec<Option<Instant>> = vec![None; chains];
+            let mut left = chains;
+            while left > 0 && !done.load(Ordering::Relaxed) {
+                let Some(m) = consumer.poll(Duration::from_millis(50)) else {
+                    continue;
+                };
+                let at = Instant::now();
+                let m = m?;
+                let a: Alert = serde_json::from_slice(m.payload().unwrap_or_default())
+                    .context("an alert on the topic")?;
+                if a.partial {
+                    continue;
+                }
+                let key = (a.tenant.to_string(), a.host.to_string().to_lowercase());
+                if let Some(&i) = keys.get(&key)
+                    && got[i].is_none()
+                {
+                    got[i] = Some(at);
+                    left -= 1;
+                }
+            }
+            Ok(got)
+        })
+    };
+
+    // The steady producer.
+    let producer: ThreadedProducer<DefaultProducerContext> = client(&c.brokers)
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "0")
+        .create()?;
+    let completing: HashMap<usize, usize> = w
+        .chains
+        .iter()
+        .enumerate()
+        .map(|(i, (_, r))| (*r, i))
+        .collect();
+    let mut sent_at: Vec<Option<Instant>> = vec![None; chains];
+    let every = Duration::from_secs_f64(1.0 / rate);
+    let cpu0 = cpu_seconds(cw.child.id());
+    let started = Instant::now();
+    let mut behind_max = Duration::ZERO;
+    for (i, r) in w.records.iter().enumerate() {
+        let due = started + every.mul_f64(i as f64);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        } else {
+            behind_max = behind_max.max(now - due);
+        }
+        if let Some(&chain) = completing.get(&i) {
+            sent_at[chain] = Some(Instant::now());
+        }
+        send(&producer, &w.topics[r.topic], r)?;
+    }
+    let produce_secs = started.elapsed().as_secs_f64();
+    producer.flush(Duration::from_secs(60))?;
+    eprintln!(
+        "[kafka_bench] produced {} records in {produce_secs:.2} s (at most {:?} behind schedule)",
+        w.records.len(),
+        behind_max
+    );
+    // Every finding should be there within seconds of the last record; stop waiting after 60.
+    let wait_until = Instant::now() + Duration::from_secs(60);
+    while !reader.is_finished() && Instant::now() < wait_until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    done.store(true, Ordering::Relaxed);
+    let got = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    let m = cw.metrics()?;
+    let cw_cpu = cpu_seconds(cw.child.id()) - cpu0;
+    cw.stop()?;
+
+    // (seconds into the run the chain completed, latency in ms), in completion order.
+    let mut timeline: Vec<(f64, f64)> = sent_at
+        .iter()
+        .zip(&got)
+        .filter_map(|(s, g)| {
+            let (s, g) = ((*s)?, (*g)?);
+            Some((
+                s.duration_since(started).as_secs_f64(),
+                g.duration_since(s).as_secs_f64() * 1000.0,
+            ))
+        })
+        .collect();
+    timeline.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut ms: Vec<f64> = timeline.iter().map(|t| t.1).collect();
+    ms.sort_by(f64::total_cmp);
+    let missing = chains - ms.len();
+    let pct = |p: f64| -> f64 {
+        if ms.is_empty() {
+            return f64::NAN;
+        }
+        // Nearest rank.
+        let rank = ((p / 100.0) * ms.len() as f64).ceil().max(1.0) as usize;
+        ms[rank.min(ms.len()) - 1]
+    };
+    // The correlate stage's own histogram (arrival in Kafka to the finding produced).
+    let hist = "chainwatch_detection_latency_arrival_seconds";
+    let count = metric_sum(&m, &format!("{hist}_count"), "");
+    let within = |le: &str| metric_sum(&m, &format!("{hist}_bucket"), &format!("le=\"{le}\""));
+    Ok(serde_json::json!({
+        "records": w.records.len(),
+        "rate_target": rate,
+        "rate_achieved": w.records.len() as f64 / produce_secs,
+        "chainwatch_cpu_seconds": cw_cpu,
+        "max_behind_schedule_ms": behind_max.as_secs_f64() * 1000.0,
+        "chains": chains,
+        "chains_timed": ms.len(),
+        "chains_missing": missing,
+        "p50_ms": pct(50.0),
+        "p90_ms": pct(90.0),
+        "p99_ms": pct(99.0),
+        "max_ms": ms.last().copied().unwrap_or(f64::NAN),
+        "histogram_findings": count,
+        "histogram_within_100ms": within("0.1"),
+        "histogram_within_250ms": within("0.25"),
+        "histogram_within_500ms": within("0.5"),
+        "histogram_buckets": m
+            .lines()
+            .filter(|l| l.starts_with(&format!("{hist}_bucket")))
+            .collect::<Vec<_>>(),
+        "timeline_s_ms": timeline,
+    }))
+}
+
+/// A topic prefix unique to this run.
+fn prefix(what: &str) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("kb{what}{secs}")
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let (Cmd::Drain { common } | Cmd::Latency { common, .. }) = &args.command;
+    std::fs::create_dir_all(&common.workdir)?;
+    let (common, report, name) = match &args.command {
+        Cmd::Drain { common } => (common, drain(common)?, "drain"),
+        Cmd::Latency { common, rate } => (common, latency(common, *rate)?, "latency"),
+    };
+    let text = serde_json::to_string_pretty(&report)?;
+    std::fs::write(common.workdir.join(format!("{name}.json")), &text)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
