@@ -13,8 +13,8 @@ use std::time::Duration;
 use chainwatch_config::sigma::CorrelationType;
 use chainwatch_model::id::IdHasher;
 use chainwatch_model::{
-    Alert, AlertKind, Event, EventId, Evidence, HostName, RuleRef, Severity, Stage, TechniqueId,
-    TenantId, Timestamp,
+    Alert, AlertId, AlertKind, Event, EventId, Evidence, HostName, RuleRef, Severity, Stage,
+    TechniqueId, TenantId, Timestamp,
 };
 
 use crate::correlation::chain::{Chains, Emission};
@@ -758,13 +758,7 @@ fn detection_alert(rule: &CompiledRule, event: &Event) -> Alert {
 fn correlation_alert(rules: &RuleSet, corr: &CompiledCorrelation, firing: &Firing) -> Alert {
     let key = &firing.key;
     let hits = &firing.hits;
-    let mut h = IdHasher::new();
-    h.part(b"chain")
-        .part(corr.info.rule.id.as_bytes())
-        .part(key.0.as_str().as_bytes());
-    for v in key.1.iter() {
-        h.part(v.as_bytes());
-    }
+    let mut h = group_hasher(corr, key);
     for p in hits {
         h.id(p.id.as_u128());
     }
@@ -794,60 +788,32 @@ fn correlation_alert(rules: &RuleSet, corr: &CompiledCorrelation, firing: &Firin
         }
     }
     let mut techniques: Vec<TechniqueId> = Vec::new();
-    for t in stages
-        .iter()
-        .flat_map(|s| s.techniques.iter())
-        .chain(&corr.info.techniques)
-    {
-        if !techniques.contains(t) {
-            techniques.push(*t);
-        }
+    for s in &stages {
+        push_unique(&mut techniques, &s.techniques);
     }
-    let mut events: Vec<Evidence> = hits
+    push_unique(&mut techniques, &corr.info.techniques);
+    let events: Vec<Evidence> = hits
         .iter()
         .flat_map(|p| p.evidence.iter().cloned())
         .collect();
-    events.sort_by_key(|e| (e.time, e.id));
-    // One event can be behind several hits (a chained correlation's events).
-    events.dedup_by_key(|e| e.id);
-    let last = hits.iter().max_by_key(|p| p.time);
-    let first_seen = events.first().map_or(Timestamp::from_nanos(0), |e| e.time);
-    let last_seen = events.last().map_or(first_seen, |e| e.time);
-    let user = events.iter().rev().find_map(|e| e.user.clone());
-    Alert {
-        id: h.alert_id(),
-        tenant: key.0.clone(),
-        host: last.map_or_else(|| HostName::new(""), |p| p.host.clone()),
-        user,
-        kind: AlertKind::Chain,
-        revision: 0,
-        partial: false,
-        rule: corr.info.rule.clone(),
-        severity: corr.severity,
-        playbook: corr
-            .info
-            .name
-            .clone()
-            .or_else(|| Some(corr.info.rule.title.clone())),
-        techniques,
-        first_seen,
-        last_seen,
-        group: corr
-            .group_by
-            .iter()
-            .zip(key.1.iter())
-            .map(|(g, v)| (g.name.clone(), v.to_string()))
-            .collect(),
-        stages,
-        events,
-        response: corr
-            .playbook
-            .as_ref()
-            .map(|p| p.response.clone())
-            .unwrap_or_default(),
-        description: corr.info.description.clone(),
-        lookback: None,
-    }
+    let host = hits
+        .iter()
+        .max_by_key(|p| p.time)
+        .map_or_else(|| HostName::new(""), |p| p.host.clone());
+    correlation_finding(
+        corr,
+        key,
+        Found {
+            id: h.alert_id(),
+            host,
+            revision: 0,
+            partial: false,
+            severity: corr.severity,
+            techniques,
+            stages,
+            events,
+        },
+    )
 }
 
 /// The alert of one version of an ordered chain's finding.
@@ -858,13 +824,7 @@ fn chain_alert(
     e: &Emission,
     priority: Option<Severity>,
 ) -> Alert {
-    let mut h = IdHasher::new();
-    h.part(b"chain")
-        .part(corr.info.rule.id.as_bytes())
-        .part(key.0.as_str().as_bytes());
-    for v in key.1.iter() {
-        h.part(v.as_bytes());
-    }
+    let mut h = group_hasher(corr, key);
     h.id(e.seed.as_u128());
     let mut techniques: Vec<TechniqueId> = Vec::new();
     let mut stages = Vec::with_capacity(e.picks.len());
@@ -917,33 +877,78 @@ fn chain_alert(
         events.extend(p.hits.iter().flat_map(|h| h.evidence.iter().cloned()));
     }
     push_unique(&mut techniques, &corr.info.techniques);
-    events.sort_by_key(|x| (x.time, x.id));
-    events.dedup_by_key(|x| x.id);
     let host = e
         .picks
         .last()
         .and_then(|p| p.hits.last())
         .map_or_else(|| HostName::new(""), |h| h.host.clone());
+    correlation_finding(
+        corr,
+        key,
+        Found {
+            id: h.alert_id(),
+            host,
+            revision: e.revision,
+            partial: e.partial,
+            severity: priority.or(e.priority).unwrap_or(corr.severity),
+            techniques,
+            stages,
+            events,
+        },
+    )
+}
+
+/// Starts the id of a finding of `corr` for group `key` (the solver adds what it picked).
+fn group_hasher(corr: &CompiledCorrelation, key: &GroupKey) -> IdHasher {
+    let mut h = IdHasher::new();
+    h.part(b"chain")
+        .part(corr.info.rule.id.as_bytes())
+        .part(key.0.as_str().as_bytes());
+    for v in key.1.iter() {
+        h.part(v.as_bytes());
+    }
+    h
+}
+
+/// What a correlation's solver found, for [`correlation_finding`].
+struct Found {
+    id: AlertId,
+    host: HostName,
+    revision: u32,
+    partial: bool,
+    severity: Severity,
+    techniques: Vec<TechniqueId>,
+    stages: Vec<Stage>,
+    /// Every contributing event, in any order and possibly repeated (one event can be behind
+    /// several hits).
+    events: Vec<Evidence>,
+}
+
+/// The finding of `corr` for group `key`: what every correlation kind fills in the same way,
+/// around what its solver `found`.
+fn correlation_finding(corr: &CompiledCorrelation, key: &GroupKey, found: Found) -> Alert {
+    let mut events = found.events;
+    events.sort_by_key(|x| (x.time, x.id));
+    events.dedup_by_key(|x| x.id);
     let user = events.iter().rev().find_map(|x| x.user.clone());
-    let severity = priority.or(e.priority).unwrap_or(corr.severity);
     let first_seen = events.first().map_or(Timestamp::from_nanos(0), |x| x.time);
     let last_seen = events.last().map_or(first_seen, |x| x.time);
     Alert {
-        id: h.alert_id(),
+        id: found.id,
         tenant: key.0.clone(),
-        host,
+        host: found.host,
         user,
         kind: AlertKind::Chain,
-        revision: e.revision,
-        partial: e.partial,
+        revision: found.revision,
+        partial: found.partial,
         rule: corr.info.rule.clone(),
-        severity,
+        severity: found.severity,
         playbook: corr
             .info
             .name
             .clone()
             .or_else(|| Some(corr.info.rule.title.clone())),
-        techniques,
+        techniques: found.techniques,
         first_seen,
         last_seen,
         group: corr
@@ -952,7 +957,7 @@ fn chain_alert(
             .zip(key.1.iter())
             .map(|(g, v)| (g.name.clone(), v.to_string()))
             .collect(),
-        stages,
+        stages: found.stages,
         events,
         response: corr
             .playbook
