@@ -22,8 +22,9 @@
 //! asserted anywhere; the figures go to BENCHMARKS.md.
 #![allow(clippy::unwrap_used)] // A benchmark tool: a failed unwrap is a failed run.
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -33,11 +34,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chainwatch_model::Alert;
 use clap::{Parser, Subcommand};
-use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use support::http::{free_port, http_get};
+use support::{client, create_topics};
 
 /// Kafka benchmark driver.
 #[derive(Debug, Parser)]
@@ -179,32 +181,6 @@ fn load_workload(dir: &Path, prefix: &str) -> Result<Workload> {
     })
 }
 
-fn client(brokers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    c
-}
-
-fn create_topics(brokers: &str, topics: &[String], partitions: i32) -> Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = client(brokers).create()?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let results = runtime.block_on(admin.create_topics(
-        &new,
-        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-    ))?;
-    for r in results {
-        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
-    }
-    Ok(())
-}
-
 /// Sends one record, waiting while the producer's queue is full.
 fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, r: &Rec) -> Result<()> {
     loop {
@@ -223,28 +199,6 @@ fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, r: &Re
             Err((e, _)) => bail!("producing: {e}"),
         }
     }
-}
-
-/// A loopback port nothing listens on now.
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// A GET on loopback, HTTP/1.0: (status, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    Some((status, body))
 }
 
 /// The sum of every series of metric `name` (labels `want` must appear in the series' labels).
@@ -288,7 +242,7 @@ struct Chainwatch {
 
 impl Chainwatch {
     fn start(c: &Common, w: &Workload) -> Result<Self> {
-        let port = free_port()?;
+        let port = free_port();
         let config = c.workdir.join("chainwatch.toml");
         let playbooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
         let mut options = String::from("[kafka.options]\n");

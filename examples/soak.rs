@@ -17,6 +17,8 @@
 //! its own back. See ARCHITECTURE.md, "Test infrastructure notes".
 #![allow(clippy::unwrap_used)] // A test tool: a failed unwrap is a failed run.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -27,11 +29,11 @@ use anyhow::{Context, Result, bail};
 use chainwatch_ingest::{FileRecord, split_records};
 use chainwatch_model::Alert;
 use clap::Parser;
-use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use support::{client, create_topics};
 
 /// Soak test driver.
 #[derive(Debug, Parser)]
@@ -186,32 +188,6 @@ fn move_time(text: &str, ms: i64) -> Option<String> {
         .ok()?
         .as_str()
         .map(str::to_owned)
-}
-
-fn client(brokers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    c
-}
-
-fn create_topics(brokers: &str, topics: &[String], partitions: i32) -> Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = client(brokers).create()?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let results = runtime.block_on(admin.create_topics(
-        &new,
-        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-    ))?;
-    for r in results {
-        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
-    }
-    Ok(())
 }
 
 fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
