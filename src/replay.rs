@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use chainwatch_config::TenantsFile;
 use chainwatch_config::parse_duration;
 use chainwatch_config::service::InputFormat;
-use chainwatch_correlate::{CompileOptions, Engine, EngineConfig, Gate, Interest};
+use chainwatch_correlate::{CompileOptions, Engine, EngineConfig, Gate, GateStats, Interest};
 use chainwatch_ingest::{Decoder, DecoderConfig, Piece, TenantSource};
 use chainwatch_model::{Alert, Provenance, RawField, TenantId};
 use chainwatch_sink::render;
@@ -57,18 +57,13 @@ pub struct FastPathStats {
     /// Records not read raw: not a flat Windows event, or not of the ordinary shape (nested
     /// values, `\u` escapes, ...), or one the decoder refuses.
     pub not_raw: u64,
-    /// Records read raw and skipped: no rule can match them.
-    pub skipped: u64,
-    /// Of those, skipped on their route alone.
-    pub by_route: u64,
-    /// Read raw, decoded: a rule of their route has no literal anchor.
-    pub unanchored: u64,
-    /// Read raw, decoded: a rule field may read a synthesized value.
-    pub synthetic: u64,
-    /// Read raw, decoded: lower-casing changes their length.
-    pub lowering: u64,
-    /// Read raw, decoded: an anchor literal occurs where its rule reads.
-    pub literal: u64,
+    /// What the gate decided of the records read raw: skipped (no rule can match them; of
+    /// those, `by_route` on their route alone), or decoded because a rule of their route has
+    /// no literal anchor (`unanchored`), a rule field may read a synthesized value
+    /// (`synthetic`), lower-casing changes their length (`lowering`), or an anchor literal
+    /// occurs where its rule reads (`literal`).
+    #[serde(flatten)]
+    pub gate: GateStats,
 }
 
 /// A record that could not become an event, as the dead-letter file writes it.
@@ -198,15 +193,9 @@ impl FastPath {
 
     /// What it did.
     pub fn stats(&self) -> FastPathStats {
-        let g = self.gate.stats();
         FastPathStats {
             not_raw: self.not_raw,
-            skipped: g.skipped,
-            by_route: g.by_route,
-            unanchored: g.unanchored,
-            synthetic: g.synthetic,
-            lowering: g.lowering,
-            literal: g.literal,
+            gate: self.gate.stats(),
         }
     }
 }

@@ -45,10 +45,11 @@ pub struct Interest {
     pub literals: Vec<String>,
 }
 
-/// What the gate decided so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What the gate decided so far (serialized without `checked`, for `replay --stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GateStats {
     /// Records asked about.
+    #[serde(skip)]
     pub checked: u64,
     /// Records no rule can match (skipped).
     pub skipped: u64,
