@@ -16,7 +16,7 @@ if [ ! -d "$shared/datasets/otrf" ] || [ ! -d "$shared/sigma/rules/windows" ]; t
     echo "the shared data is missing: expected $shared/datasets/otrf and $shared/sigma/rules/windows" >&2
     exit 1
 fi
-cargo build --release --bin chainwatch
+cargo build --release --bin chainwatch --example json_baseline
 work=target/bench
 otrf=$work/otrf
 mkdir -p "$otrf"

@@ -19,8 +19,10 @@ use chainwatch_ingest::{
 };
 use chainwatch_model::Provenance;
 
-/// The size of a stretch.
-pub const CHUNK: usize = 4 << 20;
+/// The size of a stretch: small enough that the stretch the kernel just copied is still in the
+/// CPU's caches when the scanner reads it (with 4 MiB stretches, replay ran about 10% slower on
+/// the OTRF recordings; `scripts/bench.sh`, BENCHMARKS.md), large enough that reads stay few.
+pub const CHUNK: usize = 256 << 10;
 
 /// Appends to `buf` up to `want` bytes in all; `true` at the end of the file.
 fn fill(file: &mut File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
