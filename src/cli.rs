@@ -50,7 +50,8 @@ pub enum Command {
 /// `chainwatch gen`.
 #[derive(Debug, Args)]
 pub struct GenArgs {
-    /// The folder to write `telemetry.<tenant>.windows.jsonl` files and `answers.json` to.
+    /// The folder to write `telemetry.<tenant>.windows.jsonl` files and `answers.json` to
+    /// (with `--brokers`, `answers.json` only).
     #[arg(long, default_value = "workload")]
     pub out: PathBuf,
     /// How many tenants (`tenant0000`, `tenant0001`, ...).
@@ -88,6 +89,25 @@ pub struct GenArgs {
     /// several tenants' files at once).
     #[arg(long)]
     pub tenant_field: Option<String>,
+    /// Produce the events to Kafka at these bootstrap servers instead of writing files (the
+    /// answers still go to `--out`).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// With `--brokers`: each tenant's topic, `{tenant}` replaced by its name.
+    #[arg(
+        long,
+        default_value = "telemetry.{tenant}.windows",
+        requires = "brokers"
+    )]
+    pub topic: String,
+    /// With `--brokers`: a librdkafka property, `KEY=VALUE` (repeatable): TLS, SASL, batching.
+    #[arg(
+        short = 'X',
+        long = "option",
+        value_name = "KEY=VALUE",
+        requires = "brokers"
+    )]
+    pub options: Vec<String>,
 }
 
 /// Where a command reads chainwatch's topics: a service config, or brokers given here.

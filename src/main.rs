@@ -76,12 +76,19 @@ fn main() -> ExitCode {
         Command::Gen(args) => {
             init_logging(cli.log_json, "error");
             workload::generate(args).map(|answers| {
+                let to = match &args.brokers {
+                    Some(b) => format!(
+                        "Kafka at {b} ({}), answers to {}",
+                        args.topic,
+                        args.out.display()
+                    ),
+                    None => args.out.display().to_string(),
+                };
                 println!(
-                    "wrote {} events, {} chains, for {} tenants to {}",
+                    "wrote {} events, {} chains, for {} tenants to {to}",
                     answers.events,
                     answers.chains.len(),
                     answers.tenants.len(),
-                    args.out.display()
                 );
                 ExitCode::SUCCESS
             })

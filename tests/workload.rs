@@ -5,8 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use chainwatch_model::{Alert, AlertKind, host::host_key};
+
+mod support;
 
 fn chainwatch(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_chainwatch"))
@@ -23,7 +26,11 @@ fn chainwatch(args: &[&str]) -> String {
 }
 
 fn generate(dir: &Path) -> serde_json::Value {
-    chainwatch(&[
+    generate_with(dir, &[])
+}
+
+fn generate_with(dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
         "gen",
         "--out",
         dir.to_str().unwrap(),
@@ -43,7 +50,9 @@ fn generate(dir: &Path) -> serde_json::Value {
         "3h",
         "--seed",
         "7",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    chainwatch(&args);
     let answers = std::fs::read(dir.join("answers.json")).unwrap();
     serde_json::from_slice(&answers).unwrap()
 }
@@ -135,4 +144,57 @@ fn the_same_seed_writes_the_same_workload() {
     assert!(
         std::fs::read(a.path().join(name)).unwrap() == std::fs::read(b.path().join(name)).unwrap()
     );
+}
+
+/// `gen --brokers` produces each tenant's lines to its topic, one record per line: the same
+/// records, in the same order, as the files the same seed writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_telemetry_goes_to_kafka_as_the_files_hold_it() {
+    let prefix = support::unique("gen");
+    let topics: Vec<String> = (0..3).map(|t| format!("{prefix}.tenant{t:04}")).collect();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    // One partition each: the order on the topic is the order produced.
+    support::create_topics(&names, 1).await;
+    let (files, kafka) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let from_files = generate(files.path());
+    let brokers = support::brokers();
+    let template = format!("{prefix}.{{tenant}}");
+    let from_kafka = tokio::task::spawn_blocking({
+        let dir = kafka.path().to_owned();
+        move || generate_with(&dir, &["--brokers", &brokers, "--topic", &template])
+    })
+    .await
+    .unwrap();
+    assert_eq!(from_files, from_kafka, "same answers");
+    assert!(
+        !kafka
+            .path()
+            .join("telemetry.tenant0000.windows.jsonl")
+            .exists(),
+        "no files written with --brokers"
+    );
+    let mut total = 0;
+    for (t, topic) in topics.iter().enumerate() {
+        let file = files
+            .path()
+            .join(format!("telemetry.tenant{t:04}.windows.jsonl"));
+        let text = std::fs::read(&file).unwrap();
+        let lines: Vec<&[u8]> = text
+            .split(|&c| c == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        let (topic, n) = (topic.clone(), lines.len());
+        let records = tokio::task::spawn_blocking(move || {
+            support::read_first(&topic, n, Duration::from_secs(120))
+        })
+        .await
+        .unwrap();
+        let payloads: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
+        assert!(
+            payloads == lines,
+            "tenant{t:04}: records differ from the file's lines"
+        );
+        total += payloads.len();
+    }
+    assert_eq!(total as u64, from_kafka["events"].as_u64().unwrap());
 }

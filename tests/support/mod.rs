@@ -186,6 +186,38 @@ pub fn read_to_end_on(brokers: &str, topic: &str) -> (Vec<Record>, HashMap<i32, 
     (out, ends)
 }
 
+/// The first `n` records of `topic` (all partitions, from the beginning), waiting up to `limit`
+/// for them. For topics written in multi-record batches, whose end Tansu 0.6.0 misreports
+/// ([`read_to_end`] trusts the reported end).
+pub fn read_first(topic: &str, n: usize, limit: Duration) -> Vec<Record> {
+    let consumer: BaseConsumer = config_on(&brokers())
+        .set("group.id", unique("reader-"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::with_capacity(n);
+    let deadline = Instant::now() + limit;
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: read {} records of the {n} expected",
+            out.len()
+        );
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => out.push(Record {
+                key: m.key().unwrap_or_default().to_vec(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers: Vec::new(),
+            }),
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
 /// One consumed record.
 #[derive(Debug, Clone)]
 pub struct Record {

@@ -20,12 +20,14 @@
 //! `answers.json` lists every injected chain (tenant, host, stage times), so a replay can be
 //! checked against it: the complete-chain alerts must name exactly these hosts.
 //!
+//! With `--brokers` the lines are produced to Kafka instead, one record each, a topic per tenant
+//! ([`to_kafka`]).
+//!
 //! Generation is deterministic for a given `--seed` and streams: memory stays bounded by the
 //! injected stages and the late events in flight, whatever the number of noise events.
 
 use std::collections::BinaryHeap;
 use std::io::{BufWriter, Write};
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -38,8 +40,10 @@ use serde_json::{Map, Value};
 
 use crate::cli::GenArgs;
 
+mod to_kafka;
+
 /// The bundled example whose events are the noise templates.
-const EXAMPLE: &str = include_str!("../examples/exchange-intrusion.jsonl");
+const EXAMPLE: &str = include_str!("../../examples/exchange-intrusion.jsonl");
 
 /// The playbook the injected chains complete.
 pub const PLAYBOOK: &str = "exchange_to_ransomware";
@@ -344,6 +348,10 @@ pub fn generate(args: &GenArgs) -> Result<Answers> {
     let templates = templates(&rules, &decoder, args.tenant_field.as_deref())?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let sender = match &args.brokers {
+        Some(brokers) => Some(to_kafka::Sender::new(brokers, &args.options)?),
+        None => None,
+    };
 
     let mut rng = fastrand::Rng::with_seed(args.seed);
     let tenants: Vec<String> = (0..args.tenants).map(|i| format!("tenant{i:04}")).collect();
@@ -409,17 +417,41 @@ pub fn generate(args: &GenArgs) -> Result<Answers> {
         injected.sort_by_key(|i| (i.time, i.host, i.stage));
         let noise = args.events / args.tenants as u64
             + u64::from((t as u64) < args.events % args.tenants as u64);
-        let path = args.out.join(format!("telemetry.{tenant}.windows.jsonl"));
-        answers.events += write_tenant(
-            &path,
-            tenant,
-            args,
-            &templates,
-            &injected,
-            noise,
-            (start, duration_ms),
-            &mut rng,
-        )?;
+        let written = match &sender {
+            Some(sender) => {
+                let topic = args.topic.replace("{tenant}", tenant);
+                let mut out = sender.lines(&topic);
+                write_tenant(
+                    &mut out,
+                    tenant,
+                    args,
+                    &templates,
+                    &injected,
+                    noise,
+                    (start, duration_ms),
+                    &mut rng,
+                )
+                .with_context(|| format!("cannot produce to {topic}"))?
+            }
+            None => {
+                let path = args.out.join(format!("telemetry.{tenant}.windows.jsonl"));
+                let file = std::fs::File::create(&path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+                let mut out = BufWriter::with_capacity(1 << 20, file);
+                write_tenant(
+                    &mut out,
+                    tenant,
+                    args,
+                    &templates,
+                    &injected,
+                    noise,
+                    (start, duration_ms),
+                    &mut rng,
+                )
+                .with_context(|| format!("cannot write {}", path.display()))?
+            }
+        };
+        answers.events += written;
     }
     let path = args.out.join("answers.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&answers)?)
@@ -427,10 +459,10 @@ pub fn generate(args: &GenArgs) -> Result<Answers> {
     Ok(answers)
 }
 
-/// Writes one tenant's file; returns the events written.
+/// Writes one tenant's lines to `out` (a file, or a topic); returns the events written.
 #[allow(clippy::too_many_arguments)]
 fn write_tenant(
-    path: &Path,
+    out: &mut dyn Write,
     tenant: &str,
     args: &GenArgs,
     templates: &[Template],
@@ -438,17 +470,14 @@ fn write_tenant(
     noise: u64,
     (start, duration_ms): (i64, i64),
     rng: &mut fastrand::Rng,
-) -> Result<u64> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+) -> std::io::Result<u64> {
     let mut heap = BinaryHeap::new();
     let mut seq = 0u64;
     let mut written = 0u64;
     let mut line = Vec::with_capacity(4096);
     let mut next_injected = injected.iter().peekable();
     let step = duration_ms as f64 / noise.max(1) as f64;
-    let emit = |heap: &mut BinaryHeap<Late>, now: i64, out: &mut BufWriter<std::fs::File>| {
+    let emit = |heap: &mut BinaryHeap<Late>, now: i64, out: &mut dyn Write| {
         let mut n = 0u64;
         while heap.peek().is_some_and(|l: &Late| l.deliver <= now) {
             let l = heap.pop().expect("peeked");
@@ -473,7 +502,7 @@ fn write_tenant(
                 args.tenant_field.as_deref().map(|f| (f, tenant)),
                 rng,
             );
-            written += emit(&mut heap, i.time, &mut out)?;
+            written += emit(&mut heap, i.time, out)?;
             if i.deliver > i.time {
                 heap.push(Late {
                     deliver: i.deliver,
@@ -489,7 +518,7 @@ fn write_tenant(
         if k == noise {
             break;
         }
-        written += emit(&mut heap, time, &mut out)?;
+        written += emit(&mut heap, time, out)?;
         let template = &templates[rng.usize(..templates.len())];
         let host = host_name(tenant, rng.usize(..args.hosts));
         line.clear();
@@ -512,9 +541,8 @@ fn write_tenant(
             written += 1;
         }
     }
-    written += emit(&mut heap, i64::MAX, &mut out)?;
-    out.flush()
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    written += emit(&mut heap, i64::MAX, out)?;
+    out.flush()?;
     Ok(written)
 }
 
