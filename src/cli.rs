@@ -108,6 +108,9 @@ pub struct GenArgs {
         requires = "brokers"
     )]
     pub options: Vec<String>,
+    /// With `--brokers`: partitions of the topics created when missing.
+    #[arg(long, default_value_t = 4, requires = "brokers")]
+    pub partitions: i32,
 }
 
 /// Where a command reads chainwatch's topics: a service config, or brokers given here.

@@ -64,26 +64,32 @@ pub fn deployment(source: &TopicSource) -> Result<Deployment> {
         None => Deployment::default(),
     };
     if let Some(brokers) = &source.brokers {
-        let mut options = BTreeMap::new();
-        for o in &source.options {
-            let Some((k, v)) = o.split_once('=') else {
-                bail!("-X {o:?}: expected KEY=VALUE");
-            };
-            options.insert(k.trim().to_owned(), v.trim().to_owned());
-        }
-        d.kafka = Some(KafkaConfig {
-            brokers: brokers.clone(),
-            group_prefix: "chainwatch".into(),
-            create_topics: false,
-            partitions: 1,
-            replication_factor: 1,
-            options,
-            secrets: BTreeMap::new(),
-        });
+        d.kafka = Some(kafka_from_flags(brokers, &source.options, 1)?);
     } else if !source.options.is_empty() {
         bail!("-X options go with --brokers (a config's options are in its [kafka.options])");
     }
     Ok(d)
+}
+
+/// Kafka settings from the command line: `--brokers` and `-X KEY=VALUE` options; topics this
+/// command creates get `partitions` partitions, replication 1.
+pub fn kafka_from_flags(brokers: &str, flags: &[String], partitions: i32) -> Result<KafkaConfig> {
+    let mut options = BTreeMap::new();
+    for o in flags {
+        let Some((k, v)) = o.split_once('=') else {
+            bail!("-X {o:?}: expected KEY=VALUE");
+        };
+        options.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(KafkaConfig {
+        brokers: brokers.to_owned(),
+        group_prefix: "chainwatch".into(),
+        create_topics: false,
+        partitions,
+        replication_factor: 1,
+        options,
+        secrets: BTreeMap::new(),
+    })
 }
 
 impl Deployment {

@@ -152,16 +152,26 @@ fn the_same_seed_writes_the_same_workload() {
 async fn generated_telemetry_goes_to_kafka_as_the_files_hold_it() {
     let prefix = support::unique("gen");
     let topics: Vec<String> = (0..3).map(|t| format!("{prefix}.tenant{t:04}")).collect();
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    // One partition each: the order on the topic is the order produced.
-    support::create_topics(&names, 1).await;
     let (files, kafka) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let from_files = generate(files.path());
     let brokers = support::brokers();
     let template = format!("{prefix}.{{tenant}}");
     let from_kafka = tokio::task::spawn_blocking({
         let dir = kafka.path().to_owned();
-        move || generate_with(&dir, &["--brokers", &brokers, "--topic", &template])
+        // gen creates the topics; one partition each, so the order read is the order produced.
+        move || {
+            generate_with(
+                &dir,
+                &[
+                    "--brokers",
+                    &brokers,
+                    "--topic",
+                    &template,
+                    "--partitions",
+                    "1",
+                ],
+            )
+        }
     })
     .await
     .unwrap();

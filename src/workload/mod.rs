@@ -348,13 +348,25 @@ pub fn generate(args: &GenArgs) -> Result<Answers> {
     let templates = templates(&rules, &decoder, args.tenant_field.as_deref())?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let tenants: Vec<String> = (0..args.tenants).map(|i| format!("tenant{i:04}")).collect();
     let sender = match &args.brokers {
-        Some(brokers) => Some(to_kafka::Sender::new(brokers, &args.options)?),
+        Some(brokers) => {
+            let kafka =
+                crate::topic_source::kafka_from_flags(brokers, &args.options, args.partitions)?;
+            let topics: Vec<String> = tenants
+                .iter()
+                .map(|t| args.topic.replace("{tenant}", t))
+                .collect();
+            to_kafka::Sender::create_topics(
+                &kafka,
+                &topics.iter().map(String::as_str).collect::<Vec<_>>(),
+            )?;
+            Some(to_kafka::Sender::new(&kafka)?)
+        }
         None => None,
     };
 
     let mut rng = fastrand::Rng::with_seed(args.seed);
-    let tenants: Vec<String> = (0..args.tenants).map(|i| format!("tenant{i:04}")).collect();
     let chain_ms = MAX_CHAIN_MS.min(duration_ms * 9 / 10);
     let mut answers = Answers {
         playbook: PLAYBOOK.into(),

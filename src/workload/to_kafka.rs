@@ -12,7 +12,8 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use chainwatch_config::service::KafkaConfig;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
@@ -63,19 +64,16 @@ impl std::fmt::Debug for Sender {
 }
 
 impl Sender {
-    /// A producer for `brokers` with `options` (`KEY=VALUE` librdkafka properties).
-    pub fn new(brokers: &str, options: &[String]) -> Result<Self> {
+    /// A producer for the brokers and options of `kafka`.
+    pub fn new(kafka: &KafkaConfig) -> Result<Self> {
         let mut config = ClientConfig::new();
         config
-            .set("bootstrap.servers", brokers)
+            .set("bootstrap.servers", &kafka.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4");
-        for option in options {
-            let Some((k, v)) = option.split_once('=') else {
-                bail!("-X {option:?}: expected KEY=VALUE");
-            };
+        for (k, v) in &kafka.options {
             config.set(k, v);
         }
         let producer = config
@@ -85,6 +83,21 @@ impl Sender {
             producer,
             sent: std::cell::Cell::new(0),
         })
+    }
+
+    /// Creates the `topics` that are missing, with `kafka.partitions` partitions (brokers
+    /// rarely create topics on first use in production, and Tansu never does).
+    pub fn create_topics(kafka: &KafkaConfig, topics: &[&str]) -> Result<()> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(chainwatch_kafka::admin::create(
+                kafka,
+                topics,
+                kafka.partitions,
+                &[],
+            ))
+            .context("creating the workload's topics")
     }
 
     /// A writer whose every line becomes one record on `topic`.
