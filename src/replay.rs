@@ -260,6 +260,9 @@ pub fn feed_files_with(
         TenantSource::Fixed(t) => Some(t.clone()),
         TenantSource::Field(_) => None,
     };
+    // Tenants read raw from a tenant field, made once per distinct id.
+    let mut tenants: std::collections::HashMap<Box<str>, TenantId> =
+        std::collections::HashMap::new();
     let options = decoder.split_options();
     let mut buf = Vec::new();
     for file in collect_files(files)? {
@@ -271,8 +274,7 @@ pub fn feed_files_with(
         };
         crate::chunked::for_each_piece(&file, &origin, &options, &mut buf, &mut |piece| {
             stats.records_read += 1;
-            if let (Piece::Record(record), Some(fast), Some(t)) =
-                (&piece, fast.as_deref_mut(), &fixed)
+            if let (Piece::Record(record), Some(fast)) = (&piece, fast.as_deref_mut())
                 && let Some(raw) = read_raw(
                     decoder,
                     record,
@@ -281,6 +283,13 @@ pub fn feed_files_with(
                     &mut fast.not_raw,
                 )
                 && !fast.gate.may_match(&raw.record)
+                && let Some(t) = fixed.as_ref().or_else(|| {
+                    let id = raw.tenant?;
+                    if !tenants.contains_key(id) {
+                        tenants.insert(id.into(), TenantId::new(id).ok()?);
+                    }
+                    tenants.get(id)
+                })
             {
                 let time = raw.time;
                 if fast.check {

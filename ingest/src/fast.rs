@@ -12,7 +12,7 @@
 
 use chainwatch_config::service::InputFormat;
 use chainwatch_model::time::Timestamp;
-use chainwatch_model::{Canonical, FieldOrigins, Origin, RawField, RawKind, RawRecord};
+use chainwatch_model::{Canonical, FieldOrigins, Origin, RawField, RawKind, RawRecord, TenantId};
 
 use crate::decoder::{Decoder, TenantSource};
 use crate::detect::{JsonKind, KindClues};
@@ -31,6 +31,9 @@ pub struct RawEvent<'a> {
     pub time: Timestamp,
     /// The host field's text, as written (the origin host; [`HostName::new`] normalizes it).
     pub host: &'a str,
+    /// With a tenant field ([`TenantSource::Field`]): its value, a valid tenant id. `None`
+    /// for a fixed tenant.
+    pub tenant: Option<&'a str>,
 }
 
 /// The field names the fast path reads: the flat layout's time and host fields, channel,
@@ -130,6 +133,22 @@ fn names_a_host(raw: &str) -> bool {
     raw.chars().any(|c| c != '.' && !c.is_whitespace())
 }
 
+/// The tenant the full decoder takes from field `name` (the field of that name, or else of
+/// that name in another case): its text when it is a plain string and a valid tenant id, and
+/// the record has no second field of that name; otherwise the full decoder decides.
+fn tenant_field<'a>(text: &'a [u8], fields: &[RawField], name: &str) -> Option<&'a str> {
+    let mut named = fields
+        .iter()
+        .filter(|f| f.key(text).eq_ignore_ascii_case(name.as_bytes()));
+    let field = named.next()?;
+    if named.next().is_some() || field.kind != RawKind::Str {
+        return None;
+    }
+    let value = std::str::from_utf8(field.value(text)).ok()?;
+    TenantId::check(value).ok()?;
+    Some(value)
+}
+
 impl Decoder {
     /// Reads `record` raw when it is an ordinary flat Windows event the full decoder would
     /// certainly decode; `fields` is scratch space (reused between records). `None`: decode it
@@ -146,13 +165,16 @@ impl Decoder {
         if record.framing != Framing::Json
             || raw.len() > config.max_record_bytes
             || config.max_depth < 2
-            || !matches!(tenant, TenantSource::Fixed(_))
         {
             return None;
         }
         let text = raw;
         let ascii = scan(text, fields)?;
         let fields: &'a [RawField] = fields;
+        let tenant = match tenant {
+            TenantSource::Fixed(_) => None,
+            TenantSource::Field(name) => Some(tenant_field(text, fields, name)?),
+        };
         // One pass: the format's clues and the fields read below.
         let mut clues = KindClues::default();
         let mut found = Found {
@@ -260,6 +282,7 @@ impl Decoder {
             },
             time,
             host,
+            tenant,
         })
     }
 
@@ -456,6 +479,41 @@ mod tests {
         );
         let field = TenantSource::Field("customer".into());
         assert!(d.read_raw(&r, &field, None, &mut scratch).is_none());
+        // A tenant field is read when it is a plain string and a valid id, as the full
+        // decoder reads it; otherwise the full decoder decides.
+        let with = |customer: &str| {
+            format!(
+                r#"{{"EventID":1,"Channel":"x","Hostname":"h","@timestamp":"2021-01-01T00:00:00Z",{customer}}}"#
+            )
+        };
+        let read = |text: &str| {
+            let r = record(text);
+            let mut scratch = Vec::new();
+            d.read_raw(&r, &field, None, &mut scratch)
+                .map(|e| e.tenant.map(str::to_owned))
+        };
+        assert_eq!(
+            read(&with(r#""customer":"acme-1""#)),
+            Some(Some("acme-1".into()))
+        );
+        assert_eq!(
+            read(&with(r#""Customer":"acme""#)),
+            Some(Some("acme".into()))
+        );
+        for refused in [
+            r#""customer":"a b""#,
+            r#""customer":"""#,
+            r#""customer":7"#,
+            r#""customer":"a","CUSTOMER":"b""#,
+            r#""customer":"a\b""#,
+        ] {
+            let text = with(refused);
+            assert_eq!(read(&text), None, "{text}");
+            if let Ok(event) = d.decode_record(&record(&text), &field, None) {
+                // Refused raw but decodable: the full decoder reads it, nothing is lost.
+                assert!(refused.contains("CUSTOMER"), "{text}: {:?}", event.tenant);
+            }
+        }
     }
 
     #[test]

@@ -34,6 +34,12 @@ impl TenantId {
     /// Validates and wraps a tenant id. Tenant ids end up in topic names, metric labels and file
     /// names, so they are restricted to a safe alphabet.
     pub fn new(id: &str) -> Result<Self, TenantError> {
+        Self::check(id)?;
+        Ok(Self(Arc::from(id)))
+    }
+
+    /// Whether `id` may be a tenant id, without making one.
+    pub fn check(id: &str) -> Result<(), TenantError> {
         if id.is_empty() {
             return Err(TenantError::Empty);
         }
@@ -46,7 +52,7 @@ impl TenantId {
         {
             return Err(TenantError::BadChar(id.to_owned()));
         }
-        Ok(Self(Arc::from(id)))
+        Ok(())
     }
 
     /// The id as text.
