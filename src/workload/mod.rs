@@ -429,40 +429,34 @@ pub fn generate(args: &GenArgs) -> Result<Answers> {
         injected.sort_by_key(|i| (i.time, i.host, i.stage));
         let noise = args.events / args.tenants as u64
             + u64::from((t as u64) < args.events % args.tenants as u64);
-        let written = match &sender {
+        // Where this tenant's lines go: its topic, or its file.
+        let (mut out, target): (Box<dyn Write + '_>, String) = match &sender {
             Some(sender) => {
                 let topic = args.topic.replace("{tenant}", tenant);
-                let mut out = sender.lines(&topic);
-                write_tenant(
-                    &mut out,
-                    tenant,
-                    args,
-                    &templates,
-                    &injected,
-                    noise,
-                    (start, duration_ms),
-                    &mut rng,
+                (
+                    Box::new(sender.lines(&topic)),
+                    format!("produce to {topic}"),
                 )
-                .with_context(|| format!("cannot produce to {topic}"))?
             }
             None => {
                 let path = args.out.join(format!("telemetry.{tenant}.windows.jsonl"));
                 let file = std::fs::File::create(&path)
                     .with_context(|| format!("cannot create {}", path.display()))?;
-                let mut out = BufWriter::with_capacity(1 << 20, file);
-                write_tenant(
-                    &mut out,
-                    tenant,
-                    args,
-                    &templates,
-                    &injected,
-                    noise,
-                    (start, duration_ms),
-                    &mut rng,
-                )
-                .with_context(|| format!("cannot write {}", path.display()))?
+                let out = BufWriter::with_capacity(1 << 20, file);
+                (Box::new(out), format!("write {}", path.display()))
             }
         };
+        let written = write_tenant(
+            &mut *out,
+            tenant,
+            args,
+            &templates,
+            &injected,
+            noise,
+            (start, duration_ms),
+            &mut rng,
+        )
+        .with_context(|| format!("cannot {target}"))?;
         answers.events += written;
     }
     let path = args.out.join("answers.json");
