@@ -32,7 +32,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use chainwatch_model::Alert;
+use chainwatch_model::time::utc_offset;
+use chainwatch_model::{Alert, Timestamp};
 use clap::{Parser, Subcommand};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -86,6 +87,11 @@ enum Cmd {
         /// Records per second.
         #[arg(long, default_value_t = 10_000.0)]
         rate: f64,
+        /// Also read the raw and events topics (two more consumers polling every 5 ms, a load
+        /// on the broker) to time each chain's completing record hop by hop ("hops" in the
+        /// report).
+        #[arg(long)]
+        hops: bool,
     },
 }
 
@@ -104,6 +110,8 @@ struct Workload {
     records: Vec<Rec>,
     /// (tenant, host lower-cased) of each chain, and the index of the record completing it.
     chains: Vec<((String, String), usize)>,
+    /// The event time of each chain's completing record, to find it on the events topic.
+    completing_times: Vec<Option<Timestamp>>,
 }
 
 fn load_workload(dir: &Path, prefix: &str) -> Result<Workload> {
@@ -147,6 +155,7 @@ fn load_workload(dir: &Path, prefix: &str) -> Result<Workload> {
     }
     // Tenants interleaved record by record, each tenant's own order kept.
     let mut records = Vec::new();
+    let mut completing_times = vec![None; chains.len()];
     let mut found = 0;
     let longest = per_tenant.iter().map(Vec::len).max().unwrap_or(0);
     let mut iters: Vec<_> = per_tenant.into_iter().map(Vec::into_iter).collect();
@@ -159,6 +168,7 @@ fn load_workload(dir: &Path, prefix: &str) -> Result<Workload> {
                 && let Some(&c) = stages.get(&(h.to_lowercase(), t.to_owned()))
             {
                 chains[c].1 = records.len();
+                completing_times[c] = Timestamp::parse_lenient(t, utc_offset()).ok();
                 found += 1;
             }
             records.push(Rec { topic, host, bytes });
@@ -178,6 +188,7 @@ fn load_workload(dir: &Path, prefix: &str) -> Result<Workload> {
             .collect(),
         records,
         chains,
+        completing_times,
     })
 }
 
@@ -331,9 +342,12 @@ fn bulk_load(brokers: &str, w: &Workload) -> Result<f64> {
 }
 
 /// A plain consumer reading every record of the raw topics: (records, seconds from the first
-/// record to the last).
-fn plain_drain(brokers: &str, w: &Workload) -> Result<(u64, f64)> {
+/// record to the last). Its one setting beyond librdkafka's defaults is chainwatch's fetch
+/// wait (`fetch_wait_ms`): Tansu holds every fetch for (half) that long, so with librdkafka's
+/// 500 ms the broker's pacing, not the consumer, would set the rate being compared.
+fn plain_drain(brokers: &str, w: &Workload, fetch_wait_ms: &str) -> Result<(u64, f64)> {
     let consumer: BaseConsumer = client(brokers)
+        .set("fetch.wait.max.ms", fetch_wait_ms)
         .set("group.id", format!("{}-plain", w.prefix))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -368,7 +382,13 @@ fn drain(c: &Common) -> Result<serde_json::Value> {
     eprintln!("[kafka_bench] loaded {n} records in {load:.2} s");
 
     let cpu0 = cpu_seconds(std::process::id());
-    let (_, plain_secs) = plain_drain(&c.brokers, &w)?;
+    let fetch_wait = c
+        .options
+        .iter()
+        .filter_map(|o| o.strip_prefix("fetch.wait.max.ms="))
+        .next_back()
+        .unwrap_or(chainwatch_kafka::client::DEFAULT_FETCH_WAIT_MAX_MS);
+    let (_, plain_secs) = plain_drain(&c.brokers, &w, fetch_wait)?;
     let plain_cpu = cpu_seconds(std::process::id()) - cpu0;
 
     let started = Instant::now();
@@ -407,6 +427,7 @@ fn drain(c: &Common) -> Result<serde_json::Value> {
         "partitions": c.partitions,
         "load_seconds": load,
         "plain_seconds": plain_secs,
+        "plain_fetch_wait_max_ms": fetch_wait,
         "plain_rate": plain_rate,
         "chainwatch_seconds": secs,
         "chainwatch_seconds_with_startup": with_start,
@@ -419,7 +440,7 @@ fn drain(c: &Common) -> Result<serde_json::Value> {
     }))
 }
 
-fn latency(c: &Common, rate: f64) -> Result<serde_json::Value> {
+fn latency(c: &Common, rate: f64, probe: bool) -> Result<serde_json::Value> {
     let w = load_workload(&c.workload, &prefix("latency"))?;
     create_topics(&c.brokers, &w.topics, c.partitions)?;
     let mut cw = Chainwatch::start(c, &w)?;
@@ -473,16 +494,25 @@ fn latency(c: &Common, rate: f64) -> Result<serde_json::Value> {
         .collect();
     let chains = w.chains.len();
     let done = Arc::new(AtomicBool::new(false));
+    let probes = if probe {
+        Some((
+            raw_reader(c, &w, done.clone())?,
+            events_reader(c, &w, done.clone())?,
+        ))
+    } else {
+        None
+    };
     let reader = {
         let done = done.clone();
-        std::thread::spawn(move || -> Result<Vec<Option<Instant>>> {
-            let mut got: Vec<Option<Instant>> = vec![None; chains];
+        std::thread::spawn(move || -> Result<Vec<Option<(Instant, Hop)>>> {
+            let mut got: Vec<Option<(Instant, Hop)>> = vec![None; chains];
             let mut left = chains;
             while left > 0 && !done.load(Ordering::Relaxed) {
                 let Some(m) = consumer.poll(Duration::from_millis(50)) else {
                     continue;
                 };
                 let at = Instant::now();
+                let at_wall = wall_ms();
                 let m = m?;
                 let a: Alert = serde_json::from_slice(m.payload().unwrap_or_default())
                     .context("an alert on the topic")?;
@@ -493,7 +523,7 @@ fn latency(c: &Common, rate: f64) -> Result<serde_json::Value> {
                 if let Some(&i) = keys.get(&key)
                     && got[i].is_none()
                 {
-                    got[i] = Some(at);
+                    got[i] = Some((at, Hop::of(&m, at_wall)));
                     left -= 1;
                 }
             }
@@ -513,6 +543,7 @@ fn latency(c: &Common, rate: f64) -> Result<serde_json::Value> {
         .map(|(i, (_, r))| (*r, i))
         .collect();
     let mut sent_at: Vec<Option<Instant>> = vec![None; chains];
+    let mut sent_wall: Vec<Option<i64>> = vec![None; chains];
     let every = Duration::from_secs_f64(1.0 / rate);
     let cpu0 = cpu_seconds(cw.child.id());
     let started = Instant::now();
@@ -527,6 +558,7 @@ fn latency(c: &Common, rate: f64) -> Result<serde_json::Value> {
         }
         if let Some(&chain) = completing.get(&i) {
             sent_at[chain] = Some(Instant::now());
+            sent_wall[chain] = Some(wall_ms());
         }
         send(&producer, &w.topics[r.topic], r)?;
     }
@@ -546,6 +578,19 @@ fn latency(c: &Common, rate: f64) -> Result<serde_json::Value> {
     let got = reader
         .join()
         .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    let hops = match probes {
+        Some((raw, events)) => {
+            let raw = raw
+                .join()
+                .map_err(|_| anyhow::anyhow!("raw reader panicked"))??;
+            let events = events
+                .join()
+                .map_err(|_| anyhow::anyhow!("events reader panicked"))??;
+            hops(&sent_wall, &raw, &events, &got)
+        }
+        None => serde_json::Value::Null,
+    };
+    let got: Vec<Option<Instant>> = got.iter().map(|g| g.map(|(at, _)| at)).collect();
     let m = cw.metrics()?;
     let cw_cpu = cpu_seconds(cw.child.id()) - cpu0;
     cw.stop()?;
@@ -600,7 +645,209 @@ fn latency(c: &Common, rate: f64) -> Result<serde_json::Value> {
             .filter(|l| l.starts_with(&format!("{hist}_bucket")))
             .collect::<Vec<_>>(),
         "timeline_s_ms": timeline,
+        "hops": hops,
     }))
+}
+
+/// Wall-clock milliseconds since the Unix epoch (the clock of Kafka's record timestamps).
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A record read by the driver: its Kafka timestamp (set by the producer that wrote it, when
+/// the broker keeps create times) and the wall-clock time it was received here.
+#[derive(Debug, Clone, Copy)]
+struct Hop {
+    /// Record timestamp, ms; `None` when the record has none.
+    stamped: Option<i64>,
+    /// `true` when the broker replaced it by its own append time.
+    log_append: bool,
+    received: i64,
+}
+
+impl Hop {
+    fn of<M: Message>(m: &M, received: i64) -> Self {
+        let (stamped, log_append) = match m.timestamp() {
+            rdkafka::Timestamp::CreateTime(t) => (Some(t), false),
+            rdkafka::Timestamp::LogAppendTime(t) => (Some(t), true),
+            rdkafka::Timestamp::NotAvailable => (None, false),
+        };
+        Self {
+            stamped,
+            log_append,
+            received,
+        }
+    }
+}
+
+/// A reader of the events topic: for each chain, its completing record's normalized event as
+/// ingest produced it ([`Hop`]), found by tenant, host and event time.
+fn events_reader(
+    c: &Common,
+    w: &Workload,
+    done: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<Result<Vec<Option<Hop>>>>> {
+    #[derive(serde::Deserialize)]
+    struct Key {
+        tenant: String,
+        host: String,
+        time: Timestamp,
+    }
+    let consumer = assigned_reader(
+        c,
+        &format!("{}-events-reader", w.prefix),
+        &[format!("{}.events", w.prefix)],
+    )?;
+    let keys: HashMap<(String, String, Timestamp), usize> = w
+        .chains
+        .iter()
+        .zip(&w.completing_times)
+        .enumerate()
+        .filter_map(|(i, (((t, h), _), time))| Some(((t.clone(), h.clone(), (*time)?), i)))
+        .collect();
+    let chains = w.chains.len();
+    Ok(std::thread::spawn(move || {
+        let mut got: Vec<Option<Hop>> = vec![None; chains];
+        let mut left = keys.len();
+        while left > 0 && !done.load(Ordering::Relaxed) {
+            let Some(m) = consumer.poll(Duration::from_millis(50)) else {
+                continue;
+            };
+            let at = wall_ms();
+            let m = m?;
+            let Ok(k) = serde_json::from_slice::<Key>(m.payload().unwrap_or_default()) else {
+                continue;
+            };
+            if let Some(&i) = keys.get(&(k.tenant, k.host.to_lowercase(), k.time))
+                && got[i].is_none()
+            {
+                got[i] = Some(Hop::of(&m, at));
+                left -= 1;
+            }
+        }
+        Ok(got)
+    }))
+}
+
+/// A consumer assigned to every partition of `topics` from the beginning, polling the broker
+/// every 5 ms (`fetch.wait.max.ms`) so that what it reads is timed close to the moment the
+/// broker has it.
+fn assigned_reader(c: &Common, group: &str, topics: &[String]) -> Result<BaseConsumer> {
+    let consumer: BaseConsumer = client(&c.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for t in md.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            }
+        }
+    }
+    if tpl.count() == 0 {
+        bail!("{topics:?} have no partitions");
+    }
+    consumer.assign(&tpl)?;
+    Ok(consumer)
+}
+
+/// A reader of the raw topics: for each chain, its completing record ([`Hop`]: when the broker
+/// let a consumer have it), found by its bytes.
+fn raw_reader(
+    c: &Common,
+    w: &Workload,
+    done: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<Result<Vec<Option<Hop>>>>> {
+    let consumer = assigned_reader(c, &format!("{}-raw-reader", w.prefix), &w.topics)?;
+    let keys: HashMap<Vec<u8>, usize> = w
+        .chains
+        .iter()
+        .enumerate()
+        .map(|(i, (_, r))| (w.records[*r].bytes.clone(), i))
+        .collect();
+    let chains = w.chains.len();
+    Ok(std::thread::spawn(move || {
+        let mut got: Vec<Option<Hop>> = vec![None; chains];
+        let mut left = keys.len();
+        while left > 0 && !done.load(Ordering::Relaxed) {
+            let Some(m) = consumer.poll(Duration::from_millis(50)) else {
+                continue;
+            };
+            let at = wall_ms();
+            let m = m?;
+            if let Some(&i) = keys.get(m.payload().unwrap_or_default())
+                && got[i].is_none()
+            {
+                got[i] = Some(Hop::of(&m, at));
+                left -= 1;
+            }
+        }
+        Ok(got)
+    }))
+}
+
+/// Where each chain's latency went, from the Kafka timestamps of its completing event (on the
+/// events topic) and of its finding (on the alerts topic) and the driver's wall clock:
+/// percentiles of each hop over the chains seen on both topics.
+fn hops(
+    sent: &[Option<i64>],
+    raw: &[Option<Hop>],
+    events: &[Option<Hop>],
+    alerts: &[Option<(Instant, Hop)>],
+) -> serde_json::Value {
+    let mut spans: [(&str, Vec<f64>); 7] = [
+        ("raw_sent_to_raw_read_ms", Vec::new()),
+        ("raw_read_to_event_produced_ms", Vec::new()),
+        ("raw_sent_to_event_produced_ms", Vec::new()),
+        ("event_produced_to_event_read_ms", Vec::new()),
+        ("event_produced_to_finding_produced_ms", Vec::new()),
+        ("finding_produced_to_finding_read_ms", Vec::new()),
+        ("raw_sent_to_finding_read_ms", Vec::new()),
+    ];
+    let mut log_append = false;
+    for (((s, r), e), a) in sent.iter().zip(raw).zip(events).zip(alerts) {
+        let (Some(s), Some(r), Some(e), Some((_, a))) = (s, r, e, a) else {
+            continue;
+        };
+        let (Some(es), Some(as_)) = (e.stamped, a.stamped) else {
+            continue;
+        };
+        log_append |= e.log_append || a.log_append;
+        let spans_ms = [
+            r.received - s,
+            es - r.received,
+            es - s,
+            e.received - es,
+            as_ - es,
+            a.received - as_,
+            a.received - s,
+        ];
+        for (i, v) in spans_ms.into_iter().enumerate() {
+            spans[i].1.push(v as f64);
+        }
+    }
+    let mut out = serde_json::Map::new();
+    out.insert("log_append_time".into(), log_append.into());
+    for (name, mut v) in spans {
+        v.sort_by(f64::total_cmp);
+        let pct = |p: f64| -> f64 {
+            if v.is_empty() {
+                return f64::NAN;
+            }
+            let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+            v[rank.min(v.len()) - 1]
+        };
+        out.insert(
+            name.into(),
+            serde_json::json!({"n": v.len(), "p50": pct(50.0), "p90": pct(90.0), "p99": pct(99.0)}),
+        );
+    }
+    out.into()
 }
 
 /// A topic prefix unique to this run.
@@ -617,7 +864,7 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&common.workdir)?;
     let (common, report, name) = match &args.command {
         Cmd::Drain { common } => (common, drain(common)?, "drain"),
-        Cmd::Latency { common, rate } => (common, latency(common, *rate)?, "latency"),
+        Cmd::Latency { common, rate, hops } => (common, latency(common, *rate, *hops)?, "latency"),
     };
     let text = serde_json::to_string_pretty(&report)?;
     std::fs::write(common.workdir.join(format!("{name}.json")), &text)?;

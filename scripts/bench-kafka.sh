@@ -5,6 +5,10 @@
 #
 #   bash scripts/bench-kafka.sh                   # 500,000 records drained; 60 s at 10,000/s
 #   bash scripts/bench-kafka.sh --quick           # 100,000 records; 20 s at 10,000/s
+#   bash scripts/bench-kafka.sh --quick -X fetch.wait.max.ms=500   # a librdkafka property for
+#                                                 # chainwatch's clients (repeatable)
+#   bash scripts/bench-kafka.sh --quick --hops    # also time each chain hop by hop (two more
+#                                                 # consumers on the broker, polling every 5 ms)
 #
 # A third run repeats the latency measurement at a rate far below chainwatch's capacity
 # (LOW_RATE, 2,000/s for 20 s), to tell the pipeline's fixed delay from queueing.
@@ -27,10 +31,27 @@ latency_seconds=${LATENCY_SECONDS:-60}
 rate=${RATE:-10000}
 low_rate=${LOW_RATE:-2000}
 partitions=${PARTITIONS:-3}
-if [ "${1:-}" = "--quick" ]; then
-    drain_events=${DRAIN_EVENTS:-100000}
-    latency_seconds=${LATENCY_SECONDS:-20}
-fi
+options=()   # -X KEY=VALUE, for chainwatch's clients in every run
+hops=()      # --hops, for the latency runs
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick)
+            drain_events=${DRAIN_EVENTS:-100000}
+            latency_seconds=${LATENCY_SECONDS:-20}
+            ;;
+        -X)
+            [ $# -ge 2 ] || { echo "-X needs KEY=VALUE" >&2; exit 2; }
+            options+=(-X "$2")
+            shift
+            ;;
+        --hops) hops=(--hops) ;;
+        *)
+            echo "unknown argument: $1 (expected --quick, -X KEY=VALUE, --hops)" >&2
+            exit 2
+            ;;
+    esac
+    shift
+done
 
 if ! command -v tansu >/dev/null 2>&1; then
     echo "tansu is not installed: bash scripts/test.sh installs it (once per machine)" >&2
@@ -87,7 +108,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "==> end to end drain ($drain_events noise records; load average $load_before)" >&2
 start_tansu "$work/tansu-drain.log"
 "$bench" drain --brokers "127.0.0.1:$port" --binary "$cw" --partitions "$partitions" \
-    --workload "$work/drain-workload" --workdir "$work/drain" >"$work/drain.json"
+    --workload "$work/drain-workload" --workdir "$work/drain" "${options[@]}" >"$work/drain.json"
 tansu_cpu >"$work/tansu-cpu-drain"
 stop_tansu
 load_mid=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -96,6 +117,7 @@ echo "==> detection latency ($latency_seconds s at $rate records/s; load average
 start_tansu "$work/tansu-latency.log"
 "$bench" latency --brokers "127.0.0.1:$port" --binary "$cw" --partitions "$partitions" \
     --rate "$rate" --workload "$work/latency-workload" --workdir "$work/latency" \
+    "${options[@]}" "${hops[@]}" \
     >"$work/latency.json"
 tansu_cpu >"$work/tansu-cpu-latency"
 stop_tansu
@@ -104,12 +126,13 @@ echo "==> detection latency (20 s at $low_rate records/s)" >&2
 start_tansu "$work/tansu-low-rate.log"
 "$bench" latency --brokers "127.0.0.1:$port" --binary "$cw" --partitions "$partitions" \
     --rate "$low_rate" --workload "$work/low-rate-workload" --workdir "$work/low-rate" \
+    "${options[@]}" "${hops[@]}" \
     >"$work/low-rate.json"
 tansu_cpu >"$work/tansu-cpu-low-rate"
 stop_tansu
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-python3 - "$work" "$load_before" "$load_mid" "$load_after" <<'EOF'
+python3 - "$work" "$load_before" "$load_mid" "$load_after" "${options[*]:-}" <<'EOF'
 import json, sys
 work, before, mid, after = sys.argv[1:5]
 d = json.load(open(f"{work}/drain.json"))
@@ -121,7 +144,7 @@ print(f"work folder: {work}")
 print()
 print("| measure | figure | target |")
 print("|---|---:|---|")
-print(f"| plain rdkafka consumer draining the raw topics ({f(d['records'])} records, {d['bytes']/1e6:.0f} MB, {d['topics']} topics x {d['partitions']} partitions; {f(d['records']/d['plain_cpu_seconds'])} records/CPU-s) | {f(d['plain_rate'])} records/s | (reference) |")
+print(f"| plain rdkafka consumer draining the raw topics ({f(d['records'])} records, {d['bytes']/1e6:.0f} MB, {d['topics']} topics x {d['partitions']} partitions; {f(d['records']/d['plain_cpu_seconds'])} records/CPU-s; fetch.wait.max.ms {d.get('plain_fetch_wait_max_ms', 500)}) | {f(d['plain_rate'])} records/s | (reference) |")
 print(f"| `chainwatch run` (ingest, correlate, sink) draining the same topics ({f(d['records']/d['chainwatch_cpu_seconds'])} records/CPU-s, start-up included) | {f(d['chainwatch_rate'])} records/s | >= half the plain consumer |")
 print(f"| ratio chainwatch / plain consumer | **{d['ratio']:.2f}** | >= 0.5 |")
 def lat(l):
@@ -138,6 +161,16 @@ print()
 print(f"chainwatch drain: {d['chainwatch_seconds']:.2f} s from the first record consumed ({d['chainwatch_seconds_with_startup']:.2f} s with start-up); plain consumer {d['plain_seconds']:.2f} s; loading took {d['load_seconds']:.2f} s; {d['alerts_produced']:.0f} findings produced for {d['chains']} chains")
 cpu = {n: open(f"{work}/tansu-cpu-{n}").read().strip() for n in ("drain", "latency", "low-rate")}
 print(f"broker (Tansu) CPU-seconds, whole run of each: drain {cpu['drain']} (loading included), latency {cpu['latency']}, low rate {cpu['low-rate']}")
+opts = sys.argv[5] if len(sys.argv) > 5 else ""
+print(f"chainwatch client options (-X): {opts or 'none (chainwatch defaults)'}")
+for x in (l, lo):
+    h = x.get("hops")
+    if not h:
+        continue
+    print(f"hops at {x['rate_target']:,.0f}/s (ms, p50 / p90 / p99 over {h['raw_sent_to_finding_read_ms']['n']} chains):")
+    for k, v in h.items():
+        if isinstance(v, dict):
+            print(f"  {k}: {v['p50']:.0f} / {v['p90']:.0f} / {v['p99']:.0f}")
 for x in (l, lo):
     if x["chains_missing"]:
         print(f"WARNING: at {x['rate_target']:.0f}/s, {x['chains_missing']} chains had no complete finding on the alerts topic within 60 s of the last record")

@@ -155,6 +155,13 @@ impl Engine {
         self.roles.counts_changed().then(|| self.roles.counts())
     }
 
+    /// True once when the role counts may have changed since this (or
+    /// [`Engine::role_counts_if_changed`]) was last asked, without counting: counting walks
+    /// every host with a role, too much to do for each event.
+    pub fn role_counts_changed(&mut self) -> bool {
+        self.roles.counts_changed()
+    }
+
     /// Merges host roles read back from the roles topic (at start-up).
     pub fn restore_roles(&mut self, records: impl IntoIterator<Item = HostRoles>) {
         for r in records {

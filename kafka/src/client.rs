@@ -192,12 +192,25 @@ pub fn consumer(config: &KafkaConfig, group: &str, stage: &'static str) -> Kafka
     )
 }
 
+/// How long a consumer's fetch may wait on the broker for new records, unless the config's
+/// pass-through sets `fetch.wait.max.ms` (librdkafka's default is 500). A broker that holds
+/// every fetch for this long before answering, data or not (Tansu 0.6 holds it for half of
+/// it, at 250 ms or more), adds up to twice the hold to each consumer hop of the pipeline;
+/// Apache Kafka answers as soon as data is there, and the wait only paces empty fetches of an
+/// idle partition. See ARCHITECTURE.md, "Detection latency".
+pub const DEFAULT_FETCH_WAIT_MAX_MS: &str = "100";
+
 /// A consumer like [`consumer`], with a context of the caller's: with an observer, librdkafka
 /// emits statistics every [`DEFAULT_STATISTICS_INTERVAL_MS`] (or the pass-through's
 /// `statistics.interval.ms`) and they go to the observer.
 pub fn consumer_with(config: &KafkaConfig, group: &str, context: Context) -> KafkaResult<Consumer> {
+    consumer_config(config, group, context.observer.is_some()).create_with_context(context)
+}
+
+/// The settings of a consumer in group `group` (`observed`: with statistics).
+fn consumer_config(config: &KafkaConfig, group: &str, observed: bool) -> ClientConfig {
     let mut c = base(config);
-    if context.observer.is_some() {
+    if observed {
         c.set("statistics.interval.ms", DEFAULT_STATISTICS_INTERVAL_MS);
     }
     c.set("group.id", group)
@@ -206,9 +219,10 @@ pub fn consumer_with(config: &KafkaConfig, group: &str, context: Context) -> Kaf
         .set("auto.commit.interval.ms", "1000")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000");
+        .set("heartbeat.interval.ms", "1000")
+        .set("fetch.wait.max.ms", DEFAULT_FETCH_WAIT_MAX_MS);
     pass_through(&mut c, config);
-    c.create_with_context(context)
+    c
 }
 
 /// A producer with idempotence and full acknowledgement: a produced record is durable when its
@@ -237,4 +251,42 @@ pub(crate) fn admin_config(config: &KafkaConfig) -> ClientConfig {
 pub fn client_of(consumer: &Consumer) -> &Client<Context> {
     use rdkafka::consumer::Consumer as _;
     consumer.client()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka(options: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_prefix: "chainwatch".into(),
+            create_topics: false,
+            partitions: 1,
+            replication_factor: 1,
+            options: options
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            secrets: std::collections::BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn consumers_poll_the_broker_with_a_short_fetch_wait() {
+        let c = consumer_config(&kafka(&[]), "g", false);
+        assert_eq!(c.get("fetch.wait.max.ms"), Some(DEFAULT_FETCH_WAIT_MAX_MS));
+        assert_eq!(c.get("group.id"), Some("g"));
+        assert_eq!(c.get("statistics.interval.ms"), None);
+    }
+
+    #[test]
+    fn the_pass_through_overrides_the_fetch_wait() {
+        let c = consumer_config(&kafka(&[("fetch.wait.max.ms", "500")]), "g", true);
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(
+            c.get("statistics.interval.ms"),
+            Some(DEFAULT_STATISTICS_INTERVAL_MS)
+        );
+    }
 }

@@ -12,7 +12,8 @@
 //! their last event, so absence deadlines and count windows with an upper bound close while
 //! their input is quiet. Host roles read back from the roles topic at start-up go to every
 //! partition's engine (a host's events, and so its role scope, are decided in one of them); each
-//! engine counts the hosts it observed, and the gauge is their sum.
+//! engine counts the hosts it observed, and the gauge is their sum, set at the tick after a
+//! change (counting walks every host with a role: too much to do for each event).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -63,6 +64,9 @@ pub struct CorrelateCore {
     roles_topic: Option<String>,
     /// Host roles read back from the roles topic: given to every partition's engine.
     known_roles: Vec<HostRoles>,
+    /// A partition's role counts changed since the role gauges were last set: they are set
+    /// again at the next tick (counting walks every host with a role, too much per event).
+    roles_dirty: bool,
 }
 
 fn wall_now() -> Timestamp {
@@ -97,6 +101,7 @@ impl CorrelateCore {
             metrics: Metrics::detached(),
             roles_topic: None,
             known_roles: Vec::new(),
+            roles_dirty: false,
         }
     }
 
@@ -189,7 +194,6 @@ impl CorrelateCore {
             .map(|p| p.engine.lookback().len())
             .sum();
         let held = self.partitions.len();
-        let mut roles_changed = false;
         if let Some(p) = self.partitions.get_mut(&partition) {
             let stats = p.engine.stats();
             CorrelatorState {
@@ -205,11 +209,8 @@ impl CorrelateCore {
                 previous: p.reported.lookback_evicted,
             }
             .emit(&self.metrics);
-            roles_changed = p.engine.role_counts_if_changed().is_some();
+            self.roles_dirty |= p.engine.role_counts_changed();
             p.reported = stats;
-        }
-        if roles_changed {
-            self.report_roles();
         }
     }
 
@@ -375,6 +376,9 @@ impl Transform for CorrelateCore {
 
     fn tick(&mut self) -> Vec<OutRecord> {
         self.reload_if_changed();
+        if std::mem::take(&mut self.roles_dirty) {
+            self.report_roles();
+        }
         let alerts = self.advance_idle(Instant::now(), wall_now());
         if alerts.is_empty() {
             return Vec::new();
