@@ -260,6 +260,8 @@ pub fn feed_files_with(
         TenantSource::Fixed(t) => Some(t.clone()),
         TenantSource::Field(_) => None,
     };
+    // Nothing here writes host roles out: their changes would only pile up.
+    engine.discard_role_changes();
     let options = decoder.split_options();
     let mut buf = Vec::new();
     for file in collect_files(files)? {

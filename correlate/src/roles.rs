@@ -383,13 +383,67 @@ impl HostRoles {
     }
 }
 
+/// One host's roles as the table holds them: a short vector, not maps (one million hosts with
+/// one role each is the shape that has to stay small). Turned into a [`HostRoles`] record when
+/// one is written out or asked for.
 #[derive(Debug, Clone)]
 struct Entry {
-    roles: HostRoles,
-    /// Per role, the last sighting written out.
-    published: BTreeMap<String, Timestamp>,
+    host: HostName,
+    /// Sorted by name.
+    roles: Vec<Role>,
     /// This process saw an event of the host (restored entries have not, yet).
     observed: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Role {
+    name: Box<str>,
+    seen: RoleSeen,
+    /// The last sighting written out.
+    published: Timestamp,
+}
+
+impl Entry {
+    fn has(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| &*r.name == role)
+    }
+
+    fn record(&self, tenant: &TenantId) -> HostRoles {
+        HostRoles {
+            tenant: tenant.clone(),
+            host: self.host.clone(),
+            roles: self
+                .roles
+                .iter()
+                .map(|r| (r.name.to_string(), r.seen.clone()))
+                .collect(),
+        }
+    }
+
+    /// The role `name`, added (with `seen`, published at `published`) when missing; true when
+    /// it was added.
+    fn role(
+        &mut self,
+        name: &str,
+        seen: impl FnOnce() -> RoleSeen,
+        published: Timestamp,
+    ) -> (&mut Role, bool) {
+        match self.roles.binary_search_by(|r| (*r.name).cmp(name)) {
+            Ok(i) => (&mut self.roles[i], false),
+            Err(i) => {
+                crate::compact::insert(
+                    &mut self.roles,
+                    i,
+                    Role {
+                        name: name.into(),
+                        seen: seen(),
+                        published,
+                    },
+                );
+                (&mut self.roles[i], true)
+            }
+        }
+    }
 }
 
 /// The roles of every host seen with one, per tenant. Bounded by [`MAX_HOSTS`].
@@ -399,6 +453,8 @@ pub struct RoleTable {
     hosts: usize,
     refused: u64,
     changes: Vec<HostRoles>,
+    /// Nobody takes the changes (a replay): they are not kept.
+    discard_changes: bool,
     /// [`RoleTable::counts`] may have changed since [`RoleTable::counts_changed`] was asked.
     dirty: bool,
 }
@@ -437,12 +493,8 @@ impl RoleTable {
                     .or_default()
                     .entry(event.host.key().into())
                     .or_insert_with(|| Entry {
-                        roles: HostRoles {
-                            tenant: event.tenant.clone(),
-                            host: event.host.clone(),
-                            roles: BTreeMap::new(),
-                        },
-                        published: BTreeMap::new(),
+                        host: event.host.clone(),
+                        roles: Vec::new(),
                         observed: true,
                     })
             }
@@ -453,37 +505,38 @@ impl RoleTable {
         }
         let mut changed = false;
         for (role, signal) in shown {
-            if !entry.roles.roles.contains_key(role) {
+            let new_seen = || RoleSeen {
+                first_seen: event.time,
+                last_seen: event.time,
+                signal: signal.to_owned(),
+                events: 0,
+            };
+            let (r, added) = entry.role(role, new_seen, event.time);
+            if added {
                 self.dirty = true;
             }
-            let seen = entry
-                .roles
-                .roles
-                .entry(role.to_owned())
-                .or_insert_with(|| RoleSeen {
-                    first_seen: event.time,
-                    last_seen: event.time,
-                    signal: signal.to_owned(),
-                    events: 0,
-                });
+            let seen = &mut r.seen;
             seen.events += 1;
             if event.time < seen.first_seen {
                 seen.first_seen = event.time;
                 seen.signal = signal.to_owned();
             }
             seen.last_seen = seen.last_seen.max(event.time);
-            let due = entry
-                .published
-                .get(role)
-                .is_none_or(|p| seen.last_seen.nanos_since(*p) >= REFRESH_NS);
-            if due {
-                entry.published.insert(role.to_owned(), seen.last_seen);
+            if added || seen.last_seen.nanos_since(r.published) >= REFRESH_NS {
+                r.published = seen.last_seen;
                 changed = true;
             }
         }
-        if changed {
-            self.changes.push(entry.roles.clone());
+        if changed && !self.discard_changes {
+            self.changes.push(entry.record(&event.tenant));
         }
+    }
+
+    /// Stops keeping changes for [`RoleTable::take_changes`] (for a caller that never takes
+    /// them, such as a replay): they would only accumulate.
+    pub fn discard_changes(&mut self) {
+        self.discard_changes = true;
+        self.changes = Vec::new();
     }
 
     /// The records to write out since the last call (a host that gained a role, or whose
@@ -505,31 +558,24 @@ impl RoleTable {
             self.hosts += 1;
         }
         let entry = tenant.entry(key).or_insert_with(|| Entry {
-            roles: HostRoles {
-                tenant: record.tenant.clone(),
-                host: record.host.clone(),
-                roles: BTreeMap::new(),
-            },
-            published: BTreeMap::new(),
+            host: record.host.clone(),
+            roles: Vec::new(),
             observed: false,
         });
         for (role, seen) in record.roles {
             let published = seen.last_seen;
-            match entry.roles.roles.get_mut(&role) {
-                Some(mine) => {
-                    if seen.first_seen < mine.first_seen {
-                        mine.first_seen = seen.first_seen;
-                        mine.signal = seen.signal;
-                    }
-                    mine.last_seen = mine.last_seen.max(seen.last_seen);
-                    mine.events = mine.events.max(seen.events);
+            let mut given = Some(seen);
+            let (r, added) = entry.role(&role, || given.take().expect("taken once"), published);
+            if !added && let Some(seen) = given {
+                let mine = &mut r.seen;
+                if seen.first_seen < mine.first_seen {
+                    mine.first_seen = seen.first_seen;
+                    mine.signal = seen.signal;
                 }
-                None => {
-                    entry.roles.roles.insert(role.clone(), seen);
-                }
+                mine.last_seen = mine.last_seen.max(seen.last_seen);
+                mine.events = mine.events.max(seen.events);
             }
-            let p = entry.published.entry(role).or_insert(published);
-            *p = (*p).max(published);
+            r.published = r.published.max(published);
         }
     }
 
@@ -538,30 +584,30 @@ impl RoleTable {
         self.tenants
             .get(tenant)
             .and_then(|t| t.get(host))
-            .is_some_and(|e| e.roles.roles.contains_key(role))
+            .is_some_and(|e| e.has(role))
     }
 
     /// Whether some host of `tenant` has `role`.
     pub fn tenant_has(&self, tenant: &TenantId, role: &str) -> bool {
         self.tenants
             .get(tenant)
-            .is_some_and(|t| t.values().any(|e| e.roles.roles.contains_key(role)))
+            .is_some_and(|t| t.values().any(|e| e.has(role)))
     }
 
     /// The roles of one host, if it has any.
-    pub fn host(&self, tenant: &TenantId, host: &str) -> Option<&HostRoles> {
+    pub fn host(&self, tenant: &TenantId, host: &str) -> Option<HostRoles> {
         self.tenants
             .get(tenant)
             .and_then(|t| t.get(host))
-            .map(|e| &e.roles)
+            .map(|e| e.record(tenant))
     }
 
     /// Every host with a role, by tenant and host key.
-    pub fn all(&self) -> Vec<&HostRoles> {
-        let mut v: Vec<&HostRoles> = self
+    pub fn all(&self) -> Vec<HostRoles> {
+        let mut v: Vec<HostRoles> = self
             .tenants
-            .values()
-            .flat_map(|t| t.values().map(|e| &e.roles))
+            .iter()
+            .flat_map(|(tenant, t)| t.values().map(|e| e.record(tenant)))
             .collect();
         v.sort_by(|a, b| (&a.tenant, a.host.key()).cmp(&(&b.tenant, b.host.key())));
         v
@@ -574,8 +620,9 @@ impl RoleTable {
         let mut out = BTreeMap::new();
         for (tenant, hosts) in &self.tenants {
             for e in hosts.values().filter(|e| e.observed) {
-                for role in e.roles.roles.keys() {
-                    *out.entry((tenant.clone(), role.clone())).or_default() += 1;
+                for role in &e.roles {
+                    *out.entry((tenant.clone(), role.name.to_string()))
+                        .or_default() += 1;
                 }
             }
         }
