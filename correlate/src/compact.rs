@@ -14,12 +14,6 @@ pub(crate) fn insert<T>(v: &mut Vec<T>, at: usize, item: T) {
     v.insert(at, item);
 }
 
-/// Appends `item`, growing `v` exactly while it is short.
-pub(crate) fn push<T>(v: &mut Vec<T>, item: T) {
-    reserve_one(v);
-    v.push(item);
-}
-
 fn reserve_one<T>(v: &mut Vec<T>) {
     if v.len() == v.capacity() {
         if v.len() < EXACT_UP_TO {
@@ -37,14 +31,15 @@ mod tests {
     #[test]
     fn short_vectors_hold_no_spare_slots_and_long_ones_still_double() {
         let mut v: Vec<u64> = Vec::new();
-        push(&mut v, 1);
+        insert(&mut v, 0, 1);
         assert_eq!(v.capacity(), 1);
         insert(&mut v, 0, 0);
         assert_eq!(v.capacity(), 2);
         let mut grown = 0;
         for i in 2..1000 {
             let before = v.capacity();
-            push(&mut v, i);
+            let end = v.len();
+            insert(&mut v, end, i);
             grown += usize::from(v.capacity() != before);
         }
         assert_eq!(v, (0..1000).collect::<Vec<_>>());

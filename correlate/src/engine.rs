@@ -221,7 +221,7 @@ impl Engine {
                 continue;
             };
             let limits = self.limits(&rules.correlations[ci]);
-            let key: GroupKey = (record.tenant.clone(), record.group.into_boxed_slice());
+            let key: GroupKey = (record.tenant.clone(), Arc::from(record.group));
             match self.states[ci].restore(key, record.state, limits) {
                 Some(newest) => {
                     stats.groups += 1;

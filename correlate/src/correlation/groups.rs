@@ -9,11 +9,13 @@
 //! removal) to the state changelog.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use chainwatch_model::TenantId;
 
-/// The key of a group: the tenant and the group-by values.
-pub(crate) type GroupKey = (TenantId, Box<[Box<str>]>);
+/// The key of a group: the tenant and the group-by values. Shared (`Arc`): the map and both
+/// recency indexes hold the same key.
+pub(crate) type GroupKey = (TenantId, Arc<[Box<str>]>);
 
 /// State that can tell when it holds nothing worth keeping.
 pub(crate) trait GroupState: Default {
@@ -36,9 +38,11 @@ pub(crate) struct Limits {
     pub(crate) max_hits_per_stage: usize,
 }
 
+/// The state is boxed: the map keeps spare buckets (up to half of them), and a bucket then
+/// costs a pointer, not a whole group.
 #[derive(Debug)]
 struct Slot<G> {
-    state: G,
+    state: Box<G>,
     touched: u64,
 }
 
@@ -94,7 +98,7 @@ impl<G: GroupState> Groups<G> {
                 slot
             }
             None => self.map.entry(key.clone()).or_insert(Slot {
-                state: G::default(),
+                state: Box::default(),
                 touched: tick,
             }),
         };
@@ -147,7 +151,7 @@ impl<G: GroupState> Groups<G> {
         keys.sort_unstable();
         keys.into_iter()
             .map(|k| {
-                let state = self.map.get(&k).map(|s| &s.state);
+                let state = self.map.get(&k).map(|s| &*s.state);
                 (k, state)
             })
             .collect()
@@ -157,7 +161,7 @@ impl<G: GroupState> Groups<G> {
     pub(crate) fn all(&self) -> impl Iterator<Item = (&GroupKey, &G)> {
         self.lru
             .values()
-            .filter_map(|k| self.map.get(k).map(|s| (k, &s.state)))
+            .filter_map(|k| self.map.get(k).map(|s| (k, &*s.state)))
     }
 
     /// Puts back a group read from the changelog, as the most recently updated; the limits
@@ -177,7 +181,7 @@ impl<G: GroupState> Groups<G> {
         self.map.insert(
             key.clone(),
             Slot {
-                state,
+                state: Box::new(state),
                 touched: tick,
             },
         );
