@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chainwatch_model::{
-    Alert, Event, EventId, Evidence, Lookback, Notable, RuleRef, Severity, TechniqueId, TenantId,
-    Timestamp,
+    Alert, Event, EventId, Evidence, HostName, Lookback, Notable, RuleRef, Severity, TechniqueId,
+    TenantId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -85,7 +85,8 @@ fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
-type HostKey = (TenantId, Box<str>);
+/// A tenant and a host (compared by its key). The host name is shared with the events'.
+type HostKey = (TenantId, HostName);
 
 /// One notable event as the buffer holds it: its evidence shared with the hits the engine
 /// made of the same event and rule, and its rules shared with every entry that matched the
@@ -168,7 +169,7 @@ pub struct LookbackBuffer {
 #[derive(Debug, Clone, Default)]
 struct TenantIndex {
     entries: usize,
-    lru: BTreeMap<u64, Box<str>>,
+    lru: BTreeMap<u64, HostName>,
     /// The newest time among entries dropped with their whole host (the host is gone, so a
     /// later alert on it cannot tell; this says so for every host of the tenant).
     dropped_until: Option<Timestamp>,
@@ -274,7 +275,7 @@ impl LookbackBuffer {
                 techniques,
             }),
         };
-        let key: HostKey = (event.tenant.clone(), event.host.key().into());
+        let key: HostKey = (event.tenant.clone(), event.host.clone());
         self.tick += 1;
         let tick = self.tick;
         let tenant = self.tenants.entry(key.0.clone()).or_default();
@@ -394,13 +395,13 @@ impl LookbackBuffer {
         let from = alert.first_seen.add_nanos(-nanos(self.config.period));
         let to = alert.last_seen;
         let own: HashSet<EventId> = alert.events.iter().map(|e| e.id).collect();
-        let mut hosts: Vec<&str> = Vec::new();
+        let mut hosts: Vec<&HostName> = Vec::new();
         if !alert.host.is_empty() {
-            hosts.push(alert.host.key());
+            hosts.push(&alert.host);
         }
         for h in alert.events.iter().filter_map(|e| e.host.as_ref()) {
-            if !h.is_empty() && !hosts.contains(&h.key()) {
-                hosts.push(h.key());
+            if !h.is_empty() && !hosts.contains(&h) {
+                hosts.push(h);
             }
         }
         let mut events: Vec<&Entry> = Vec::new();
@@ -410,7 +411,7 @@ impl LookbackBuffer {
             .and_then(|t| t.dropped_until);
         let mut complete = tenant_dropped.is_none_or(|d| d < from);
         for host in hosts {
-            let key: HostKey = (alert.tenant.clone(), host.into());
+            let key: HostKey = (alert.tenant.clone(), host.clone());
             let Some(buffer) = self.hosts.get(&key) else {
                 continue;
             };
@@ -453,7 +454,7 @@ impl LookbackBuffer {
             .iter()
             .map(|((tenant, host), b)| HostSnapshot {
                 tenant: tenant.clone(),
-                host: host.to_string(),
+                host: host.key().to_string(),
                 events: b.entries.iter().map(Entry::to_notable).collect(),
                 dropped_until: b.dropped_until,
             })
@@ -501,10 +502,12 @@ impl LookbackBuffer {
             }
             let index = b.tenants.entry(h.tenant.clone()).or_default();
             index.entries += entries.len();
-            index.lru.insert(b.tick, h.host.as_str().into());
+            // The snapshot keeps the host key: a host name of it is the key again.
+            let host = HostName::new(&h.host);
+            index.lru.insert(b.tick, host.clone());
             b.total += entries.len();
             b.hosts.insert(
-                (h.tenant, h.host.into()),
+                (h.tenant, host),
                 HostBuffer {
                     newest: entries.last().map(Entry::time),
                     entries,

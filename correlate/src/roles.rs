@@ -14,8 +14,8 @@
 //!
 //! Pure: no I/O, no clock (times are event times).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
 
 use chainwatch_model::{Event, HostName, ProcessInfo, SourceFormat, TenantId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -388,19 +388,39 @@ impl HostRoles {
 /// one is written out or asked for.
 #[derive(Debug, Clone)]
 struct Entry {
-    host: HostName,
     /// Sorted by name.
     roles: Vec<Role>,
     /// This process saw an event of the host (restored entries have not, yet).
     observed: bool,
 }
 
+/// A [`RoleSeen`] with its role's name; names and signals are shared between hosts.
 #[derive(Debug, Clone)]
 struct Role {
-    name: Box<str>,
-    seen: RoleSeen,
+    name: Arc<str>,
+    signal: Arc<str>,
+    first_seen: Timestamp,
+    last_seen: Timestamp,
+    events: u64,
     /// The last sighting written out.
     published: Timestamp,
+}
+
+/// Role names and signal names beyond this many are forgotten (hosts keep theirs); the signal
+/// table holds a few dozen.
+const MAX_INTERNED: usize = 4096;
+
+/// The shared copy of `text`.
+fn intern(strings: &mut HashSet<Arc<str>>, text: &str) -> Arc<str> {
+    if let Some(known) = strings.get(text) {
+        return Arc::clone(known);
+    }
+    if strings.len() >= MAX_INTERNED {
+        strings.clear();
+    }
+    let shared: Arc<str> = text.into();
+    strings.insert(Arc::clone(&shared));
+    shared
 }
 
 impl Entry {
@@ -408,38 +428,32 @@ impl Entry {
         self.roles.iter().any(|r| &*r.name == role)
     }
 
-    fn record(&self, tenant: &TenantId) -> HostRoles {
+    fn record(&self, tenant: &TenantId, host: &HostName) -> HostRoles {
         HostRoles {
             tenant: tenant.clone(),
-            host: self.host.clone(),
+            host: host.clone(),
             roles: self
                 .roles
                 .iter()
-                .map(|r| (r.name.to_string(), r.seen.clone()))
+                .map(|r| {
+                    let seen = RoleSeen {
+                        first_seen: r.first_seen,
+                        last_seen: r.last_seen,
+                        signal: r.signal.to_string(),
+                        events: r.events,
+                    };
+                    (r.name.to_string(), seen)
+                })
                 .collect(),
         }
     }
 
-    /// The role `name`, added (with `seen`, published at `published`) when missing; true when
-    /// it was added.
-    fn role(
-        &mut self,
-        name: &str,
-        seen: impl FnOnce() -> RoleSeen,
-        published: Timestamp,
-    ) -> (&mut Role, bool) {
+    /// The role `name`, added (as `make` makes it) when missing; true when it was added.
+    fn role(&mut self, name: &str, make: impl FnOnce() -> Role) -> (&mut Role, bool) {
         match self.roles.binary_search_by(|r| (*r.name).cmp(name)) {
             Ok(i) => (&mut self.roles[i], false),
             Err(i) => {
-                crate::compact::insert(
-                    &mut self.roles,
-                    i,
-                    Role {
-                        name: name.into(),
-                        seen: seen(),
-                        published,
-                    },
-                );
+                crate::compact::insert(&mut self.roles, i, make());
                 (&mut self.roles[i], true)
             }
         }
@@ -449,10 +463,13 @@ impl Entry {
 /// The roles of every host seen with one, per tenant. Bounded by [`MAX_HOSTS`].
 #[derive(Debug, Clone, Default)]
 pub struct RoleTable {
-    tenants: HashMap<TenantId, HashMap<Box<str>, Entry>>,
+    /// Keyed by host name (compared and looked up by its key; shared with the events').
+    tenants: HashMap<TenantId, HashMap<HostName, Entry>>,
     hosts: usize,
     refused: u64,
     changes: Vec<HostRoles>,
+    /// Role and signal names, shared.
+    strings: HashSet<Arc<str>>,
     /// Nobody takes the changes (a replay): they are not kept.
     discard_changes: bool,
     /// [`RoleTable::counts`] may have changed since [`RoleTable::counts_changed`] was asked.
@@ -491,9 +508,8 @@ impl RoleTable {
                 self.tenants
                     .entry(event.tenant.clone())
                     .or_default()
-                    .entry(event.host.key().into())
+                    .entry(event.host.clone())
                     .or_insert_with(|| Entry {
-                        host: event.host.clone(),
                         roles: Vec::new(),
                         observed: true,
                     })
@@ -504,31 +520,32 @@ impl RoleTable {
             self.dirty = true;
         }
         let mut changed = false;
+        let strings = &mut self.strings;
         for (role, signal) in shown {
-            let new_seen = || RoleSeen {
+            let (r, added) = entry.role(role, || Role {
+                name: intern(strings, role),
+                signal: intern(strings, signal),
                 first_seen: event.time,
                 last_seen: event.time,
-                signal: signal.to_owned(),
                 events: 0,
-            };
-            let (r, added) = entry.role(role, new_seen, event.time);
+                published: event.time,
+            });
             if added {
                 self.dirty = true;
             }
-            let seen = &mut r.seen;
-            seen.events += 1;
-            if event.time < seen.first_seen {
-                seen.first_seen = event.time;
-                seen.signal = signal.to_owned();
+            r.events += 1;
+            if event.time < r.first_seen {
+                r.first_seen = event.time;
+                r.signal = intern(strings, signal);
             }
-            seen.last_seen = seen.last_seen.max(event.time);
-            if added || seen.last_seen.nanos_since(r.published) >= REFRESH_NS {
-                r.published = seen.last_seen;
+            r.last_seen = r.last_seen.max(event.time);
+            if added || r.last_seen.nanos_since(r.published) >= REFRESH_NS {
+                r.published = r.last_seen;
                 changed = true;
             }
         }
         if changed && !self.discard_changes {
-            self.changes.push(entry.record(&event.tenant));
+            self.changes.push(entry.record(&event.tenant, &event.host));
         }
     }
 
@@ -549,8 +566,8 @@ impl RoleTable {
     /// this or another correlator. Nothing is written out for it.
     pub fn restore(&mut self, record: HostRoles) {
         let tenant = self.tenants.entry(record.tenant.clone()).or_default();
-        let key: Box<str> = record.host.key().into();
-        if !tenant.contains_key(&key) {
+        let key = record.host.clone();
+        if !tenant.contains_key(key.key()) {
             if self.hosts >= MAX_HOSTS {
                 self.refused += 1;
                 return;
@@ -558,22 +575,27 @@ impl RoleTable {
             self.hosts += 1;
         }
         let entry = tenant.entry(key).or_insert_with(|| Entry {
-            host: record.host.clone(),
             roles: Vec::new(),
             observed: false,
         });
+        let strings = &mut self.strings;
         for (role, seen) in record.roles {
             let published = seen.last_seen;
-            let mut given = Some(seen);
-            let (r, added) = entry.role(&role, || given.take().expect("taken once"), published);
-            if !added && let Some(seen) = given {
-                let mine = &mut r.seen;
-                if seen.first_seen < mine.first_seen {
-                    mine.first_seen = seen.first_seen;
-                    mine.signal = seen.signal;
+            let (r, added) = entry.role(&role, || Role {
+                name: intern(strings, &role),
+                signal: intern(strings, &seen.signal),
+                first_seen: seen.first_seen,
+                last_seen: seen.last_seen,
+                events: seen.events,
+                published,
+            });
+            if !added {
+                if seen.first_seen < r.first_seen {
+                    r.first_seen = seen.first_seen;
+                    r.signal = intern(strings, &seen.signal);
                 }
-                mine.last_seen = mine.last_seen.max(seen.last_seen);
-                mine.events = mine.events.max(seen.events);
+                r.last_seen = r.last_seen.max(seen.last_seen);
+                r.events = r.events.max(seen.events);
             }
             r.published = r.published.max(published);
         }
@@ -598,8 +620,8 @@ impl RoleTable {
     pub fn host(&self, tenant: &TenantId, host: &str) -> Option<HostRoles> {
         self.tenants
             .get(tenant)
-            .and_then(|t| t.get(host))
-            .map(|e| e.record(tenant))
+            .and_then(|t| t.get_key_value(host))
+            .map(|(h, e)| e.record(tenant, h))
     }
 
     /// Every host with a role, by tenant and host key.
@@ -607,7 +629,7 @@ impl RoleTable {
         let mut v: Vec<HostRoles> = self
             .tenants
             .iter()
-            .flat_map(|(tenant, t)| t.values().map(|e| e.record(tenant)))
+            .flat_map(|(tenant, t)| t.iter().map(|(h, e)| e.record(tenant, h)))
             .collect();
         v.sort_by(|a, b| (&a.tenant, a.host.key()).cmp(&(&b.tenant, b.host.key())));
         v

@@ -63,6 +63,13 @@ impl PartialEq for HostName {
 
 impl Eq for HostName {}
 
+/// A host name is looked up by its key: maps keyed by host names answer `&str` keys.
+impl std::borrow::Borrow<str> for HostName {
+    fn borrow(&self) -> &str {
+        &self.key
+    }
+}
+
 impl Hash for HostName {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.key.hash(state);
