@@ -156,7 +156,8 @@ struct HostBuffer {
 pub struct LookbackBuffer {
     config: LookbackConfig,
     retention_ns: i64,
-    hosts: HashMap<HostKey, HostBuffer>,
+    /// Boxed: the map keeps spare buckets (up to half of them), a bucket then costs a pointer.
+    hosts: HashMap<HostKey, Box<HostBuffer>>,
     /// Per tenant: entries held, and its hosts by last update.
     tenants: HashMap<TenantId, TenantIndex>,
     total: usize,
@@ -508,12 +509,12 @@ impl LookbackBuffer {
             b.total += entries.len();
             b.hosts.insert(
                 (h.tenant, host),
-                HostBuffer {
+                Box::new(HostBuffer {
                     newest: entries.last().map(Entry::time),
                     entries,
                     dropped_until: h.dropped_until,
                     touched: b.tick,
-                },
+                }),
             );
         }
         b
