@@ -207,12 +207,12 @@ impl<G: GroupState> Groups<G> {
 
     fn remove(&mut self, key: &GroupKey) {
         self.mark(key);
-        if let Some(slot) = self.map.remove(key) {
-            if let Some(t) = self.per_tenant.get_mut(&key.0) {
-                t.remove(&slot.touched);
-                if t.is_empty() {
-                    self.per_tenant.remove(&key.0);
-                }
+        if let Some(slot) = self.map.remove(key)
+            && let Some(t) = self.per_tenant.get_mut(&key.0)
+        {
+            t.remove(&slot.touched);
+            if t.is_empty() {
+                self.per_tenant.remove(&key.0);
             }
         }
     }
