@@ -174,7 +174,7 @@ fn from_files(files: &[PathBuf], tenant: TenantId) -> Result<Vec<HostRoles>> {
         &mut |_| Ok(()),
         &mut |_| Ok(()),
     )?;
-    Ok(engine.roles().all().into_iter().cloned().collect())
+    Ok(engine.roles().all())
 }
 
 /// Runs `hosts`, printing to `out`; returns the hosts listed.

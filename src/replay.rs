@@ -263,6 +263,8 @@ pub fn feed_files_with(
     // Tenants read raw from a tenant field, made once per distinct id.
     let mut tenants: std::collections::HashMap<Box<str>, TenantId> =
         std::collections::HashMap::new();
+    // Nothing here writes host roles out: their changes would only pile up.
+    engine.discard_role_changes();
     let options = decoder.split_options();
     let mut buf = Vec::new();
     for file in collect_files(files)? {

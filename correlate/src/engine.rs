@@ -149,6 +149,12 @@ impl Engine {
         self.roles.take_changes()
     }
 
+    /// Stops keeping role changes for [`Engine::take_role_changes`]: for a caller that never
+    /// takes them (a replay), where they would only pile up.
+    pub fn discard_role_changes(&mut self) {
+        self.roles.discard_changes();
+    }
+
     /// Per tenant and role, the hosts this engine observed with the role, when that may have
     /// changed since the last call (for the role gauge); `None` otherwise.
     pub fn role_counts_if_changed(&mut self) -> Option<BTreeMap<(TenantId, String), usize>> {
@@ -222,7 +228,7 @@ impl Engine {
                 continue;
             };
             let limits = self.limits(&rules.correlations[ci]);
-            let key: GroupKey = (record.tenant.clone(), record.group.into_boxed_slice());
+            let key: GroupKey = (record.tenant.clone(), Arc::from(record.group));
             match self.states[ci].restore(key, record.state, limits) {
                 Some(newest) => {
                     stats.groups += 1;
@@ -374,6 +380,8 @@ impl Engine {
         // the scope of Exchange playbooks for its own matches too.
         self.roles.observe(self.signals, event);
         let mut notable: Vec<&RuleInfo> = Vec::new();
+        // The evidence made for hits, shared with the look-back's entry of the event.
+        let mut made: Vec<Arc<[Evidence]>> = Vec::new();
         {
             let buffers = std::mem::take(&mut self.buffers);
             let view = EventView::with_buffers(event, &rules.fields, buffers);
@@ -397,6 +405,7 @@ impl Engine {
                 }
                 let evidence: Arc<[Evidence]> =
                     Arc::from([Evidence::of(event, &rule.info.rule.id)]);
+                made.push(Arc::clone(&evidence));
                 for &(ci, input) in &rule.feeds {
                     let corr = &rules.correlations[ci];
                     if !policies.applies(ci, corr, event, &self.roles) {
@@ -432,7 +441,7 @@ impl Engine {
             self.matched = matched;
             self.buffers = view.into_buffers();
         }
-        self.lookback.record(event, &notable);
+        self.lookback.record_sharing(event, &notable, &made);
         if self.clocked {
             let clock = self
                 .clocks

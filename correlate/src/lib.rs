@@ -26,6 +26,7 @@
 //!
 //! The Kafka loop that feeds an engine lives in the binary (`src/stages/correlate.rs`).
 
+mod compact;
 mod correlation;
 pub mod engine;
 pub mod gate;

@@ -15,10 +15,12 @@
 //! it into plain data and back, for whoever persists engine state.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chainwatch_model::{
-    Alert, Event, EventId, Evidence, Lookback, Notable, RuleRef, TechniqueId, TenantId, Timestamp,
+    Alert, Event, EventId, Evidence, HostName, Lookback, Notable, RuleRef, Severity, TechniqueId,
+    TenantId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -83,12 +85,65 @@ fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
-type HostKey = (TenantId, Box<str>);
+/// A tenant and a host (compared by its key). The host name is shared with the events'.
+type HostKey = (TenantId, HostName);
+
+/// One notable event as the buffer holds it: its evidence shared with the hits the engine
+/// made of the same event and rule, and its rules shared with every entry that matched the
+/// same ones. Turned into a [`Notable`] when an alert or a snapshot asks.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Exactly one evidence (a slice so that it is the same allocation as a hit's).
+    evidence: Arc<[Evidence]>,
+    rules: Arc<Matched>,
+}
+
+/// The rules a notable event matched, highest level first, and their techniques.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Matched {
+    rules: Vec<RuleRef>,
+    techniques: Vec<TechniqueId>,
+}
+
+/// Interned [`Matched`] sets beyond this many are forgotten (entries keep theirs): new
+/// entries then start sharing anew. Rule sets hold far fewer combinations.
+const MAX_INTERNED: usize = 4096;
+
+impl Entry {
+    fn evidence(&self) -> &Evidence {
+        &self.evidence[0]
+    }
+
+    fn time(&self) -> Timestamp {
+        self.evidence().time
+    }
+
+    fn id(&self) -> EventId {
+        self.evidence().id
+    }
+
+    fn level(&self) -> Severity {
+        self.rules
+            .rules
+            .iter()
+            .map(|r| r.level)
+            .max()
+            .unwrap_or(Severity::Informational)
+    }
+
+    fn to_notable(&self) -> Notable {
+        Notable {
+            evidence: self.evidence().clone(),
+            rules: self.rules.rules.clone(),
+            techniques: self.rules.techniques.clone(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 struct HostBuffer {
     /// Sorted by (time, event id).
-    entries: Vec<Notable>,
+    entries: Vec<Entry>,
     /// The newest entry time seen on this host (the clock its retention runs on).
     newest: Option<Timestamp>,
     /// The newest time among entries a bound dropped.
@@ -101,18 +156,21 @@ struct HostBuffer {
 pub struct LookbackBuffer {
     config: LookbackConfig,
     retention_ns: i64,
-    hosts: HashMap<HostKey, HostBuffer>,
+    /// Boxed: the map keeps spare buckets (up to half of them), a bucket then costs a pointer.
+    hosts: HashMap<HostKey, Box<HostBuffer>>,
     /// Per tenant: entries held, and its hosts by last update.
     tenants: HashMap<TenantId, TenantIndex>,
     total: usize,
     tick: u64,
     evicted: u64,
+    /// Rule sets of entries, shared.
+    matched: HashSet<Arc<Matched>>,
 }
 
 #[derive(Debug, Clone, Default)]
 struct TenantIndex {
     entries: usize,
-    lru: BTreeMap<u64, Box<str>>,
+    lru: BTreeMap<u64, HostName>,
     /// The newest time among entries dropped with their whole host (the host is gone, so a
     /// later alert on it cannot tell; this says so for every host of the tenant).
     dropped_until: Option<Timestamp>,
@@ -183,6 +241,17 @@ impl LookbackBuffer {
 
     /// Records `event` as notable: it matched `rules` (after the tenant's exclusions).
     pub fn record(&mut self, event: &Event, rules: &[&RuleInfo]) {
+        self.record_sharing(event, rules, &[]);
+    }
+
+    /// [`LookbackBuffer::record`], sharing the evidence with `known` (evidence of the same
+    /// event the caller already made, one per slice) when one is for the rule the entry names.
+    pub fn record_sharing(
+        &mut self,
+        event: &Event,
+        rules: &[&RuleInfo],
+        known: &[Arc<[Evidence]>],
+    ) {
         if !self.config.enabled() || rules.is_empty() || event.host.is_empty() {
             return;
         }
@@ -195,12 +264,19 @@ impl LookbackBuffer {
                 techniques.push(*t);
             }
         }
-        let notable = Notable {
-            evidence: Evidence::of(event, &refs[0].id),
-            rules: refs,
-            techniques,
+        let evidence = known
+            .iter()
+            .find(|e| e.len() == 1 && e[0].rule == refs[0].id && e[0].id == event.id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from([Evidence::of(event, &refs[0].id)]));
+        let notable = Entry {
+            evidence,
+            rules: self.intern(Matched {
+                rules: refs,
+                techniques,
+            }),
         };
-        let key: HostKey = (event.tenant.clone(), event.host.key().into());
+        let key: HostKey = (event.tenant.clone(), event.host.clone());
         self.tick += 1;
         let tick = self.tick;
         let tenant = self.tenants.entry(key.0.clone()).or_default();
@@ -210,11 +286,9 @@ impl LookbackBuffer {
         tenant.lru.insert(tick, key.1.clone());
         let at = host
             .entries
-            .binary_search_by_key(&(event.time, event.id), |n| {
-                (n.evidence.time, n.evidence.id)
-            });
+            .binary_search_by_key(&(event.time, event.id), |n| (n.time(), n.id()));
         if let Err(at) = at {
-            host.entries.insert(at, notable);
+            crate::compact::insert(&mut host.entries, at, notable);
             tenant.entries += 1;
             self.total += 1;
         } else {
@@ -225,7 +299,7 @@ impl LookbackBuffer {
         host.newest = Some(newest);
         // Age: nothing older than the retention behind the host's newest entry is asked for.
         let horizon = newest.add_nanos(-self.retention_ns);
-        let aged = host.entries.partition_point(|n| n.evidence.time < horizon);
+        let aged = host.entries.partition_point(|n| n.time() < horizon);
         if aged > 0 {
             host.entries.drain(..aged);
             tenant.entries -= aged;
@@ -233,11 +307,8 @@ impl LookbackBuffer {
         }
         // Per host: its oldest first.
         while host.entries.len() > self.config.max_events_per_host {
-            let gone = host.entries.remove(0);
-            host.dropped_until = Some(
-                host.dropped_until
-                    .map_or(gone.evidence.time, |d| d.max(gone.evidence.time)),
-            );
+            let gone = host.entries.remove(0).time();
+            host.dropped_until = Some(host.dropped_until.map_or(gone, |d| d.max(gone)));
             tenant.entries -= 1;
             self.total -= 1;
             self.evicted += 1;
@@ -267,6 +338,19 @@ impl LookbackBuffer {
         }
     }
 
+    /// The shared copy of `m`.
+    fn intern(&mut self, m: Matched) -> Arc<Matched> {
+        if let Some(known) = self.matched.get(&m) {
+            return Arc::clone(known);
+        }
+        if self.matched.len() >= MAX_INTERNED {
+            self.matched.clear();
+        }
+        let m = Arc::new(m);
+        self.matched.insert(Arc::clone(&m));
+        m
+    }
+
     /// Drops the oldest entry of the least recently updated host of `tenant`.
     fn drop_one(&mut self, tenant: &TenantId) -> bool {
         let Some(index) = self.tenants.get_mut(tenant) else {
@@ -285,8 +369,7 @@ impl LookbackBuffer {
             self.hosts.remove(&key);
             return true;
         }
-        let gone = buffer.entries.remove(0);
-        let time = gone.evidence.time;
+        let time = buffer.entries.remove(0).time();
         buffer.dropped_until = Some(buffer.dropped_until.map_or(time, |d| d.max(time)));
         index.entries -= 1;
         self.total -= 1;
@@ -313,36 +396,35 @@ impl LookbackBuffer {
         let from = alert.first_seen.add_nanos(-nanos(self.config.period));
         let to = alert.last_seen;
         let own: HashSet<EventId> = alert.events.iter().map(|e| e.id).collect();
-        let mut hosts: Vec<&str> = Vec::new();
+        let mut hosts: Vec<&HostName> = Vec::new();
         if !alert.host.is_empty() {
-            hosts.push(alert.host.key());
+            hosts.push(&alert.host);
         }
         for h in alert.events.iter().filter_map(|e| e.host.as_ref()) {
-            if !h.is_empty() && !hosts.contains(&h.key()) {
-                hosts.push(h.key());
+            if !h.is_empty() && !hosts.contains(&h) {
+                hosts.push(h);
             }
         }
-        let mut events: Vec<Notable> = Vec::new();
+        let mut events: Vec<&Entry> = Vec::new();
         let tenant_dropped = self
             .tenants
             .get(&alert.tenant)
             .and_then(|t| t.dropped_until);
         let mut complete = tenant_dropped.is_none_or(|d| d < from);
         for host in hosts {
-            let key: HostKey = (alert.tenant.clone(), host.into());
+            let key: HostKey = (alert.tenant.clone(), host.clone());
             let Some(buffer) = self.hosts.get(&key) else {
                 continue;
             };
             if buffer.dropped_until.is_some_and(|d| d >= from) {
                 complete = false;
             }
-            let start = buffer.entries.partition_point(|n| n.evidence.time < from);
+            let start = buffer.entries.partition_point(|n| n.time() < from);
             events.extend(
                 buffer.entries[start..]
                     .iter()
-                    .take_while(|n| n.evidence.time <= to)
-                    .filter(|n| !own.contains(&n.evidence.id))
-                    .cloned(),
+                    .take_while(|n| n.time() <= to)
+                    .filter(|n| !own.contains(&n.id())),
             );
         }
         let mut omitted = 0;
@@ -351,16 +433,16 @@ impl LookbackBuffer {
             events.sort_by(|a, b| {
                 b.level()
                     .cmp(&a.level())
-                    .then_with(|| b.evidence.time.cmp(&a.evidence.time))
+                    .then_with(|| b.time().cmp(&a.time()))
             });
             omitted = events.len() - self.config.max_events_per_alert;
             events.truncate(self.config.max_events_per_alert);
         }
-        events.sort_by_key(|n| (n.evidence.time, n.evidence.id));
+        events.sort_by_key(|n| (n.time(), n.id()));
         alert.lookback = Some(Lookback {
             from,
             to,
-            events,
+            events: events.into_iter().map(Entry::to_notable).collect(),
             complete,
             omitted: u32::try_from(omitted).unwrap_or(u32::MAX),
         });
@@ -373,8 +455,8 @@ impl LookbackBuffer {
             .iter()
             .map(|((tenant, host), b)| HostSnapshot {
                 tenant: tenant.clone(),
-                host: host.to_string(),
-                events: b.entries.clone(),
+                host: host.key().to_string(),
+                events: b.entries.iter().map(Entry::to_notable).collect(),
                 dropped_until: b.dropped_until,
             })
             .collect();
@@ -405,21 +487,34 @@ impl LookbackBuffer {
         }
         for h in snapshot.hosts {
             b.tick += 1;
-            let mut entries = h.events;
-            entries.sort_by_key(|n| (n.evidence.time, n.evidence.id));
-            entries.dedup_by_key(|n| n.evidence.id);
+            let mut events = h.events;
+            events.sort_by_key(|n| (n.evidence.time, n.evidence.id));
+            events.dedup_by_key(|n| n.evidence.id);
+            let mut entries = Vec::with_capacity(events.len());
+            for n in events {
+                let rules = b.intern(Matched {
+                    rules: n.rules,
+                    techniques: n.techniques,
+                });
+                entries.push(Entry {
+                    evidence: Arc::from([n.evidence]),
+                    rules,
+                });
+            }
             let index = b.tenants.entry(h.tenant.clone()).or_default();
             index.entries += entries.len();
-            index.lru.insert(b.tick, h.host.as_str().into());
+            // The snapshot keeps the host key: a host name of it is the key again.
+            let host = HostName::new(&h.host);
+            index.lru.insert(b.tick, host.clone());
             b.total += entries.len();
             b.hosts.insert(
-                (h.tenant, h.host.into()),
-                HostBuffer {
-                    newest: entries.last().map(|n| n.evidence.time),
+                (h.tenant, host),
+                Box::new(HostBuffer {
+                    newest: entries.last().map(Entry::time),
                     entries,
                     dropped_until: h.dropped_until,
                     touched: b.tick,
-                },
+                }),
             );
         }
         b

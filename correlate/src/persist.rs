@@ -92,7 +92,7 @@ pub(crate) fn fingerprint_text(fingerprint: u128) -> String {
 /// The changelog key of group `key` of the correlation with `fingerprint`: a JSON array, so
 /// distinct groups never share a key whatever their values hold.
 pub(crate) fn key(fingerprint: u128, key: &GroupKey) -> Vec<u8> {
-    let parts = (fingerprint_text(fingerprint), &key.0, &key.1);
+    let parts = (fingerprint_text(fingerprint), &key.0, &*key.1);
     serde_json::to_vec(&parts).unwrap_or_default()
 }
 

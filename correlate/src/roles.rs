@@ -14,8 +14,8 @@
 //!
 //! Pure: no I/O, no clock (times are event times).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
 
 use chainwatch_model::{Event, HostName, ProcessInfo, SourceFormat, TenantId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -383,22 +383,95 @@ impl HostRoles {
     }
 }
 
+/// One host's roles as the table holds them: a short vector, not maps (one million hosts with
+/// one role each is the shape that has to stay small). Turned into a [`HostRoles`] record when
+/// one is written out or asked for.
 #[derive(Debug, Clone)]
 struct Entry {
-    roles: HostRoles,
-    /// Per role, the last sighting written out.
-    published: BTreeMap<String, Timestamp>,
+    /// Sorted by name.
+    roles: Vec<Role>,
     /// This process saw an event of the host (restored entries have not, yet).
     observed: bool,
+}
+
+/// A [`RoleSeen`] with its role's name; names and signals are shared between hosts.
+#[derive(Debug, Clone)]
+struct Role {
+    name: Arc<str>,
+    signal: Arc<str>,
+    first_seen: Timestamp,
+    last_seen: Timestamp,
+    events: u64,
+    /// The last sighting written out.
+    published: Timestamp,
+}
+
+/// Role names and signal names beyond this many are forgotten (hosts keep theirs); the signal
+/// table holds a few dozen.
+const MAX_INTERNED: usize = 4096;
+
+/// The shared copy of `text`.
+fn intern(strings: &mut HashSet<Arc<str>>, text: &str) -> Arc<str> {
+    if let Some(known) = strings.get(text) {
+        return Arc::clone(known);
+    }
+    if strings.len() >= MAX_INTERNED {
+        strings.clear();
+    }
+    let shared: Arc<str> = text.into();
+    strings.insert(Arc::clone(&shared));
+    shared
+}
+
+impl Entry {
+    fn has(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| &*r.name == role)
+    }
+
+    fn record(&self, tenant: &TenantId, host: &HostName) -> HostRoles {
+        HostRoles {
+            tenant: tenant.clone(),
+            host: host.clone(),
+            roles: self
+                .roles
+                .iter()
+                .map(|r| {
+                    let seen = RoleSeen {
+                        first_seen: r.first_seen,
+                        last_seen: r.last_seen,
+                        signal: r.signal.to_string(),
+                        events: r.events,
+                    };
+                    (r.name.to_string(), seen)
+                })
+                .collect(),
+        }
+    }
+
+    /// The role `name`, added (as `make` makes it) when missing; true when it was added.
+    fn role(&mut self, name: &str, make: impl FnOnce() -> Role) -> (&mut Role, bool) {
+        match self.roles.binary_search_by(|r| (*r.name).cmp(name)) {
+            Ok(i) => (&mut self.roles[i], false),
+            Err(i) => {
+                crate::compact::insert(&mut self.roles, i, make());
+                (&mut self.roles[i], true)
+            }
+        }
+    }
 }
 
 /// The roles of every host seen with one, per tenant. Bounded by [`MAX_HOSTS`].
 #[derive(Debug, Clone, Default)]
 pub struct RoleTable {
-    tenants: HashMap<TenantId, HashMap<Box<str>, Entry>>,
+    /// Keyed by host name (compared and looked up by its key; shared with the events').
+    tenants: HashMap<TenantId, HashMap<HostName, Entry>>,
     hosts: usize,
     refused: u64,
     changes: Vec<HostRoles>,
+    /// Role and signal names, shared.
+    strings: HashSet<Arc<str>>,
+    /// Nobody takes the changes (a replay): they are not kept.
+    discard_changes: bool,
     /// [`RoleTable::counts`] may have changed since [`RoleTable::counts_changed`] was asked.
     dirty: bool,
 }
@@ -435,14 +508,9 @@ impl RoleTable {
                 self.tenants
                     .entry(event.tenant.clone())
                     .or_default()
-                    .entry(event.host.key().into())
+                    .entry(event.host.clone())
                     .or_insert_with(|| Entry {
-                        roles: HostRoles {
-                            tenant: event.tenant.clone(),
-                            host: event.host.clone(),
-                            roles: BTreeMap::new(),
-                        },
-                        published: BTreeMap::new(),
+                        roles: Vec::new(),
                         observed: true,
                     })
             }
@@ -452,38 +520,40 @@ impl RoleTable {
             self.dirty = true;
         }
         let mut changed = false;
+        let strings = &mut self.strings;
         for (role, signal) in shown {
-            if !entry.roles.roles.contains_key(role) {
+            let (r, added) = entry.role(role, || Role {
+                name: intern(strings, role),
+                signal: intern(strings, signal),
+                first_seen: event.time,
+                last_seen: event.time,
+                events: 0,
+                published: event.time,
+            });
+            if added {
                 self.dirty = true;
             }
-            let seen = entry
-                .roles
-                .roles
-                .entry(role.to_owned())
-                .or_insert_with(|| RoleSeen {
-                    first_seen: event.time,
-                    last_seen: event.time,
-                    signal: signal.to_owned(),
-                    events: 0,
-                });
-            seen.events += 1;
-            if event.time < seen.first_seen {
-                seen.first_seen = event.time;
-                seen.signal = signal.to_owned();
+            r.events += 1;
+            if event.time < r.first_seen {
+                r.first_seen = event.time;
+                r.signal = intern(strings, signal);
             }
-            seen.last_seen = seen.last_seen.max(event.time);
-            let due = entry
-                .published
-                .get(role)
-                .is_none_or(|p| seen.last_seen.nanos_since(*p) >= REFRESH_NS);
-            if due {
-                entry.published.insert(role.to_owned(), seen.last_seen);
+            r.last_seen = r.last_seen.max(event.time);
+            if added || r.last_seen.nanos_since(r.published) >= REFRESH_NS {
+                r.published = r.last_seen;
                 changed = true;
             }
         }
-        if changed {
-            self.changes.push(entry.roles.clone());
+        if changed && !self.discard_changes {
+            self.changes.push(entry.record(&event.tenant, &event.host));
         }
+    }
+
+    /// Stops keeping changes for [`RoleTable::take_changes`] (for a caller that never takes
+    /// them, such as a replay): they would only accumulate.
+    pub fn discard_changes(&mut self) {
+        self.discard_changes = true;
+        self.changes = Vec::new();
     }
 
     /// The records to write out since the last call (a host that gained a role, or whose
@@ -496,8 +566,8 @@ impl RoleTable {
     /// this or another correlator. Nothing is written out for it.
     pub fn restore(&mut self, record: HostRoles) {
         let tenant = self.tenants.entry(record.tenant.clone()).or_default();
-        let key: Box<str> = record.host.key().into();
-        if !tenant.contains_key(&key) {
+        let key = record.host.clone();
+        if !tenant.contains_key(key.key()) {
             if self.hosts >= MAX_HOSTS {
                 self.refused += 1;
                 return;
@@ -505,31 +575,29 @@ impl RoleTable {
             self.hosts += 1;
         }
         let entry = tenant.entry(key).or_insert_with(|| Entry {
-            roles: HostRoles {
-                tenant: record.tenant.clone(),
-                host: record.host.clone(),
-                roles: BTreeMap::new(),
-            },
-            published: BTreeMap::new(),
+            roles: Vec::new(),
             observed: false,
         });
+        let strings = &mut self.strings;
         for (role, seen) in record.roles {
             let published = seen.last_seen;
-            match entry.roles.roles.get_mut(&role) {
-                Some(mine) => {
-                    if seen.first_seen < mine.first_seen {
-                        mine.first_seen = seen.first_seen;
-                        mine.signal = seen.signal;
-                    }
-                    mine.last_seen = mine.last_seen.max(seen.last_seen);
-                    mine.events = mine.events.max(seen.events);
+            let (r, added) = entry.role(&role, || Role {
+                name: intern(strings, &role),
+                signal: intern(strings, &seen.signal),
+                first_seen: seen.first_seen,
+                last_seen: seen.last_seen,
+                events: seen.events,
+                published,
+            });
+            if !added {
+                if seen.first_seen < r.first_seen {
+                    r.first_seen = seen.first_seen;
+                    r.signal = intern(strings, &seen.signal);
                 }
-                None => {
-                    entry.roles.roles.insert(role.clone(), seen);
-                }
+                r.last_seen = r.last_seen.max(seen.last_seen);
+                r.events = r.events.max(seen.events);
             }
-            let p = entry.published.entry(role).or_insert(published);
-            *p = (*p).max(published);
+            r.published = r.published.max(published);
         }
     }
 
@@ -538,30 +606,30 @@ impl RoleTable {
         self.tenants
             .get(tenant)
             .and_then(|t| t.get(host))
-            .is_some_and(|e| e.roles.roles.contains_key(role))
+            .is_some_and(|e| e.has(role))
     }
 
     /// Whether some host of `tenant` has `role`.
     pub fn tenant_has(&self, tenant: &TenantId, role: &str) -> bool {
         self.tenants
             .get(tenant)
-            .is_some_and(|t| t.values().any(|e| e.roles.roles.contains_key(role)))
+            .is_some_and(|t| t.values().any(|e| e.has(role)))
     }
 
     /// The roles of one host, if it has any.
-    pub fn host(&self, tenant: &TenantId, host: &str) -> Option<&HostRoles> {
+    pub fn host(&self, tenant: &TenantId, host: &str) -> Option<HostRoles> {
         self.tenants
             .get(tenant)
-            .and_then(|t| t.get(host))
-            .map(|e| &e.roles)
+            .and_then(|t| t.get_key_value(host))
+            .map(|(h, e)| e.record(tenant, h))
     }
 
     /// Every host with a role, by tenant and host key.
-    pub fn all(&self) -> Vec<&HostRoles> {
-        let mut v: Vec<&HostRoles> = self
+    pub fn all(&self) -> Vec<HostRoles> {
+        let mut v: Vec<HostRoles> = self
             .tenants
-            .values()
-            .flat_map(|t| t.values().map(|e| &e.roles))
+            .iter()
+            .flat_map(|(tenant, t)| t.iter().map(|(h, e)| e.record(tenant, h)))
             .collect();
         v.sort_by(|a, b| (&a.tenant, a.host.key()).cmp(&(&b.tenant, b.host.key())));
         v
@@ -574,8 +642,9 @@ impl RoleTable {
         let mut out = BTreeMap::new();
         for (tenant, hosts) in &self.tenants {
             for e in hosts.values().filter(|e| e.observed) {
-                for role in e.roles.roles.keys() {
-                    *out.entry((tenant.clone(), role.clone())).or_default() += 1;
+                for role in &e.roles {
+                    *out.entry((tenant.clone(), role.name.to_string()))
+                        .or_default() += 1;
                 }
             }
         }

@@ -69,8 +69,8 @@ pub struct Evidence {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ProcessInfo>,
     /// What was acted on.
-    #[serde(default, skip_serializing_if = "Target::is_empty")]
-    pub target: Target,
+    #[serde(default, skip_serializing_if = "SparseTarget::is_empty")]
+    pub target: SparseTarget,
     /// Windows event id, where the source has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<u32>,
@@ -94,11 +94,78 @@ impl Evidence {
             user: event.user.clone(),
             process: event.process.clone(),
             parent: event.parent.clone(),
-            target: event.target.clone(),
+            target: SparseTarget::of(&event.target),
             event_id: event.source.event_id,
             host: (!event.host.is_empty()).then(|| event.host.clone()),
             provenance: event.provenance.clone(),
         }
+    }
+}
+
+/// A [`Target`] that takes no room when empty, as it is for most events (evidence is held
+/// for every partial chain, so its size counts). Reads and writes as a `Target` (it
+/// dereferences to one); serialized as one.
+#[derive(Clone, Default)]
+pub struct SparseTarget(Option<Box<Target>>);
+
+static EMPTY_TARGET: Target = Target {
+    file: None,
+    process: None,
+    account: None,
+    group: None,
+    service: None,
+    url: None,
+    registry: None,
+    api: None,
+};
+
+impl SparseTarget {
+    /// A copy of `target`.
+    pub fn of(target: &Target) -> Self {
+        Self((!target.is_empty()).then(|| Box::new(target.clone())))
+    }
+
+    /// True when nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(Target::is_empty)
+    }
+}
+
+impl std::ops::Deref for SparseTarget {
+    type Target = Target;
+
+    fn deref(&self) -> &Target {
+        self.0.as_deref().unwrap_or(&EMPTY_TARGET)
+    }
+}
+
+impl std::ops::DerefMut for SparseTarget {
+    fn deref_mut(&mut self) -> &mut Target {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl PartialEq for SparseTarget {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for SparseTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl Serialize for SparseTarget {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SparseTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Target::deserialize(deserializer).map(|t| Self::of(&t))
     }
 }
 

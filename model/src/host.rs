@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -12,8 +13,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// key only; the name as first seen is kept for display.
 #[derive(Clone)]
 pub struct HostName {
-    display: Box<str>,
-    key: Box<str>,
+    // Shared: a host name is copied into every hit and piece of evidence of its events.
+    display: Arc<str>,
+    key: Arc<str>,
 }
 
 impl HostName {
@@ -60,6 +62,13 @@ impl PartialEq for HostName {
 }
 
 impl Eq for HostName {}
+
+/// A host name is looked up by its key: maps keyed by host names answer `&str` keys.
+impl std::borrow::Borrow<str> for HostName {
+    fn borrow(&self) -> &str {
+        &self.key
+    }
+}
 
 impl Hash for HostName {
     fn hash<H: Hasher>(&self, state: &mut H) {

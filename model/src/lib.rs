@@ -21,7 +21,7 @@ pub mod severity;
 pub mod tenant;
 pub mod time;
 
-pub use alert::{Alert, AlertKind, Evidence, Lookback, Notable, RuleRef, Stage};
+pub use alert::{Alert, AlertKind, Evidence, Lookback, Notable, RuleRef, SparseTarget, Stage};
 pub use attack::{Tactic, TechniqueId, TechniqueInfo};
 pub use canonical::Canonical;
 pub use event::{

@@ -279,7 +279,7 @@ fn add_hit(
         Slot::Absent(i) => &mut g.absent[i],
     };
     let at = list.partition_point(|h| (h.time, h.id) < (hit.time, hit.id));
-    list.insert(at, hit);
+    crate::compact::insert(list, at, hit);
     if list.len() > limits.max_hits_per_stage {
         // Keep the newest: old hits are the first to age out anyway.
         list.remove(0);

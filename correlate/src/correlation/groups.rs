@@ -9,11 +9,13 @@
 //! removal) to the state changelog.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use chainwatch_model::TenantId;
 
-/// The key of a group: the tenant and the group-by values.
-pub(crate) type GroupKey = (TenantId, Box<[Box<str>]>);
+/// The key of a group: the tenant and the group-by values. Shared (`Arc`): the map and both
+/// recency indexes hold the same key.
+pub(crate) type GroupKey = (TenantId, Arc<[Box<str>]>);
 
 /// State that can tell when it holds nothing worth keeping.
 pub(crate) trait GroupState: Default {
@@ -36,9 +38,11 @@ pub(crate) struct Limits {
     pub(crate) max_hits_per_stage: usize,
 }
 
+/// The state is boxed: the map keeps spare buckets (up to half of them), and a bucket then
+/// costs a pointer, not a whole group.
 #[derive(Debug)]
 struct Slot<G> {
-    state: G,
+    state: Box<G>,
     touched: u64,
 }
 
@@ -46,7 +50,9 @@ struct Slot<G> {
 #[derive(Debug)]
 pub(crate) struct Groups<G> {
     map: HashMap<GroupKey, Slot<G>>,
-    lru: BTreeMap<u64, GroupKey>,
+    /// Per tenant, its groups by last update. The least recently updated group over all
+    /// tenants is the oldest of the tenants' oldest (a few tenants; only asked when the global
+    /// limit is reached), so no second, global index is kept per group.
     per_tenant: HashMap<TenantId, BTreeMap<u64, GroupKey>>,
     tick: u64,
     /// Groups evicted by the limits so far.
@@ -59,7 +65,6 @@ impl<G> Default for Groups<G> {
     fn default() -> Self {
         Self {
             map: HashMap::new(),
-            lru: BTreeMap::new(),
             per_tenant: HashMap::new(),
             tick: 0,
             evicted: 0,
@@ -87,21 +92,19 @@ impl<G: GroupState> Groups<G> {
         let slot = match self.map.get_mut(key) {
             Some(slot) => {
                 let old = std::mem::replace(&mut slot.touched, tick);
-                self.lru.remove(&old);
                 if let Some(t) = self.per_tenant.get_mut(&key.0) {
                     t.remove(&old);
                 }
                 slot
             }
             None => self.map.entry(key.clone()).or_insert(Slot {
-                state: G::default(),
+                state: Box::default(),
                 touched: tick,
             }),
         };
         let out = f(&mut slot.state);
         let empty = slot.state.is_empty();
         self.mark(key);
-        self.lru.insert(tick, key.clone());
         self.per_tenant
             .entry(key.0.clone())
             .or_default()
@@ -147,17 +150,28 @@ impl<G: GroupState> Groups<G> {
         keys.sort_unstable();
         keys.into_iter()
             .map(|k| {
-                let state = self.map.get(&k).map(|s| &s.state);
+                let state = self.map.get(&k).map(|s| &*s.state);
                 (k, state)
             })
             .collect()
     }
 
+    /// Every group key by last update, least recent first.
+    fn by_recency(&self) -> Vec<&GroupKey> {
+        let mut all: Vec<(u64, &GroupKey)> = self
+            .per_tenant
+            .values()
+            .flat_map(|t| t.iter().map(|(tick, k)| (*tick, k)))
+            .collect();
+        all.sort_unstable_by_key(|(tick, _)| *tick);
+        all.into_iter().map(|(_, k)| k).collect()
+    }
+
     /// Every group now, least recently updated first.
     pub(crate) fn all(&self) -> impl Iterator<Item = (&GroupKey, &G)> {
-        self.lru
-            .values()
-            .filter_map(|k| self.map.get(k).map(|s| (k, &s.state)))
+        self.by_recency()
+            .into_iter()
+            .filter_map(|k| self.map.get(k).map(|s| (k, &*s.state)))
     }
 
     /// Puts back a group read from the changelog, as the most recently updated; the limits
@@ -169,7 +183,6 @@ impl<G: GroupState> Groups<G> {
         self.remove(&key);
         self.tick += 1;
         let tick = self.tick;
-        self.lru.insert(tick, key.clone());
         self.per_tenant
             .entry(key.0.clone())
             .or_default()
@@ -177,7 +190,7 @@ impl<G: GroupState> Groups<G> {
         self.map.insert(
             key.clone(),
             Slot {
-                state,
+                state: Box::new(state),
                 touched: tick,
             },
         );
@@ -189,18 +202,17 @@ impl<G: GroupState> Groups<G> {
 
     /// Every group key, in a stable order (for end-of-input flushing).
     pub(crate) fn keys(&self) -> Vec<GroupKey> {
-        self.lru.values().cloned().collect()
+        self.by_recency().into_iter().cloned().collect()
     }
 
     fn remove(&mut self, key: &GroupKey) {
         self.mark(key);
-        if let Some(slot) = self.map.remove(key) {
-            self.lru.remove(&slot.touched);
-            if let Some(t) = self.per_tenant.get_mut(&key.0) {
-                t.remove(&slot.touched);
-                if t.is_empty() {
-                    self.per_tenant.remove(&key.0);
-                }
+        if let Some(slot) = self.map.remove(key)
+            && let Some(t) = self.per_tenant.get_mut(&key.0)
+        {
+            t.remove(&slot.touched);
+            if t.is_empty() {
+                self.per_tenant.remove(&key.0);
             }
         }
     }
@@ -223,7 +235,13 @@ impl<G: GroupState> Groups<G> {
             self.evicted += 1;
         }
         while self.map.len() > limits.max_groups {
-            let Some(victim) = self.lru.values().find(|k| *k != keep).cloned() else {
+            let victim = self
+                .per_tenant
+                .values()
+                .filter_map(|t| t.iter().find(|(_, k)| *k != keep))
+                .min_by_key(|(tick, _)| **tick)
+                .map(|(_, k)| k.clone());
+            let Some(victim) = victim else {
                 break;
             };
             self.remove(&victim);

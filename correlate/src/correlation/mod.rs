@@ -255,3 +255,27 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::*;
+
+    /// What one partial chain holds besides its evidence (BENCHMARKS.md, memory): a hit, the
+    /// group's state (boxed in the group map) and its key. Guards against a field that makes
+    /// every tracked chain bigger.
+    #[test]
+    fn per_chain_state_stays_small() {
+        let sizes = [
+            ("Hit", size_of::<Hit>(), 96),
+            ("chain::Group", size_of::<chain::Group>(), 176),
+            ("GroupKey", size_of::<GroupKey>(), 32),
+            ("Evidence", size_of::<Evidence>(), 400),
+        ];
+        for (name, size, bound) in sizes {
+            eprintln!("{name}: {size} bytes");
+            assert!(size <= bound, "{name} is {size} bytes, more than {bound}");
+        }
+    }
+}
