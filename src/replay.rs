@@ -260,7 +260,7 @@ pub fn feed_files_with(
         TenantSource::Fixed(t) => Some(t.clone()),
         TenantSource::Field(_) => None,
     };
-    // Tenants read raw from a tenant field, made once per distinct id.
+    // Tenants read from a tenant field, made once per distinct id.
     let mut tenants: std::collections::HashMap<Box<str>, TenantId> =
         std::collections::HashMap::new();
     // Nothing here writes host roles out: their changes would only pile up.
@@ -313,7 +313,17 @@ pub fn feed_files_with(
             }
             let (bytes, provenance, error) = match piece {
                 Piece::Record(record) => match decoder.decode_record(&record, tenant, None) {
-                    Ok(event) => {
+                    Ok(mut event) => {
+                        if fixed.is_none() {
+                            // One shared id per tenant: the engine's keys keep it.
+                            let id = event.tenant.as_str();
+                            match tenants.get(id) {
+                                Some(t) => event.tenant = t.clone(),
+                                None => {
+                                    tenants.insert(id.into(), event.tenant.clone());
+                                }
+                            }
+                        }
                         stats.events_normalized += 1;
                         for alert in engine.observe(&event) {
                             on_alert(alert)?;
