@@ -707,20 +707,39 @@ fn events_reader(
         .enumerate()
         .filter_map(|(i, (((t, h), _), time))| Some(((t.clone(), h.clone(), (*time)?), i)))
         .collect();
-    let chains = w.chains.len();
-    Ok(std::thread::spawn(move || {
+    let wanted = keys.len();
+    Ok(spawn_hop_reader(
+        consumer,
+        w.chains.len(),
+        wanted,
+        done,
+        move |payload| {
+            let k = serde_json::from_slice::<Key>(payload).ok()?;
+            keys.get(&(k.tenant, k.host.to_lowercase(), k.time))
+                .copied()
+        },
+    ))
+}
+
+/// Reads `consumer` on a thread until `wanted` chains are seen (or `done`): for each chain, the
+/// [`Hop`] of the first record whose payload `chain_of` maps to it.
+fn spawn_hop_reader(
+    consumer: BaseConsumer,
+    chains: usize,
+    wanted: usize,
+    done: Arc<AtomicBool>,
+    chain_of: impl Fn(&[u8]) -> Option<usize> + Send + 'static,
+) -> std::thread::JoinHandle<Result<Vec<Option<Hop>>>> {
+    std::thread::spawn(move || {
         let mut got: Vec<Option<Hop>> = vec![None; chains];
-        let mut left = keys.len();
+        let mut left = wanted;
         while left > 0 && !done.load(Ordering::Relaxed) {
             let Some(m) = consumer.poll(Duration::from_millis(50)) else {
                 continue;
             };
             let at = wall_ms();
             let m = m?;
-            let Ok(k) = serde_json::from_slice::<Key>(m.payload().unwrap_or_default()) else {
-                continue;
-            };
-            if let Some(&i) = keys.get(&(k.tenant, k.host.to_lowercase(), k.time))
+            if let Some(i) = chain_of(m.payload().unwrap_or_default())
                 && got[i].is_none()
             {
                 got[i] = Some(Hop::of(&m, at));
@@ -728,7 +747,7 @@ fn events_reader(
             }
         }
         Ok(got)
-    }))
+    })
 }
 
 /// A consumer assigned to every partition of `topics` from the beginning, polling the broker
@@ -770,25 +789,14 @@ fn raw_reader(
         .enumerate()
         .map(|(i, (_, r))| (w.records[*r].bytes.clone(), i))
         .collect();
-    let chains = w.chains.len();
-    Ok(std::thread::spawn(move || {
-        let mut got: Vec<Option<Hop>> = vec![None; chains];
-        let mut left = keys.len();
-        while left > 0 && !done.load(Ordering::Relaxed) {
-            let Some(m) = consumer.poll(Duration::from_millis(50)) else {
-                continue;
-            };
-            let at = wall_ms();
-            let m = m?;
-            if let Some(&i) = keys.get(m.payload().unwrap_or_default())
-                && got[i].is_none()
-            {
-                got[i] = Some(Hop::of(&m, at));
-                left -= 1;
-            }
-        }
-        Ok(got)
-    }))
+    let wanted = keys.len();
+    Ok(spawn_hop_reader(
+        consumer,
+        w.chains.len(),
+        wanted,
+        done,
+        move |payload| keys.get(payload).copied(),
+    ))
 }
 
 /// Where each chain's latency went, from the Kafka timestamps of its completing event (on the
