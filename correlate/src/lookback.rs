@@ -525,34 +525,31 @@ impl LookbackBuffer {
 mod tests {
     use super::*;
     use chainwatch_model::{
-        Activity, AlertId, AlertKind, EventClass, Fields, HostName, Provenance, Severity,
-        SourceFormat, SourceMeta, Target,
+        Activity, AlertId, AlertKind, EventClass, HostName, Provenance, Severity, SourceFormat,
+        SourceMeta,
     };
 
     fn event(tenant: &str, host: &str, n: u32, secs: i64) -> Event {
         Event {
-            id: EventId::from_u128(u128::from(n)),
-            tenant: TenantId::new(tenant).unwrap(),
-            time: Timestamp::from_nanos(secs * 1_000_000_000),
             class: EventClass::ProcessActivity,
             activity: Activity::Launch,
-            host: HostName::new(host),
-            user: None,
-            process: None,
-            parent: None,
-            target: Target::default(),
             source: SourceMeta {
                 format: SourceFormat::WindowsFlat,
                 channel: None,
                 provider: None,
                 event_id: Some(1),
             },
-            fields: Fields::new(),
             provenance: Provenance::File {
                 path: "f".into(),
                 line: Some(u64::from(n)),
                 record: None,
             },
+            ..Event::bare(
+                EventId::from_u128(u128::from(n)),
+                TenantId::new(tenant).unwrap(),
+                Timestamp::from_nanos(secs * 1_000_000_000),
+                HostName::new(host),
+            )
         }
     }
 

@@ -676,34 +676,22 @@ impl RoleTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chainwatch_model::{
-        Activity, EventClass, EventId, FieldValue, Fields, Provenance, SourceMeta, Target,
-    };
+    use chainwatch_model::{EventId, FieldValue, SourceMeta};
 
     fn event(host: &str, channel: &str, provider: &str, id: u32) -> Event {
         Event {
-            id: EventId::from_u128(u128::from(id)),
-            tenant: TenantId::new("acme").unwrap(),
-            time: Timestamp::from_nanos(1_000_000_000 * i64::from(id)),
-            class: EventClass::Other,
-            activity: Activity::Other,
-            host: HostName::new(host),
-            user: None,
-            process: None,
-            parent: None,
-            target: Target::default(),
             source: SourceMeta {
                 format: SourceFormat::WindowsFlat,
                 channel: Some(channel.into()),
                 provider: Some(provider.into()),
                 event_id: Some(id),
             },
-            fields: Fields::new(),
-            provenance: Provenance::File {
-                path: "x".into(),
-                line: None,
-                record: None,
-            },
+            ..Event::bare(
+                EventId::from_u128(u128::from(id)),
+                TenantId::new("acme").unwrap(),
+                Timestamp::from_nanos(1_000_000_000 * i64::from(id)),
+                HostName::new(host),
+            )
         }
     }
 

@@ -46,6 +46,39 @@ pub struct Event {
     pub provenance: Provenance,
 }
 
+impl Event {
+    /// An event that is only its identity: `id`, `tenant`, `time` and `host` as given, class
+    /// and activity `Other`, no user, process, parent, target or fields, a flat Windows source
+    /// with no channel, provider or event id, read from a file `t`. For events built by hand
+    /// (tests, fixtures): set what differs with struct update syntax.
+    pub fn bare(id: EventId, tenant: TenantId, time: Timestamp, host: HostName) -> Self {
+        Self {
+            id,
+            tenant,
+            time,
+            class: EventClass::Other,
+            activity: Activity::Other,
+            host,
+            user: None,
+            process: None,
+            parent: None,
+            target: Target::default(),
+            source: SourceMeta {
+                format: SourceFormat::WindowsFlat,
+                channel: None,
+                provider: None,
+                event_id: None,
+            },
+            fields: Fields::new(),
+            provenance: Provenance::File {
+                path: "t".into(),
+                line: None,
+                record: None,
+            },
+        }
+    }
+}
+
 /// OCSF-aligned event classes. The number is OCSF's `class_uid` where OCSF has the class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

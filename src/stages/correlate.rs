@@ -439,8 +439,7 @@ mod tests {
     use chainwatch_config::sigma::parse_rule_text;
     use chainwatch_kafka::InHeaders;
     use chainwatch_model::{
-        Activity, EventClass, EventId, FieldValue, Fields, HostName, Provenance, SourceFormat,
-        SourceMeta, Target,
+        Activity, EventClass, EventId, FieldValue, Fields, HostName, SourceFormat, SourceMeta,
     };
 
     use super::*;
@@ -484,16 +483,8 @@ mod tests {
         fields.push("EventID", FieldValue::Int(1));
         fields.push("Image", FieldValue::Str(format!("C:\\x\\{image}").into()));
         let event = Event {
-            id: EventId::of_record("acme", format!("{image}/{secs}").as_bytes()),
-            tenant: TenantId::new("acme").unwrap(),
-            time: Timestamp::from_millis(T0 + secs * 1000),
             class: EventClass::ProcessActivity,
             activity: Activity::Launch,
-            host: HostName::new("ws1"),
-            user: None,
-            process: None,
-            parent: None,
-            target: Target::default(),
             source: SourceMeta {
                 format: SourceFormat::WindowsFlat,
                 channel: Some("Microsoft-Windows-Sysmon/Operational".into()),
@@ -501,11 +492,12 @@ mod tests {
                 event_id: Some(1),
             },
             fields,
-            provenance: Provenance::File {
-                path: "t".into(),
-                line: None,
-                record: None,
-            },
+            ..Event::bare(
+                EventId::of_record("acme", format!("{image}/{secs}").as_bytes()),
+                TenantId::new("acme").unwrap(),
+                Timestamp::from_millis(T0 + secs * 1000),
+                HostName::new("ws1"),
+            )
         };
         serde_json::to_vec(&event).unwrap()
     }

@@ -299,37 +299,24 @@ impl<'e> EventView<'e> {
 mod tests {
     use super::*;
     use chainwatch_model::{
-        Activity, EventClass, EventId, Fields, HostName, ProcessInfo, Provenance, SourceFormat,
-        SourceMeta, Target, TenantId, Timestamp,
+        Activity, EventClass, EventId, Fields, HostName, ProcessInfo, TenantId, Timestamp,
     };
 
     fn event(fields: Fields) -> Event {
         Event {
-            id: EventId::from_u128(1),
-            tenant: TenantId::new("t").unwrap(),
-            time: Timestamp::from_millis(0),
             class: EventClass::ProcessActivity,
             activity: Activity::Launch,
-            host: HostName::new("h"),
-            user: None,
             process: Some(ProcessInfo {
                 image: Some(r"C:\Windows\CMD.exe".into()),
                 ..ProcessInfo::default()
             }),
-            parent: None,
-            target: Target::default(),
-            source: SourceMeta {
-                format: SourceFormat::WindowsFlat,
-                channel: None,
-                provider: None,
-                event_id: None,
-            },
             fields,
-            provenance: Provenance::File {
-                path: "t".into(),
-                line: None,
-                record: None,
-            },
+            ..Event::bare(
+                EventId::from_u128(1),
+                TenantId::new("t").unwrap(),
+                Timestamp::from_millis(0),
+                HostName::new("h"),
+            )
         }
     }
 

@@ -690,10 +690,7 @@ mod tests {
     //! One test per modifier and value form, from the specification's own examples where it
     //! gives them.
     use super::*;
-    use chainwatch_model::{
-        Activity, Event, EventClass, EventId, Fields, HostName, Provenance, SourceFormat,
-        SourceMeta, Target, TenantId, Timestamp,
-    };
+    use chainwatch_model::{Event, EventId, Fields, HostName, TenantId, Timestamp};
 
     struct Fixture {
         tables: Tables,
@@ -743,28 +740,13 @@ mod tests {
             f.push(*k, v.clone());
         }
         Event {
-            id: EventId::from_u128(1),
-            tenant: TenantId::new("t").unwrap(),
-            time: Timestamp::from_millis(0),
-            class: EventClass::Other,
-            activity: Activity::Other,
-            host: HostName::new("h"),
-            user: None,
-            process: None,
-            parent: None,
-            target: Target::default(),
-            source: SourceMeta {
-                format: SourceFormat::WindowsFlat,
-                channel: None,
-                provider: None,
-                event_id: None,
-            },
             fields: f,
-            provenance: Provenance::File {
-                path: "t".into(),
-                line: None,
-                record: None,
-            },
+            ..Event::bare(
+                EventId::from_u128(1),
+                TenantId::new("t").unwrap(),
+                Timestamp::from_millis(0),
+                HostName::new("h"),
+            )
         }
     }
 

@@ -9,7 +9,7 @@ use chainwatch_config::sigma::parse_rule_text;
 use chainwatch_correlate::{Engine, EngineConfig, RuleSet};
 use chainwatch_model::{
     Activity, Event, EventClass, EventId, Fields, HostName, Provenance, SourceFormat, SourceMeta,
-    Target, TenantId, Timestamp,
+    TenantId, Timestamp,
 };
 
 /// Compiles rule text, or returns the diagnostics of parsing or compiling it.
@@ -75,16 +75,8 @@ pub fn event(
     line: u64,
 ) -> Event {
     Event {
-        id: EventId::of_record(tenant, key.as_bytes()),
-        tenant: TenantId::new(tenant).unwrap(),
-        time,
         class: kind.class,
         activity: kind.activity,
-        host: HostName::new(host),
-        user: None,
-        process: None,
-        parent: None,
-        target: Target::default(),
         source: SourceMeta {
             format: SourceFormat::WindowsFlat,
             channel: Some(kind.channel.into()),
@@ -97,5 +89,11 @@ pub fn event(
             line: Some(line),
             record: None,
         },
+        ..Event::bare(
+            EventId::of_record(tenant, key.as_bytes()),
+            TenantId::new(tenant).unwrap(),
+            time,
+            HostName::new(host),
+        )
     }
 }
