@@ -113,23 +113,23 @@ tansu_cpu >"$work/tansu-cpu-drain"
 stop_tansu
 load_mid=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# One latency measurement on its own broker: latency_run NAME RATE writes $work/NAME.json and
+# the broker's CPU seconds to $work/tansu-cpu-NAME.
+latency_run() {
+    start_tansu "$work/tansu-$1.log"
+    "$bench" latency --brokers "127.0.0.1:$port" --binary "$cw" --partitions "$partitions" \
+        --rate "$2" --workload "$work/$1-workload" --workdir "$work/$1" \
+        "${options[@]}" "${hops[@]}" \
+        >"$work/$1.json"
+    tansu_cpu >"$work/tansu-cpu-$1"
+    stop_tansu
+}
+
 echo "==> detection latency ($latency_seconds s at $rate records/s; load average $load_mid)" >&2
-start_tansu "$work/tansu-latency.log"
-"$bench" latency --brokers "127.0.0.1:$port" --binary "$cw" --partitions "$partitions" \
-    --rate "$rate" --workload "$work/latency-workload" --workdir "$work/latency" \
-    "${options[@]}" "${hops[@]}" \
-    >"$work/latency.json"
-tansu_cpu >"$work/tansu-cpu-latency"
-stop_tansu
+latency_run latency "$rate"
 
 echo "==> detection latency (20 s at $low_rate records/s)" >&2
-start_tansu "$work/tansu-low-rate.log"
-"$bench" latency --brokers "127.0.0.1:$port" --binary "$cw" --partitions "$partitions" \
-    --rate "$low_rate" --workload "$work/low-rate-workload" --workdir "$work/low-rate" \
-    "${options[@]}" "${hops[@]}" \
-    >"$work/low-rate.json"
-tansu_cpu >"$work/tansu-cpu-low-rate"
-stop_tansu
+latency_run low-rate "$low_rate"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 python3 - "$work" "$load_before" "$load_mid" "$load_after" "${options[*]:-}" <<'EOF'
