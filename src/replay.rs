@@ -260,9 +260,7 @@ pub fn feed_files_with(
         TenantSource::Fixed(t) => Some(t.clone()),
         TenantSource::Field(_) => None,
     };
-    // Tenants read from a tenant field, made once per distinct id.
-    let mut tenants: std::collections::HashMap<Box<str>, TenantId> =
-        std::collections::HashMap::new();
+    let mut tenants = TenantIds::default();
     // Nothing here writes host roles out: their changes would only pile up.
     engine.discard_role_changes();
     let options = decoder.split_options();
@@ -285,13 +283,7 @@ pub fn feed_files_with(
                     &mut fast.not_raw,
                 )
                 && !fast.gate.may_match(&raw.record)
-                && let Some(t) = fixed.as_ref().or_else(|| {
-                    let id = raw.tenant?;
-                    if !tenants.contains_key(id) {
-                        tenants.insert(id.into(), TenantId::new(id).ok()?);
-                    }
-                    tenants.get(id)
-                })
+                && let Some(t) = fixed.as_ref().or_else(|| tenants.shared(raw.tenant?))
             {
                 let time = raw.time;
                 if fast.check {
@@ -314,15 +306,11 @@ pub fn feed_files_with(
             let (bytes, provenance, error) = match piece {
                 Piece::Record(record) => match decoder.decode_record(&record, tenant, None) {
                     Ok(mut event) => {
-                        if fixed.is_none() {
-                            // One shared id per tenant: the engine's keys keep it.
-                            let id = event.tenant.as_str();
-                            match tenants.get(id) {
-                                Some(t) => event.tenant = t.clone(),
-                                None => {
-                                    tenants.insert(id.into(), event.tenant.clone());
-                                }
-                            }
+                        if fixed.is_none()
+                            && let Some(t) = tenants.shared(event.tenant.as_str())
+                        {
+                            // The engine's keys keep the tenant: one shared id per tenant.
+                            event.tenant = t.clone();
                         }
                         stats.events_normalized += 1;
                         for alert in engine.observe(&event) {
@@ -355,6 +343,21 @@ pub fn feed_files_with(
     stats.late = es.late;
     stats.partial_chains = engine.partial_chains();
     Ok(())
+}
+
+/// Tenants read from a tenant field, one id made per distinct tenant (the engine's keys keep
+/// it, so a copy per event would cost memory per tracked group).
+#[derive(Debug, Default)]
+struct TenantIds(std::collections::HashMap<Box<str>, TenantId>);
+
+impl TenantIds {
+    /// The shared id of tenant `id`; `None` when `id` is not a valid tenant id.
+    fn shared(&mut self, id: &str) -> Option<&TenantId> {
+        if !self.0.contains_key(id) {
+            self.0.insert(id.into(), TenantId::new(id).ok()?);
+        }
+        self.0.get(id)
+    }
 }
 
 /// The record read raw, counting those that are not.
