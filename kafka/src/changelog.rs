@@ -273,14 +273,8 @@ fn read_to_marker(
     .set("enable.auto.commit", "false")
     .set("enable.auto.offset.store", "false");
     // A restore reads batch after batch: on a broker that holds every fetch for its wait
-    // (Tansu), the consumers' default wait bounds the restore time (unless the pass-through
-    // sets its own).
-    if c.get("fetch.wait.max.ms").is_none() {
-        c.set(
-            "fetch.wait.max.ms",
-            crate::client::DEFAULT_FETCH_WAIT_MAX_MS,
-        );
-    }
+    // (Tansu), the wait bounds the restore time.
+    crate::client::default_fetch_wait(&mut c);
     let consumer: BaseConsumer<Context> = c.create_with_context(context())?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)?;

@@ -219,10 +219,18 @@ fn consumer_config(config: &KafkaConfig, group: &str, observed: bool) -> ClientC
         .set("auto.commit.interval.ms", "1000")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("fetch.wait.max.ms", DEFAULT_FETCH_WAIT_MAX_MS);
+        .set("heartbeat.interval.ms", "1000");
     pass_through(&mut c, config);
+    default_fetch_wait(&mut c);
     c
+}
+
+/// Sets the consumers' fetch wait ([`DEFAULT_FETCH_WAIT_MAX_MS`]) on `c`, unless the config's
+/// pass-through, already applied, sets its own. Every consumer chainwatch makes takes it.
+pub(crate) fn default_fetch_wait(c: &mut ClientConfig) {
+    if c.get("fetch.wait.max.ms").is_none() {
+        c.set("fetch.wait.max.ms", DEFAULT_FETCH_WAIT_MAX_MS);
+    }
 }
 
 /// A producer with idempotence and full acknowledgement: a produced record is durable when its

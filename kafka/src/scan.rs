@@ -136,14 +136,11 @@ pub fn reader(config: &KafkaConfig, purpose: &'static str) -> KafkaResult<Reader
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        // As the stages' consumers: a broker that holds every fetch for its wait (Tansu)
-        // would otherwise pace the scan.
-        .set(
-            "fetch.wait.max.ms",
-            crate::client::DEFAULT_FETCH_WAIT_MAX_MS,
-        );
+        .set("enable.partition.eof", "false");
     crate::client::pass_through(&mut c, config);
+    // As the stages' consumers: a broker that holds every fetch for its wait (Tansu) would
+    // otherwise pace the scan.
+    crate::client::default_fetch_wait(&mut c);
     // The pass-through must not turn commits back on.
     c.set("enable.auto.commit", "false");
     let consumer = c.create_with_context(Context {
