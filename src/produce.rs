@@ -24,10 +24,8 @@ pub async fn produce(args: &ProduceArgs) -> Result<()> {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "0");
-    for option in &args.options {
-        let Some((k, v)) = option.split_once('=') else {
-            bail!("-X {option:?}: expected KEY=VALUE");
-        };
+    let flags = crate::topic_source::kafka_from_flags(&args.brokers, &args.options, 1)?;
+    for (k, v) in &flags.options {
         config.set(k, v);
     }
     let producer: FutureProducer = config.create().context("creating the producer")?;
