@@ -85,7 +85,7 @@ pub fn pretty(alert: &Alert) -> String {
 }
 
 /// `T1003.001 LSASS Memory (Credential Access), ...`
-fn techniques(ids: &[TechniqueId]) -> String {
+pub(crate) fn techniques(ids: &[TechniqueId]) -> String {
     ids.iter()
         .map(|t| match t.info() {
             Some(info) => {

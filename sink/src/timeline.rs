@@ -134,19 +134,6 @@ pub fn duration(nanos: u64) -> String {
     }
 }
 
-fn technique_text(ids: &[TechniqueId]) -> String {
-    ids.iter()
-        .map(|t| match t.info() {
-            Some(info) => {
-                let tactics: Vec<&str> = info.tactics.iter().map(|x| x.name).collect();
-                format!("{t} {} ({})", info.name, tactics.join(", "))
-            }
-            None => t.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The timeline as plain text for a terminal.
 pub fn text(alert: &Alert) -> String {
     let mut out = String::new();
@@ -240,7 +227,7 @@ pub fn text(alert: &Alert) -> String {
             r.title
         ));
         if !r.techniques.is_empty() {
-            line(format!("{:>57}{}", "", technique_text(&r.techniques)));
+            line(format!("{:>57}{}", "", render::techniques(&r.techniques)));
         }
         let mut what = render::evidence(r.evidence);
         if let Some(h) = &r.evidence.host
