@@ -179,3 +179,95 @@ fn bad_rules_refuse_to_start_with_every_problem_listed() {
         "{stderr}"
     );
 }
+
+/// The fast path proves rules out from the raw text beyond their literals: a `not` filter whose
+/// string comparisons hold on a field the record has once (and whose escapes cannot split a
+/// match), and a number's digits missing from the field it is compared with. What it cannot
+/// prove (a value with a `\n` escape, a number written in hexadecimal) is decoded, and the
+/// results equal the full decode's.
+#[test]
+fn the_gate_proves_negated_filters_and_numbers_from_the_raw_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        r#"title: DLL side-loading outside System32
+id: 5d0f6a2e-2f7c-4a51-9a52-1b0e54a2d001
+logsource: {product: windows, category: image_load}
+detection:
+    selection:
+        ImageLoaded|endswith: '\version.dll'
+    filter:
+        ImageLoaded|contains: 'C:\Windows\System32\'
+    condition: selection and not filter
+level: high
+---
+title: Connection to AD web services
+id: 5d0f6a2e-2f7c-4a51-9a52-1b0e54a2d002
+logsource: {product: windows, category: network_connection}
+detection:
+    selection:
+        DestinationPort: 9389
+    condition: selection
+level: medium
+"#,
+    )
+    .unwrap();
+    let record = |id: u32, fields: &str| {
+        format!(
+            r#"{{"@timestamp":"2026-11-20T01:00:0{id}.000Z","Hostname":"WS-{id}.contoso.local","Channel":"Microsoft-Windows-Sysmon/Operational","EventID":{},"Image":"C:\\Tools\\app.exe",{fields}}}"#,
+            if fields.contains("ImageLoaded") { 7 } else { 3 }
+        )
+    };
+    let lines = [
+        // Proved out: the filter holds.
+        record(1, r#""ImageLoaded":"C:\\Windows\\System32\\version.dll""#),
+        // May match (and does).
+        record(2, r#""ImageLoaded":"C:\\Users\\x\\version.dll""#),
+        // Cannot be proved: a `\n` escape in the value; decoded, and matches nothing.
+        record(3, r#""ImageLoaded":"C:\\Windows\\System32\\version.dll\n""#),
+        // Proved out: 443 holds neither 9389 nor 24ad.
+        record(4, r#""DestinationPort":443"#),
+        // Matches, as a number and as a hexadecimal string.
+        record(5, r#""DestinationPort":9389"#),
+        record(6, r#""DestinationPort":"0x24AD""#),
+    ];
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, lines.join("\n") + "\n").unwrap();
+    let run = |extra: &[&str]| {
+        let (stdout, stderr, ok) = replay(
+            &[
+                &["--tenant", "acme", "--rules", rules.to_str().unwrap()],
+                extra,
+                &[events.to_str().unwrap()],
+            ]
+            .concat(),
+        );
+        assert!(ok, "{stderr}");
+        stdout
+    };
+    let verified = run(&["--verify"]);
+    assert!(
+        verified.contains("the fast path skipped 2 events")
+            && verified.contains("the fast path's results are identical"),
+        "{verified}"
+    );
+    let stats = dir.path().join("stats.json");
+    let alerts = run(&["--output", "json", "--stats", stats.to_str().unwrap()]);
+    let hosts: Vec<String> = alerts
+        .lines()
+        .map(|l| serde_json::from_str::<Alert>(l).unwrap().host.to_string())
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            "WS-2.contoso.local",
+            "WS-5.contoso.local",
+            "WS-6.contoso.local"
+        ],
+        "{alerts}"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert_eq!(stats["fast_path"]["skipped"], 2, "{stats}");
+}

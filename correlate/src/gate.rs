@@ -6,18 +6,28 @@
 //! same question of the record's JSON text instead of a decoded event:
 //!
 //! 1. The record's route selects the prefilter's buckets. No bucket: nothing can match.
-//! 2. A bucket holding a rule without literal anchors (a regex, a number, a negation) needs the
-//!    full path: the gate cannot reason about it.
+//! 2. A rule of which nothing is known (a regex or a comparison only) needs the full path: the
+//!    gate cannot reason about it. A rule without a literal anchor whose logic still says
+//!    something (a negated filter, below) is checked on every record of the route.
 //! 3. Otherwise the rules whose anchor literal occurs in the record are checked further: every
 //!    literal their logic needs ([`Need`], the same analysis the prefilter's anchors come from:
 //!    `a AND (b OR c)`) must occur too. Literals are searched for lower-cased and JSON-escaped
-//!    (`\` is written `\\` in JSON) in the lower-cased text, all at once, and an occurrence
-//!    counts only inside the value of a field the literal's rule field may be read from: the
-//!    field of that name, the fields its canonical fallback copies, the fields a derivation
-//!    copies (from ingest's [`FieldOrigins`]). Keyword literals count in any value.
+//!    (`\` is written `\\` in JSON) in the lower-cased text, and an occurrence counts only
+//!    inside the value of a field the literal's rule field may be read from: the field of that
+//!    name, the fields its canonical fallback copies, the fields a derivation copies (from
+//!    ingest's [`FieldOrigins`]). Keyword literals count in any value. Anchors are searched for
+//!    in every record; the other literals of a field (its "facts") are searched for together,
+//!    once per record and field, the first time a candidate rule asks about one of them.
+//!    A number compared with a field needs the digits of its magnitude, in decimal or in
+//!    hexadecimal (a string `0x24AD` reads as 9389).
 //! 4. Values normalization may synthesize (a `DOMAIN\user` joined from two fields, a process
 //!    id converted from hex) need not occur in the text: a literal on a rule field that may read
 //!    one — the record lacks the field itself — counts as present.
+//! 5. A `not` of string comparisons (`selection and not filter`, [`Proof`]) rules the rule out
+//!    when the record proves the comparisons true: the field is a string the record holds once
+//!    under the rule field's own name (so it is the value the engine reads), it holds no
+//!    escape but `\\` and `\"`, and the match is not split by an escape. Most image loads of
+//!    `C:\Windows\System32\` are proved out this way by the side-loading rules' filters.
 //!
 //! The gate is a superset like the prefilter: it answers "may match" whenever it cannot prove
 //! otherwise, and the full path decides. The scanner in ingest only hands it records whose
@@ -25,13 +35,15 @@
 //! lower-casing changes its length is not searched. `chainwatch replay --verify` checks, on
 //! every record the gate skips, that decoding it and testing every rule matches nothing.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind, packed};
-use chainwatch_model::{EventClass, FieldOrigins, Origin, RawRecord};
+use chainwatch_model::{EventClass, FieldOrigins, Origin, RawKind, RawRecord};
+use std::collections::hash_map::Entry;
+
 use rustc_hash::FxHashMap;
 
-use crate::prefilter::Need;
+use crate::prefilter::{Compare, Need, Proof};
 use crate::ruleset::RuleSet;
 use crate::sigma::fields::FieldId;
 
@@ -76,17 +88,39 @@ struct FieldSources {
 }
 
 /// A rule's necessary literals, as the gate evaluates them.
+/// A rule's necessary literals, as the gate evaluates them.
 #[derive(Debug)]
 enum Tree {
     /// Satisfied whatever the record holds.
     True,
-    /// This escaped, lower-cased text occurs where this rule field (`None`: any field) may
-    /// read.
-    Lit(Option<FieldId>, Box<memchr::memmem::Finder<'static>>),
+    /// This escaped, lower-cased text occurs in some field's value (a keyword).
+    Keyword(Box<memchr::memmem::Finder<'static>>),
+    /// Fact `fact` holds: its literal occurs where the combo's rule field `field` may read.
+    Fact { field: u32, fact: u32 },
+    /// At least one of these facts of one rule field: (word, bits) of the fact bit set.
+    AnyFact { field: u32, mask: Box<[(u32, u64)]> },
     /// Every part.
     All(Vec<Tree>),
     /// At least one part.
     Any(Vec<Tree>),
+    /// Satisfied unless the record proves the condition true.
+    Unless(Proven),
+}
+
+/// A [`Proof`] as the gate checks it on the record's text.
+#[derive(Debug)]
+enum Proven {
+    /// The value of the combo's proof field `field` compares so with this escaped,
+    /// lower-cased text.
+    Test {
+        field: u32,
+        how: Compare,
+        text: Box<[u8]>,
+    },
+    /// Every part.
+    All(Vec<Proven>),
+    /// At least one part.
+    Any(Vec<Proven>),
 }
 
 /// The anchor literals one set of values is searched for.
@@ -136,20 +170,80 @@ impl Search {
     }
 }
 
+/// Every literal the combo's rules need in the values of one record field name, searched
+/// for together the first time a candidate rule asks about one of them: one pass over the
+/// values instead of a search per literal and rule. A contiguous NFA: quick to build, and
+/// only records that reach a rule's literals are searched.
+#[derive(Debug)]
+struct FactSearch {
+    automaton: AhoCorasick,
+    /// Per pattern, the facts its occurrence proves.
+    facts: Vec<Vec<u32>>,
+}
+
+impl FactSearch {
+    fn build(literals: Vec<(String, u32)>) -> Option<FactSearch> {
+        let mut patterns: FxHashMap<String, Vec<u32>> = FxHashMap::default();
+        for (text, fact) in literals {
+            patterns.entry(text).or_default().push(fact);
+        }
+        let mut patterns: Vec<(String, Vec<u32>)> = patterns.into_iter().collect();
+        patterns.sort();
+        let automaton = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::ContiguousNFA))
+            .build(patterns.iter().map(|(t, _)| t.as_bytes()))
+            .ok()?;
+        Some(FactSearch {
+            automaton,
+            facts: patterns.into_iter().map(|(_, f)| f).collect(),
+        })
+    }
+}
+
+/// What the gate does with the values of one record field name (lower-cased).
+#[derive(Debug, Default)]
+struct KeyPlan {
+    /// The anchors searched for in every record.
+    anchors: Option<Search>,
+    /// The facts' literals, searched for when a candidate rule asks.
+    facts: Vec<(String, u32)>,
+    /// Their search, built the first time a record needs it: most keys of most combos never
+    /// need one.
+    fact_search: OnceLock<Option<FactSearch>>,
+}
+
+/// Where one rule field of the combo's literals reads.
+#[derive(Debug)]
+struct FieldPlan {
+    /// The combo's keys (record field names) it may read.
+    keys: Vec<u32>,
+    /// The key of its own name.
+    own: Option<u32>,
+    /// When the record lacks the field itself, its value may be synthesized.
+    synthetic: bool,
+}
+
 /// What the gate checks for one combination of buckets.
 #[derive(Debug)]
 struct Combo {
     /// A rule the gate cannot reason about: decode.
     always: bool,
-    /// Lower-cased record field names to the search of their values.
+    /// Lower-cased record field names to their plans (indices into `plans`).
     keys: FxHashMap<Box<[u8]>, u32>,
+    plans: Vec<KeyPlan>,
     /// Bit `n` set: some name in `keys` is `n` bytes long (longer ones: bit 63).
     key_lengths: u64,
-    searches: Vec<Search>,
     /// Keyword anchors, searched for in the whole text (an occurrence must lie in a value).
     keyword: Option<Search>,
     /// Per rule, its necessary literals.
     rules: Vec<Tree>,
+    /// The rule fields the rules' literals name.
+    fields: Vec<FieldPlan>,
+    /// Number of distinct (rule field, literal) facts.
+    facts: usize,
+    /// Per proof field, the key of its own name.
+    proof_keys: Vec<Option<u32>>,
     /// Rules checked on every record: an anchor may read a synthesized value.
     eager: Vec<u32>,
 }
@@ -165,19 +259,43 @@ struct Facts<'r, 'a> {
     lowered: &'r [u8],
     /// Normalization may add synthesized fields to this record (keyword literals are unknown).
     scoped: bool,
-    /// Per rule field, resolved for this record once asked.
-    resolved: &'r mut Resolved,
+    found: &'r mut Found,
 }
 
-/// Per rule field, the record fields it may read: computed once per record, on first use.
+/// What one record was found to hold, filled as candidate rules ask.
 #[derive(Debug, Default)]
-struct Resolved {
-    /// The record being resolved for (slots of other records are stale).
-    generation: u32,
-    /// Per field id: (generation, the record has the field itself, start and end in `at`).
-    slots: Vec<(u32, bool, u32, u32)>,
-    /// Indices of record fields.
-    at: Vec<u32>,
+struct Found {
+    /// (key, record field index) of each record field whose name is a key of the combo.
+    keyed: Vec<(u32, u32)>,
+    /// Bit per fact: its literal occurs where its rule field reads.
+    facts: Vec<u64>,
+    /// Bit per key: its values were searched for facts.
+    keys: Vec<u64>,
+    /// Bit per rule field: the values of all its keys were searched.
+    fields: Vec<u64>,
+}
+
+impl Found {
+    fn reset(&mut self, combo: &Combo) {
+        self.keyed.clear();
+        reset_bits(&mut self.facts, combo.facts);
+        reset_bits(&mut self.keys, combo.plans.len());
+        reset_bits(&mut self.fields, combo.fields.len());
+    }
+}
+
+fn bit(bits: &[u64], n: u32) -> bool {
+    bits[n as usize / 64] & (1 << (n % 64)) != 0
+}
+
+fn set_bit(bits: &mut [u64], n: u32) {
+    bits[n as usize / 64] |= 1 << (n % 64);
+}
+
+/// Clears `bits` to hold `n` bits.
+fn reset_bits(bits: &mut Vec<u64>, n: usize) {
+    bits.clear();
+    bits.resize(n.div_ceil(64), 0);
 }
 
 /// Most bucket combinations remembered; beyond, combinations are built for each record.
@@ -194,18 +312,16 @@ pub struct Gate {
     combos: FxHashMap<Box<[u32]>, Arc<Combo>>,
     buckets: Vec<u32>,
     lowered: Vec<u8>,
+    key: Vec<u8>,
     candidates: Vec<u32>,
-    resolved: Resolved,
+    found: Found,
     stats: GateStats,
 }
 
 /// A DFA (fastest search, slow to build and large) for small literal sets; beyond, the
 /// automaton's own choice.
 fn dfa_if_small(patterns: usize) -> Option<AhoCorasickKind> {
-    if std::env::var_os("GATE_NFA").is_some() {
-        return Some(AhoCorasickKind::ContiguousNFA);
-    }
-    (patterns <= 2000).then_some(AhoCorasickKind::DFA)
+    (patterns <= 100).then_some(AhoCorasickKind::DFA)
 }
 
 /// A literal as it appears in JSON text: `\` and `"` escaped. `None` when it cannot be looked
@@ -229,31 +345,60 @@ fn escaped(literal: &str) -> Option<String> {
 /// Lower-cases `text` into `out` as the engine lower-cases field values, character by
 /// character; `false` when some character's lower case has another length in UTF-8 (byte
 /// offsets would shift, and field spans would no longer apply). `ascii` says the text is ASCII.
+/// ASCII stretches are lower-cased in place, eight bytes at a time found free of other
+/// characters; only the other characters are decoded one by one.
 fn lower_same_length(text: &[u8], ascii: bool, out: &mut Vec<u8>) -> bool {
     out.clear();
-    if ascii {
-        out.extend_from_slice(text);
-        out.make_ascii_lowercase();
-        return true;
+    out.extend_from_slice(text);
+    let mut at = 0;
+    if !ascii {
+        let mut buf = [0u8; 4];
+        while let Some(off) = first_non_ascii(&out[at..]) {
+            out[at..at + off].make_ascii_lowercase();
+            at += off;
+            let width = match out[at] {
+                0xc0..=0xdf => 2,
+                0xe0..=0xef => 3,
+                _ => 4,
+            };
+            let Some(c) = out
+                .get(at..at + width)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.chars().next())
+            else {
+                return false;
+            };
+            let mut lowered = c.to_lowercase();
+            let (Some(l), None) = (lowered.next(), lowered.next()) else {
+                return false;
+            };
+            let l = l.encode_utf8(&mut buf).as_bytes();
+            if l.len() != width {
+                return false;
+            }
+            out[at..at + width].copy_from_slice(l);
+            at += width;
+        }
     }
-    let Ok(text) = std::str::from_utf8(text) else {
-        return false;
-    };
-    let mut buf = [0u8; 4];
-    for c in text.chars() {
-        if c.is_ascii() {
-            out.push(c.to_ascii_lowercase() as u8);
-            continue;
-        }
-        let at = out.len();
-        for l in c.to_lowercase() {
-            out.extend_from_slice(l.encode_utf8(&mut buf).as_bytes());
-        }
-        if out.len() - at != c.len_utf8() {
-            return false;
-        }
-    }
+    out[at..].make_ascii_lowercase();
     true
+}
+
+/// The offset of the first byte of `bytes` that is not ASCII.
+fn first_non_ascii(bytes: &[u8]) -> Option<usize> {
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for w in words.by_ref() {
+        let word = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        if word & 0x8080_8080_8080_8080 != 0 {
+            break;
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|b| !b.is_ascii())
+        .map(|i| at + i)
 }
 
 impl Gate {
@@ -301,7 +446,8 @@ impl Gate {
             buckets: Vec::new(),
             lowered: Vec::new(),
             candidates: Vec::new(),
-            resolved: Resolved::default(),
+            key: Vec::new(),
+            found: Found::default(),
             stats: GateStats::default(),
         }
     }
@@ -388,22 +534,28 @@ impl Gate {
             return true;
         }
         let lowered = std::mem::take(&mut self.lowered);
+        let mut found = std::mem::take(&mut self.found);
+        found.reset(combo);
         // The rules an anchor brings in, and those checked on every record.
         let mut candidates = std::mem::take(&mut self.candidates);
         candidates.clear();
         candidates.extend_from_slice(&combo.eager);
-        let mut key = [0u8; 64];
-        for f in record.fields {
+        for (n, f) in record.fields.iter().enumerate() {
             let name = f.key(record.text);
-            if combo.key_lengths & length_bit(name.len()) == 0 || name.len() > key.len() {
+            if combo.key_lengths & length_bit(name.len()) == 0 {
                 continue;
             }
-            let key = &mut key[..name.len()];
-            key.copy_from_slice(name);
-            key.make_ascii_lowercase();
-            if let Some(&search) = combo.keys.get(&*key) {
-                let value = &lowered[f.value_start as usize..f.value_end as usize];
-                combo.searches[search as usize].run(value, &mut candidates, |_, _| true);
+            self.key.clear();
+            self.key.extend_from_slice(name);
+            self.key.make_ascii_lowercase();
+            if let Some(&key) = combo.keys.get(self.key.as_slice()) {
+                found
+                    .keyed
+                    .push((key, u32::try_from(n).unwrap_or(u32::MAX)));
+                if let Some(anchors) = &combo.plans[key as usize].anchors {
+                    let value = &lowered[f.value_start as usize..f.value_end as usize];
+                    anchors.run(value, &mut candidates, |_, _| true);
+                }
             }
         }
         if let Some(keyword) = &combo.keyword {
@@ -414,23 +566,15 @@ impl Gate {
         candidates.sort_unstable();
         candidates.dedup();
         let mut synthetic = false;
-        let mut resolved = std::mem::take(&mut self.resolved);
-        resolved.generation = resolved.generation.wrapping_add(1);
-        if resolved.generation == 0 {
-            resolved.slots.clear();
-            resolved.generation = 1;
-        }
-        resolved.at.clear();
         let mut facts = Facts {
             record,
             lowered: &lowered,
             scoped,
-            resolved: &mut resolved,
+            found: &mut found,
         };
         let may = candidates
             .iter()
-            .any(|&r| self.holds(&combo.rules[r as usize], &mut facts, &mut synthetic));
-        self.resolved = resolved;
+            .any(|&r| Self::holds(combo, &combo.rules[r as usize], &mut facts, &mut synthetic));
         if may {
             if synthetic {
                 self.stats.synthetic += 1;
@@ -438,88 +582,137 @@ impl Gate {
                 self.stats.literal += 1;
             }
         }
+        self.found = found;
         self.candidates = candidates;
         self.lowered = lowered;
         may
     }
 
-    /// The record fields rule field `id` may read, and whether the record has that field itself
-    /// (as `(own, start, end)` into `facts.resolved.at`).
-    fn resolve(&self, facts: &mut Facts<'_, '_>, id: FieldId) -> (bool, usize, usize) {
-        let r = &mut *facts.resolved;
-        let i = id as usize;
-        if r.slots.len() <= i {
-            r.slots
-                .resize(self.sources.len().max(i + 1), (0, false, 0, 0));
-        }
-        let (generation, own, start, end) = r.slots[i];
-        if generation == r.generation {
-            return (own, start as usize, end as usize);
-        }
-        let record = facts.record;
-        let name = self.rules.fields.name(id).as_bytes();
-        let keys = &self.sources[i].keys;
-        let start = r.at.len();
-        let mut own = false;
-        for (n, f) in record.fields.iter().enumerate() {
-            let key = f.key(record.text);
-            own |= key.eq_ignore_ascii_case(name);
-            if keys
-                .iter()
-                .any(|k| k.len() == key.len() && k.as_bytes().eq_ignore_ascii_case(key))
-            {
-                r.at.push(u32::try_from(n).unwrap_or(u32::MAX));
-            }
-        }
-        let end = r.at.len();
-        let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
-        r.slots[i] = (r.generation, own, n(start), n(end));
-        (own, start, end)
-    }
-
-    /// True when the literal may be present: it occurs where its field reads, or its field may
-    /// read a synthesized value.
-    fn present(
-        &self,
-        facts: &mut Facts<'_, '_>,
-        field: Option<FieldId>,
+    /// True when the keyword literal may be present: it occurs in some field's value, or
+    /// normalization may synthesize fields.
+    fn keyword_present(
+        facts: &Facts<'_, '_>,
         finder: &memchr::memmem::Finder<'_>,
         synthetic: &mut bool,
     ) -> bool {
-        let record = facts.record;
-        match field {
-            Some(id) => {
-                let (own, start, end) = self.resolve(facts, id);
-                if self.sources[id as usize].synthetic && !own {
-                    *synthetic = true;
-                    return true;
+        if facts.scoped {
+            *synthetic = true;
+            return true;
+        }
+        let len = finder.needle().len();
+        finder
+            .find_iter(facts.lowered)
+            .any(|at| facts.record.field_index_at(at, at + len).is_some())
+    }
+
+    /// True when facts of rule field `field` may hold as `test` asks of the found facts: it
+    /// may read a synthesized value, or the literals occur where it reads. The values of its
+    /// keys are searched for all their facts the first time one is asked about.
+    fn fact(
+        combo: &Combo,
+        facts: &mut Facts<'_, '_>,
+        field: u32,
+        test: impl Fn(&[u64]) -> bool,
+        synthetic: &mut bool,
+    ) -> bool {
+        let plan = &combo.fields[field as usize];
+        let found = &mut *facts.found;
+        if plan.synthetic && !found.keyed.iter().any(|&(k, _)| Some(k) == plan.own) {
+            *synthetic = true;
+            return true;
+        }
+        if !bit(&found.fields, field) {
+            set_bit(&mut found.fields, field);
+            for &key in &plan.keys {
+                if bit(&found.keys, key) {
+                    continue;
                 }
-                facts.resolved.at[start..end].iter().any(|&n| {
-                    let f = &record.fields[n as usize];
-                    finder
-                        .find(&facts.lowered[f.value_start as usize..f.value_end as usize])
-                        .is_some()
-                })
-            }
-            None => {
-                if facts.scoped {
-                    *synthetic = true;
-                    return true;
+                set_bit(&mut found.keys, key);
+                let plan = &combo.plans[key as usize];
+                if plan.facts.is_empty() {
+                    continue;
                 }
-                let len = finder.needle().len();
-                finder
-                    .find_iter(facts.lowered)
-                    .any(|at| record.field_index_at(at, at + len).is_some())
+                let built = plan
+                    .fact_search
+                    .get_or_init(|| FactSearch::build(plan.facts.clone()));
+                let Some(search) = built else {
+                    // Cannot search: every fact may hold.
+                    for &(_, fact) in &plan.facts {
+                        set_bit(&mut found.facts, fact);
+                    }
+                    continue;
+                };
+                for &(_, n) in found.keyed.iter().filter(|&&(k, _)| k == key) {
+                    let f = &facts.record.fields[n as usize];
+                    let value = &facts.lowered[f.value_start as usize..f.value_end as usize];
+                    for m in search.automaton.find_overlapping_iter(value) {
+                        for &fact in &search.facts[m.pattern().as_usize()] {
+                            set_bit(&mut found.facts, fact);
+                        }
+                    }
+                }
             }
+        }
+        test(&found.facts)
+    }
+
+    fn holds(combo: &Combo, tree: &Tree, facts: &mut Facts<'_, '_>, synthetic: &mut bool) -> bool {
+        match tree {
+            Tree::True => true,
+            Tree::Keyword(finder) => Self::keyword_present(facts, finder, synthetic),
+            &Tree::Fact { field, fact } => {
+                Self::fact(combo, facts, field, |f| bit(f, fact), synthetic)
+            }
+            Tree::AnyFact { field, mask } => {
+                let any = |found: &[u64]| mask.iter().any(|&(w, b)| found[w as usize] & b != 0);
+                Self::fact(combo, facts, *field, any, synthetic)
+            }
+            Tree::All(parts) => parts
+                .iter()
+                .all(|t| Self::holds(combo, t, facts, synthetic)),
+            Tree::Any(parts) => parts
+                .iter()
+                .any(|t| Self::holds(combo, t, facts, synthetic)),
+            Tree::Unless(proof) => !Self::proven(combo, proof, facts),
         }
     }
 
-    fn holds(&self, tree: &Tree, facts: &mut Facts<'_, '_>, synthetic: &mut bool) -> bool {
-        match tree {
-            Tree::True => true,
-            Tree::Lit(field, finder) => self.present(facts, *field, finder, synthetic),
-            Tree::All(parts) => parts.iter().all(|t| self.holds(t, facts, synthetic)),
-            Tree::Any(parts) => parts.iter().any(|t| self.holds(t, facts, synthetic)),
+    /// True when the record's text proves the condition: each compared field is a string
+    /// the record holds once under the rule field's own name, so it is the value the engine
+    /// reads, and it holds no escapes but `\\` and `\"`, so its escaped, lower-cased text
+    /// compares as the decoded value would (an occurrence counts only where an escape does not
+    /// split it).
+    fn proven(combo: &Combo, proof: &Proven, facts: &Facts<'_, '_>) -> bool {
+        match proof {
+            Proven::Test { field, how, text } => {
+                let Some(key) = combo.proof_keys[*field as usize] else {
+                    return false;
+                };
+                let mut named = facts.found.keyed.iter().filter(|&&(k, _)| k == key);
+                let (Some(&(_, n)), None) = (named.next(), named.next()) else {
+                    return false;
+                };
+                let f = &facts.record.fields[n as usize];
+                let span = f.value_start as usize..f.value_end as usize;
+                match f.kind {
+                    RawKind::Str => {}
+                    RawKind::EscapedStr if simple_escapes(&facts.record.text[span.clone()]) => {}
+                    _ => return false,
+                }
+                let value = &facts.lowered[span];
+                match how {
+                    Compare::Exact => value == &**text,
+                    Compare::Prefix => value.starts_with(text),
+                    Compare::Suffix => {
+                        value.ends_with(text) && unsplit(value, value.len() - text.len())
+                    }
+                    Compare::Contains => {
+                        memchr::memmem::find_iter(value, &**text).any(|at| unsplit(value, at))
+                    }
+                }
+            }
+            Proven::All(parts) => parts.iter().all(|p| Self::proven(combo, p, facts)),
+            Proven::Any(parts) => parts.iter().any(|p| Self::proven(combo, p, facts)),
         }
     }
 
@@ -528,20 +721,32 @@ impl Gate {
         let mut combo = Combo {
             always: false,
             keys: FxHashMap::default(),
+            plans: Vec::new(),
             key_lengths: 0,
-            searches: Vec::new(),
             keyword: None,
             rules: Vec::new(),
+            fields: Vec::new(),
+            facts: 0,
+            proof_keys: Vec::new(),
             eager: Vec::new(),
         };
-        for &b in buckets {
-            combo.always |= !self.rules.prefilter().bucket(b).plain.is_empty();
-        }
-        if combo.always {
-            return combo;
-        }
         let mut rule_index: FxHashMap<u32, u32> = FxHashMap::default();
-        let mut by_key: FxHashMap<Box<[u8]>, Vec<(String, u32)>> = FxHashMap::default();
+        let mut known = Known::default();
+        // Rules without anchors are checked on every record, unless nothing is known of them.
+        for &b in buckets {
+            for &r in &self.rules.prefilter().bucket(b).plain {
+                let need = self.rules.detections[r as usize].detection.need();
+                if need == Need::Always {
+                    combo.always = true;
+                    return combo;
+                }
+                combo.rules.push(known.tree(&need));
+                let at = u32::try_from(combo.rules.len() - 1).unwrap_or(u32::MAX);
+                rule_index.insert(r, at);
+                combo.eager.push(at);
+            }
+        }
+        let mut anchors_by_key: FxHashMap<Box<str>, Vec<(String, u32)>> = FxHashMap::default();
         let mut keyword: Vec<(String, u32)> = Vec::new();
         for &b in buckets {
             for scan in &self.rules.prefilter().bucket(b).scans {
@@ -550,15 +755,15 @@ impl Gate {
                     for &r in anchored {
                         let at = *rule_index.entry(r).or_insert_with(|| {
                             let need = self.rules.detections[r as usize].detection.need();
-                            combo.rules.push(tree(&need));
+                            combo.rules.push(known.tree(&need));
                             u32::try_from(combo.rules.len() - 1).unwrap_or(u32::MAX)
                         });
                         match (&text, scan.field) {
                             (Some(t), None) => keyword.push((t.clone(), at)),
                             (Some(t), Some(f)) if !self.sources[f as usize].synthetic => {
                                 for k in &self.sources[f as usize].keys {
-                                    by_key
-                                        .entry(Box::from(k.as_bytes()))
+                                    anchors_by_key
+                                        .entry(k.clone())
                                         .or_default()
                                         .push((t.clone(), at));
                                 }
@@ -575,7 +780,7 @@ impl Gate {
                 Some(t) => {
                     combo
                         .rules
-                        .push(tree(&Need::Literal(None, literal.clone())));
+                        .push(known.tree(&Need::Literal(None, literal.clone())));
                     let at = u32::try_from(combo.rules.len() - 1).unwrap_or(u32::MAX);
                     keyword.push((t, at));
                 }
@@ -587,19 +792,60 @@ impl Gate {
         }
         combo.eager.sort_unstable();
         combo.eager.dedup();
-        let mut keys: Vec<_> = by_key.into_iter().collect();
-        keys.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, anchors) in keys {
-            let Some(search) = Search::build(anchors) else {
-                // Cannot search: decode everything of this route.
-                combo.always = true;
-                return combo;
-            };
-            combo.key_lengths |= length_bit(key.len());
-            let n = u32::try_from(combo.searches.len()).unwrap_or(u32::MAX);
-            combo.keys.insert(key, n);
-            combo.searches.push(search);
+        combo.facts = known.count;
+        // Every record field name a rule field of the facts or an anchor may read.
+        let mut facts_by_key: FxHashMap<Box<str>, Vec<(String, u32)>> = FxHashMap::default();
+        for (field, literals) in known.fields.iter().zip(&known.by_field) {
+            for k in &self.sources[*field as usize].keys {
+                facts_by_key
+                    .entry(k.clone())
+                    .or_default()
+                    .extend(literals.iter().cloned());
+            }
         }
+        let own: Vec<Box<str>> = known
+            .proof_fields
+            .iter()
+            .map(|&f| self.rules.fields.name(f).to_ascii_lowercase().into())
+            .collect();
+        let mut names: Vec<Box<str>> = anchors_by_key
+            .keys()
+            .chain(facts_by_key.keys())
+            .chain(&own)
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let mut plan = KeyPlan::default();
+            if let Some(anchors) = anchors_by_key.remove(&name) {
+                let Some(search) = Search::build(anchors) else {
+                    // Cannot search: decode everything of this route.
+                    combo.always = true;
+                    return combo;
+                };
+                plan.anchors = Some(search);
+            }
+            plan.facts = facts_by_key.remove(&name).unwrap_or_default();
+            combo.key_lengths |= length_bit(name.len());
+            let n = u32::try_from(combo.plans.len()).unwrap_or(u32::MAX);
+            combo.keys.insert(Box::from(name.as_bytes()), n);
+            combo.plans.push(plan);
+        }
+        let key_of = |k: &str| combo.keys.get(k.as_bytes()).copied();
+        combo.proof_keys = own.iter().map(|k| key_of(k)).collect();
+        combo.fields = known
+            .fields
+            .iter()
+            .map(|&f| {
+                let sources = &self.sources[f as usize];
+                FieldPlan {
+                    keys: sources.keys.iter().filter_map(|k| key_of(k)).collect(),
+                    own: key_of(&self.rules.fields.name(f).to_ascii_lowercase()),
+                    synthetic: sources.synthetic,
+                }
+            })
+            .collect();
         if !keyword.is_empty() {
             match Search::build(keyword) {
                 Some(s) => combo.keyword = Some(s),
@@ -610,20 +856,134 @@ impl Gate {
     }
 }
 
-/// A rule's necessary literals, each with its searcher; a literal the text cannot show (empty,
-/// control characters) is always satisfied.
-fn tree(need: &Need) -> Tree {
-    match need {
-        Need::Always => Tree::True,
-        Need::Literal(field, text) => match escaped(text) {
-            Some(e) => Tree::Lit(
-                *field,
-                Box::new(memchr::memmem::Finder::new(e.as_bytes()).into_owned()),
-            ),
-            None => Tree::True,
-        },
-        Need::All(parts) => Tree::All(parts.iter().map(tree).collect()),
-        Need::Any(parts) => Tree::Any(parts.iter().map(tree).collect()),
+/// True when every escape in the JSON string text is `\\` or `\"`.
+fn simple_escapes(text: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(i) = memchr::memchr(b'\\', &text[at..]) {
+        match text.get(at + i + 1) {
+            Some(b'\\' | b'"') => at += i + 2,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// True when position `at` of escaped text starts a character (an even number of
+/// backslashes precedes it).
+fn unsplit(text: &[u8], at: usize) -> bool {
+    text[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+}
+
+/// The facts of one combo's trees: each distinct (rule field, literal) once, numbered, and
+/// grouped by rule field.
+#[derive(Default)]
+struct Known {
+    /// Rule fields by combo field number.
+    fields: Vec<FieldId>,
+    numbers: FxHashMap<FieldId, u32>,
+    facts: FxHashMap<(FieldId, String), u32>,
+    /// Per combo field, its literals and their facts.
+    by_field: Vec<Vec<(String, u32)>>,
+    count: usize,
+    /// Rule fields proofs compare, by proof field number.
+    proof_fields: Vec<FieldId>,
+}
+
+impl Known {
+    /// A rule's necessary literals as facts (keywords with their own searcher); a literal the
+    /// text cannot show (empty, control characters) is always satisfied.
+    fn tree(&mut self, need: &Need) -> Tree {
+        match need {
+            Need::Always => Tree::True,
+            Need::Literal(field, text) => match (field, escaped(text)) {
+                (_, None) => Tree::True,
+                (None, Some(e)) => Tree::Keyword(Box::new(
+                    memchr::memmem::Finder::new(e.as_bytes()).into_owned(),
+                )),
+                (&Some(id), Some(e)) => {
+                    let next = u32::try_from(self.fields.len()).unwrap_or(u32::MAX);
+                    let field = *self.numbers.entry(id).or_insert(next);
+                    if field == next {
+                        self.fields.push(id);
+                        self.by_field.push(Vec::new());
+                    }
+                    let count = u32::try_from(self.count).unwrap_or(u32::MAX);
+                    let fact = match self.facts.entry((id, e)) {
+                        Entry::Occupied(o) => *o.get(),
+                        Entry::Vacant(v) => {
+                            self.by_field[field as usize].push((v.key().1.clone(), count));
+                            self.count += 1;
+                            *v.insert(count)
+                        }
+                    };
+                    Tree::Fact { field, fact }
+                }
+            },
+            Need::All(parts) => Tree::All(parts.iter().map(|p| self.tree(p)).collect()),
+            Need::Unless(proof) => self.proven(proof).map_or(Tree::True, Tree::Unless),
+            Need::Any(parts) => {
+                let parts: Vec<Tree> = parts.iter().map(|p| self.tree(p)).collect();
+                Self::any_fact(&parts).unwrap_or(Tree::Any(parts))
+            }
+        }
+    }
+
+    /// A proof as the gate checks it; `None` when nothing of it can be checked on the text.
+    fn proven(&mut self, proof: &Proof) -> Option<Proven> {
+        let some = |parts: Vec<Proven>, all: fn(Vec<Proven>) -> Proven| match parts.len() {
+            0 => None,
+            1 => parts.into_iter().next(),
+            _ => Some(all(parts)),
+        };
+        match proof {
+            Proof::Test(id, how, text) => {
+                let text = escaped(text)?;
+                let field = match self.proof_fields.iter().position(|f| f == id) {
+                    Some(at) => at,
+                    None => {
+                        self.proof_fields.push(*id);
+                        self.proof_fields.len() - 1
+                    }
+                };
+                Some(Proven::Test {
+                    field: u32::try_from(field).ok()?,
+                    how: *how,
+                    text: text.into_bytes().into_boxed_slice(),
+                })
+            }
+            Proof::All(parts) => {
+                let parts: Option<Vec<Proven>> = parts.iter().map(|p| self.proven(p)).collect();
+                some(parts?, Proven::All)
+            }
+            Proof::Any(parts) => {
+                let parts = parts.iter().filter_map(|p| self.proven(p)).collect();
+                some(parts, Proven::Any)
+            }
+        }
+    }
+
+    /// Alternatives that are all facts of one rule field, as one mask test.
+    fn any_fact(parts: &[Tree]) -> Option<Tree> {
+        let mut one = None;
+        let mut mask: Vec<(u32, u64)> = Vec::new();
+        for p in parts {
+            let &Tree::Fact { field, fact } = p else {
+                return None;
+            };
+            if one.is_some_and(|o| o != field) {
+                return None;
+            }
+            one = Some(field);
+            let (word, b) = (fact / 64, 1u64 << (fact % 64));
+            match mask.iter_mut().find(|(w, _)| *w == word) {
+                Some((_, bits)) => *bits |= b,
+                None => mask.push((word, b)),
+            }
+        }
+        Some(Tree::AnyFact {
+            field: one?,
+            mask: mask.into_boxed_slice(),
+        })
     }
 }
 
@@ -637,6 +997,22 @@ mod tests {
         assert_eq!(escaped(r#"a"b"#).as_deref(), Some(r#"a\"b"#));
         assert_eq!(escaped("a\nb"), None);
         assert_eq!(escaped(""), None);
+    }
+
+    /// A comparison proved on escaped text counts only where no escape other than `\\` and
+    /// `\"` occurs, and only at positions an escape does not split.
+    #[test]
+    fn proofs_see_escapes_that_could_split_a_match() {
+        assert!(simple_escapes(br#"C:\\Windows\\x \"q\""#));
+        assert!(simple_escapes(b"plain"));
+        assert!(!simple_escapes(br#"line\nnext"#));
+        assert!(!simple_escapes(br#"ends\"#));
+        // `a`, an escaped backslash, an escaped newline, `b`.
+        let text = br#"a\\\nb"#;
+        assert!(unsplit(text, 1));
+        assert!(!unsplit(text, 2));
+        assert!(unsplit(text, 3));
+        assert!(!unsplit(text, 4));
     }
 
     /// Lower-casing the raw text must give, within each value, exactly what the engine's

@@ -37,6 +37,52 @@ pub(crate) enum Need {
     All(Vec<Need>),
     /// At least one part.
     Any(Vec<Need>),
+    /// The rule matches only if this condition is false (a `not` of the condition): a record
+    /// where the gate proves it true cannot match. No literal is known.
+    Unless(Proof),
+}
+
+/// How a [`Proof`] test compares a field's lower-cased value with its lower-cased text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compare {
+    Exact,
+    Prefix,
+    Suffix,
+    Contains,
+}
+
+/// A condition of a rule made only of string comparisons that a record's raw text can prove
+/// true (the negated filters of rules: `selection and not filter`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Proof {
+    /// The field's value, lower-cased, compares so with this lower-cased text.
+    Test(FieldId, Compare, String),
+    /// Every part.
+    All(Vec<Proof>),
+    /// At least one part.
+    Any(Vec<Proof>),
+}
+
+impl Proof {
+    /// All of `parts`; `None` (nothing provable) when one of them is `None`.
+    pub(crate) fn all(parts: impl IntoIterator<Item = Option<Proof>>) -> Option<Proof> {
+        let mut out: Vec<Proof> = parts.into_iter().collect::<Option<_>>()?;
+        match out.len() {
+            0 => None,
+            1 => out.pop(),
+            _ => Some(Proof::All(out)),
+        }
+    }
+
+    /// Any of `parts` that can be proved; `None` when none can.
+    pub(crate) fn any(parts: impl IntoIterator<Item = Option<Proof>>) -> Option<Proof> {
+        let mut out: Vec<Proof> = parts.into_iter().flatten().collect();
+        match out.len() {
+            0 => None,
+            1 => out.pop(),
+            _ => Some(Proof::Any(out)),
+        }
+    }
 }
 
 /// One anchor: a field (or any field) and a lower-cased literal.
@@ -83,7 +129,7 @@ impl Need {
     /// `None` when no such set exists.
     pub(crate) fn anchors(&self, long: &dyn Fn(Option<FieldId>) -> bool) -> Option<Vec<Anchor>> {
         match self {
-            Need::Always => None,
+            Need::Always | Need::Unless(_) => None,
             Need::Literal(field, text) => Some(vec![(*field, text.clone())]),
             Need::Any(items) => {
                 let mut out = Vec::new();

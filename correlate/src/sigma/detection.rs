@@ -11,7 +11,7 @@ use chainwatch_config::sigma::{Condition, Detection, FieldItem, Pattern, SearchB
 
 use super::fields::{EventView, FieldId};
 use super::value::{CompileCtx, Matcher, StrTest, ValueSet};
-use crate::prefilter::Need;
+use crate::prefilter::{Need, Proof};
 
 /// One item of a map: a field's values, or keywords (no field: any field).
 #[derive(Debug, Clone)]
@@ -241,6 +241,14 @@ impl CompiledDetection {
                                 .into_iter()
                                 .map(|lit| Need::Literal(t.field, lit)),
                         ),
+                        // A number matches its decimal text, or a string that reads as it:
+                        // with a sign, leading zeros or spaces, or in hexadecimal after `0x`.
+                        // Each holds the digits of its magnitude in one of the two bases.
+                        // (Not the event id: rules are routed by it already.)
+                        Matcher::Int(i) if t.field != self.event_id_field => Need::any([
+                            Need::Literal(t.field, i.unsigned_abs().to_string()),
+                            Need::Literal(t.field, format!("{:x}", i.unsigned_abs())),
+                        ]),
                         _ => Need::Always,
                     }
                 }))
@@ -258,16 +266,59 @@ impl CompiledDetection {
                     .map(|tests| Need::all(tests.iter().map(test_need))),
             )
         };
-        fn walk(c: &Cond, search_need: &dyn Fn(usize) -> Need) -> Need {
-            match c {
-                Cond::Search(i) => search_need(*i),
-                Cond::Not(_) => Need::Always,
-                Cond::And(terms) => Need::all(terms.iter().map(|t| walk(t, search_need))),
-                Cond::Or(terms) => Need::any(terms.iter().map(|t| walk(t, search_need))),
-                Cond::AnyOf(ids) => Need::any(ids.iter().map(|i| search_need(*i))),
-                Cond::AllOf(ids) => Need::all(ids.iter().map(|i| search_need(*i))),
-            }
+        let walk = |c: &Cond| self.walk_need(c, &search_need);
+        Need::any(self.conditions.iter().map(walk))
+    }
+
+    fn walk_need(&self, c: &Cond, search_need: &dyn Fn(usize) -> Need) -> Need {
+        match c {
+            Cond::Search(i) => search_need(*i),
+            Cond::Not(inner) => self.proof(inner).map_or(Need::Always, Need::Unless),
+            Cond::And(terms) => Need::all(terms.iter().map(|t| self.walk_need(t, search_need))),
+            Cond::Or(terms) => Need::any(terms.iter().map(|t| self.walk_need(t, search_need))),
+            Cond::AnyOf(ids) => Need::any(ids.iter().map(|i| search_need(*i))),
+            Cond::AllOf(ids) => Need::all(ids.iter().map(|i| search_need(*i))),
         }
-        Need::any(self.conditions.iter().map(|c| walk(c, &search_need)))
+    }
+
+    /// The condition as string comparisons a record's raw text can prove true; `None` when
+    /// it holds anything else (what cannot be proved is dropped from alternatives).
+    fn proof(&self, c: &Cond) -> Option<Proof> {
+        let test = |t: &FieldTest| -> Option<Proof> {
+            let field = t.field?;
+            if t.values.neq || t.values.cased() {
+                return None;
+            }
+            let per_value = t.values.values.iter().map(|alts| {
+                Proof::any(alts.iter().map(|m| {
+                    match m {
+                        Matcher::Str(test) => test
+                            .comparison()
+                            .map(|(how, text)| Proof::Test(field, how, text)),
+                        _ => None,
+                    }
+                }))
+            });
+            if t.values.all {
+                Proof::all(per_value)
+            } else {
+                Proof::any(per_value)
+            }
+        };
+        let search = |i: usize| {
+            Proof::any(
+                self.searches[i]
+                    .iter()
+                    .map(|tests| Proof::all(tests.iter().map(test))),
+            )
+        };
+        match c {
+            Cond::Search(i) => search(*i),
+            Cond::Not(_) => None,
+            Cond::And(terms) => Proof::all(terms.iter().map(|t| self.proof(t))),
+            Cond::Or(terms) => Proof::any(terms.iter().map(|t| self.proof(t))),
+            Cond::AnyOf(ids) => Proof::any(ids.iter().map(|i| search(*i))),
+            Cond::AllOf(ids) => Proof::all(ids.iter().map(|i| search(*i))),
+        }
     }
 }

@@ -29,6 +29,7 @@ use super::fields::{EventView, FieldId, FieldIndex, FieldVal, lower};
 use super::regex::{self as sigma_regex, Flags};
 use super::string::{self, CompileError, Piece, SigmaString, Utf16};
 use super::tables::Tables;
+use crate::prefilter::Compare;
 
 /// What compiling a value needs besides the value.
 #[derive(Debug)]
@@ -66,6 +67,21 @@ impl StrTest {
             StrTest::Any => true,
             StrTest::Glob(r, _) | StrTest::Regex(r) => r.is_match(text),
         }
+    }
+
+    /// The test as a comparison of lower-cased text with a literal, for a case-insensitive
+    /// test (whose texts are lower-cased): `None` for wildcards and regexes.
+    pub(crate) fn comparison(&self) -> Option<(Compare, String)> {
+        Some(match self {
+            StrTest::Exact(s) => (Compare::Exact, lower(s).into_owned()),
+            StrTest::Prefix(s) => (Compare::Prefix, lower(s).into_owned()),
+            StrTest::Suffix(s) => (Compare::Suffix, lower(s).into_owned()),
+            StrTest::Contains(f) => (
+                Compare::Contains,
+                lower(&String::from_utf8_lossy(f.needle())).into_owned(),
+            ),
+            StrTest::Any | StrTest::Glob(..) | StrTest::Regex(_) => return None,
+        })
     }
 
     /// Literal texts every matching value contains, lower-cased (for the prefilter); empty
@@ -390,6 +406,11 @@ impl Mods<'_> {
 }
 
 impl ValueSet {
+    /// Case-sensitive (`|cased`): its texts are not lower-cased.
+    pub(crate) fn cased(&self) -> bool {
+        self.cased
+    }
+
     /// Compiles one field item's values.
     pub(crate) fn compile(
         item: &FieldItem,
