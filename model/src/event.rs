@@ -414,8 +414,73 @@ impl Serialize for FieldValue {
 }
 
 impl<'de> Deserialize<'de> for FieldValue {
+    /// Reads a value straight from the deserializer, with what [`FieldValue::from_json`] gives
+    /// for the same JSON (an object becomes its JSON text), but no `serde_json::Value` built
+    /// first: the correlate stage and `hunt` read every event's fields this way.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
+        deserializer.deserialize_any(FieldValueVisitor)
+    }
+}
+
+/// The visitor of [`FieldValue`]'s `Deserialize`.
+struct FieldValueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FieldValueVisitor {
+    type Value = FieldValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<FieldValue, E> {
+        Ok(FieldValue::Bool(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<FieldValue, E> {
+        Ok(FieldValue::Int(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<FieldValue, E> {
+        // As `from_json`: beyond `i64`, the nearest float.
+        Ok(i64::try_from(v).map_or(FieldValue::Float(v as f64), FieldValue::Int))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<FieldValue, E> {
+        Ok(FieldValue::Float(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FieldValue, E> {
+        Ok(FieldValue::Str(v.into()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<FieldValue, E> {
+        Ok(FieldValue::Str(v.into_boxed_str()))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<FieldValue, E> {
+        Ok(FieldValue::Null)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<FieldValue, E> {
+        Ok(FieldValue::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<FieldValue, D::Error> {
+        FieldValue::deserialize(d)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<FieldValue, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element::<FieldValue>()? {
+            items.push(item);
+        }
+        Ok(FieldValue::List(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FieldValue, A::Error> {
+        // Decoders flatten objects; one that reaches here is kept as its JSON text.
+        let value =
+            serde_json::Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
         Ok(FieldValue::from_json(&value))
     }
 }
@@ -526,6 +591,25 @@ mod tests {
         assert_eq!(FieldValue::Str("0x1fffff".into()).as_i64(), Some(0x1fffff));
         assert_eq!(FieldValue::Str("4688".into()).as_i64(), Some(4688));
         assert_eq!(FieldValue::Int(7).as_text().unwrap(), "7");
+    }
+
+    #[test]
+    fn field_values_read_from_json_as_from_json_converts_them() {
+        let text = r#"{"s":"a\"b","i":-7,"u":18446744073709551615,"f":1.5,"t":true,
+            "n":null,"l":[1,"x",[null]],"o":{"k":[1,2],"v":"w"},"big":9223372036854775807}"#;
+        let fields: Fields = serde_json::from_str(text).unwrap();
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        let object = value.as_object().unwrap();
+        assert_eq!(fields.len(), object.len());
+        for (name, v) in object {
+            assert_eq!(fields.get(name), Some(&FieldValue::from_json(v)), "{name}");
+        }
+        assert_eq!(fields.get_str("o"), Some(r#"{"k":[1,2],"v":"w"}"#));
+        assert_eq!(fields.get("u"), Some(&FieldValue::Float(u64::MAX as f64)));
+        assert_eq!(fields.get("big"), Some(&FieldValue::Int(i64::MAX)));
+        // And back: what is written reads back the same.
+        let again: Fields = serde_json::from_slice(&serde_json::to_vec(&fields).unwrap()).unwrap();
+        assert_eq!(again, fields);
     }
 
     #[test]
