@@ -98,11 +98,13 @@ struct Open {
     first_seen: Timestamp,
     revision: u32,
     /// Index into the milestones of the last partial finding raised (`None`: none yet).
-    milestone: Option<usize>,
+    /// `u32`, as `placed`: the group is held per partial chain, and the narrower fields keep
+    /// it a malloc size class smaller (the JSON is the same).
+    milestone: Option<u32>,
     /// The chain is complete (its required stages are placed).
     complete: bool,
     /// Stages placed in the last version raised.
-    placed: usize,
+    placed: u32,
     /// The complete chain can grow no more (every stage placed, or its timespan is over) and
     /// its evidence is used up.
     closed: bool,
@@ -132,6 +134,27 @@ impl GroupState for Group {
     fn is_empty(&self) -> bool {
         self.stages.iter().all(Vec::is_empty) && self.consumed.is_empty() && self.open.is_none()
     }
+}
+
+/// A count or index of stages or milestones as the group keeps it (a chain has far fewer).
+fn narrow(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The hits of list `i` of a group's stage (or absence) lists: lists past the last one
+/// holding a hit are not kept (a lone first stage then costs one list, not one per stage).
+fn list(lists: &[Vec<Hit>], i: usize) -> &[Hit] {
+    lists.get(i).map_or(&[], Vec::as_slice)
+}
+
+/// List `i` of a group's stage (or absence) lists, added (empty, with the ones before it) when
+/// missing.
+fn list_mut(lists: &mut Vec<Vec<Hit>>, i: usize) -> &mut Vec<Hit> {
+    if lists.len() <= i {
+        lists.reserve_exact(i + 1 - lists.len());
+        lists.resize_with(i + 1, Vec::new);
+    }
+    &mut lists[i]
 }
 
 /// Where a hit goes in a group.
@@ -192,8 +215,9 @@ impl Chains {
         watermark: Timestamp,
     ) -> ChainOutcome {
         let (outcome, old_wait, new_wait) = self.groups.update(&key, limits, |g| {
-            if g.stages.len() < spec.stages.len() {
-                g.stages.resize_with(spec.stages.len(), Vec::new);
+            // Absence lists are kept whole (a reader before stage lists were kept short
+            // indexes them directly); stage lists only up to the last one used.
+            if g.absent.len() < spec.absences.len() {
                 g.absent.resize_with(spec.absences.len(), Vec::new);
             }
             let old_wait = g.waiting;
@@ -259,8 +283,8 @@ fn add_hit(
 ) -> ChainOutcome {
     let mut out = ChainOutcome::default();
     let list = match slot {
-        Slot::Stage(i) => &g.stages[i],
-        Slot::Absent(i) => &g.absent[i],
+        Slot::Stage(i) => list(&g.stages, i),
+        Slot::Absent(i) => list(&g.absent, i),
     };
     if g.consumed.iter().any(|(_, id)| *id == hit.id) || list.iter().any(|h| h.id == hit.id) {
         out.duplicate = true;
@@ -275,8 +299,8 @@ fn add_hit(
     let newest = g.newest.map_or(hit.time, |n| n.max(hit.time));
     g.newest = Some(newest);
     let list = match slot {
-        Slot::Stage(i) => &mut g.stages[i],
-        Slot::Absent(i) => &mut g.absent[i],
+        Slot::Stage(i) => list_mut(&mut g.stages, i),
+        Slot::Absent(i) => list_mut(&mut g.absent, i),
     };
     let at = list.partition_point(|h| (h.time, h.id) < (hit.time, hit.id));
     crate::compact::insert(list, at, hit);
@@ -324,7 +348,7 @@ fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission
                 .next_back()
                 .unwrap_or(picks[0].time);
             let end = anchor.add_nanos(a.within_ns);
-            if g.absent[ai]
+            if list(&g.absent, ai)
                 .iter()
                 .any(|h| h.time > anchor && h.time <= end)
             {
@@ -340,7 +364,7 @@ fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission
                     let open_chain = g.open.as_ref().is_some_and(|o| o.complete && !o.closed);
                     if open_chain {
                         // The same chain, still open: raise it again only if it grew.
-                        if g.open.as_ref().is_some_and(|o| placed > o.placed) {
+                        if g.open.as_ref().is_some_and(|o| narrow(placed) > o.placed) {
                             out.push(emit(g, spec, picks.clone(), false, None, true));
                         }
                     } else {
@@ -351,7 +375,7 @@ fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission
                         out.push(emit(g, spec, picks.clone(), false, None, reuse));
                     }
                     if let Some(o) = g.open.as_mut() {
-                        o.placed = o.placed.max(placed);
+                        o.placed = o.placed.max(narrow(placed));
                     }
                     let start = picks
                         .iter()
@@ -378,12 +402,13 @@ fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission
         .next_back();
     if let Some(mi) = reached {
         let already = g.open.as_ref().and_then(|o| o.milestone);
+        let mi = narrow(mi);
         let done = g.open.as_ref().is_some_and(|o| o.complete && !o.closed);
         let closed = g.open.as_ref().is_some_and(|o| o.closed);
         if !done && (closed || already.is_none_or(|a| mi > a)) {
-            let stage = spec.milestones[mi].0;
+            let stage = spec.milestones[mi as usize].0;
             let picks = solution.prefix[stage].clone().unwrap_or_default();
-            let priority = spec.milestones[mi].1;
+            let priority = spec.milestones[mi as usize].1;
             let reuse = g
                 .open
                 .as_ref()
@@ -572,7 +597,11 @@ fn reconstruct(layers: &[Vec<Node>], stages: &[Vec<Hit>], mut at: (usize, usize)
             picks.push(Pick {
                 stage: at.0,
                 time: c.t,
-                hits: c.hits.iter().map(|&i| stages[at.0][i].clone()).collect(),
+                hits: c
+                    .hits
+                    .iter()
+                    .map(|&i| list(stages, at.0)[i].clone())
+                    .collect(),
             });
         }
         match node.prev {
@@ -604,7 +633,8 @@ pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
     let mut prev_layer: Vec<Node> = vec![origin];
     let mut prev_index: Option<usize> = None;
     for (k, stage) in spec.stages.iter().enumerate() {
-        let cands = candidates(&stages[k], stage);
+        let hits = list(stages, k);
+        let cands = candidates(hits, stage);
         // For each candidate and each number of stages placed before it, the predecessor
         // leaving the latest start: more stages placed is better evidence, a later start leaves
         // more room in the timespan, and neither dominates the other.
@@ -613,7 +643,7 @@ pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
         // evidence). Both are valid; later stages keep whichever still fits.
         let mut best: BTreeMap<(Timestamp, usize, bool), Node> = BTreeMap::new();
         for c in &cands {
-            let first_hit = stages[k][c.hits[0]].id;
+            let first_hit = hits[c.hits[0]].id;
             for (pi, p) in prev_layer.iter().enumerate() {
                 let after = p.t < c.s || (p.t == c.s && p.last != Some(first_hit));
                 if !after {
@@ -631,7 +661,7 @@ pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
                 }
                 let node = Node {
                     t: c.t,
-                    last: c.hits.last().map(|&i| stages[k][i].id),
+                    last: c.hits.last().map(|&i| hits[i].id),
                     start: Some(start),
                     placed: p.placed + 1,
                     prev: prev_index.map(|l| (l, pi)),
