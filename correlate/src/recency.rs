@@ -101,7 +101,7 @@ mod tests {
             if let Some(old) = old {
                 assert_eq!(r.remove(old), m.remove(&old));
             }
-            if seed % 7 == 0 {
+            if seed.is_multiple_of(7) {
                 touched[key as usize] = None;
             } else {
                 r.push(tick, key);
