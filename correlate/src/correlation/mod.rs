@@ -271,7 +271,7 @@ mod tests {
             ("Hit", size_of::<Hit>(), 96),
             ("chain::Group", size_of::<chain::Group>(), 96),
             ("GroupKey", size_of::<GroupKey>(), 32),
-            ("Evidence", size_of::<Evidence>(), 400),
+            ("Evidence", size_of::<Evidence>(), 352),
         ];
         for (name, size, bound) in sizes {
             eprintln!("{name}: {size} bytes");
