@@ -284,7 +284,7 @@ fn main() -> Result<()> {
             data
         };
         let records = given.entry(tenant_of(f)).or_default();
-        for r in split_records(&f.display().to_string(), &data) {
+        for r in split_records(f.display().to_string(), &data) {
             let (FileRecord::Record { bytes, .. } | FileRecord::Bad { bytes, .. }) = r;
             records.push(bytes.to_vec());
         }

@@ -268,7 +268,7 @@ pub fn feed_files_with(
     for file in collect_files(files)? {
         stats.files += 1;
         let origin = Provenance::File {
-            path: file.display().to_string(),
+            path: file.display().to_string().into(),
             line: None,
             record: None,
         };

@@ -217,7 +217,7 @@ fn run_case(
     let data = std::fs::read(file).unwrap();
     let tenant = TenantSource::Fixed(TenantId::new("sigmahq").unwrap());
     let origin = Provenance::File {
-        path: file.display().to_string(),
+        path: file.display().to_string().into(),
         line: None,
         record: None,
     };

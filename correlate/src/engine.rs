@@ -795,7 +795,10 @@ fn correlation_alert(rules: &RuleSet, corr: &CompiledCorrelation, firing: &Firin
         {
             Some(stage) => stage.events.extend(ids),
             None => stages.push(Stage {
-                name: info.name.clone().unwrap_or_else(|| info.rule.id.clone()),
+                name: info
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| info.rule.id.to_string()),
                 rule: info.rule.clone(),
                 techniques: info.techniques.clone(),
                 time: p.time,
@@ -866,7 +869,7 @@ fn chain_alert(
                 .map(|&i| rules.input_info(corr.inputs[i]))
                 .collect();
             RuleRef {
-                id: info.name.clone(),
+                id: info.name.clone().into(),
                 title: infos
                     .iter()
                     .map(|i| i.rule.title.as_str())

@@ -34,6 +34,7 @@ pub mod lookback;
 pub mod persist;
 pub mod policy;
 mod prefilter;
+mod recency;
 pub mod roles;
 pub mod ruleset;
 pub mod sigma;

@@ -14,7 +14,7 @@
 //! Pure: no I/O, no clock. [`LookbackBuffer::snapshot`] and [`LookbackBuffer::restore`] turn
 //! it into plain data and back, for whoever persists engine state.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use chainwatch_model::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::recency::Recency;
 use crate::ruleset::RuleInfo;
 
 /// Bounds and reach of the look-back.
@@ -170,7 +171,7 @@ pub struct LookbackBuffer {
 #[derive(Debug, Clone, Default)]
 struct TenantIndex {
     entries: usize,
-    lru: BTreeMap<u64, HostName>,
+    lru: Recency<HostName>,
     /// The newest time among entries dropped with their whole host (the host is gone, so a
     /// later alert on it cannot tell; this says so for every host of the tenant).
     dropped_until: Option<Timestamp>,
@@ -281,9 +282,9 @@ impl LookbackBuffer {
         let tick = self.tick;
         let tenant = self.tenants.entry(key.0.clone()).or_default();
         let host = self.hosts.entry(key.clone()).or_default();
-        tenant.lru.remove(&host.touched);
+        tenant.lru.remove(host.touched);
         host.touched = tick;
-        tenant.lru.insert(tick, key.1.clone());
+        tenant.lru.push(tick, key.1.clone());
         let at = host
             .entries
             .binary_search_by_key(&(event.time, event.id), |n| (n.time(), n.id()));
@@ -356,16 +357,16 @@ impl LookbackBuffer {
         let Some(index) = self.tenants.get_mut(tenant) else {
             return false;
         };
-        let Some((&touched, host)) = index.lru.iter().next() else {
+        let Some((touched, host)) = index.lru.first() else {
             return false;
         };
         let key: HostKey = (tenant.clone(), host.clone());
         let Some(buffer) = self.hosts.get_mut(&key) else {
-            index.lru.remove(&touched);
+            index.lru.remove(touched);
             return true;
         };
         if buffer.entries.is_empty() {
-            index.lru.remove(&touched);
+            index.lru.remove(touched);
             self.hosts.remove(&key);
             return true;
         }
@@ -375,7 +376,7 @@ impl LookbackBuffer {
         self.total -= 1;
         self.evicted += 1;
         if buffer.entries.is_empty() {
-            index.lru.remove(&touched);
+            index.lru.remove(touched);
             let until = buffer.dropped_until;
             self.hosts.remove(&key);
             index.dropped_until = index.dropped_until.max(until);
@@ -505,7 +506,7 @@ impl LookbackBuffer {
             index.entries += entries.len();
             // The snapshot keeps the host key: a host name of it is the key again.
             let host = HostName::new(&h.host);
-            index.lru.insert(b.tick, host.clone());
+            index.lru.push(b.tick, host.clone());
             b.total += entries.len();
             b.hosts.insert(
                 (h.tenant, host),
@@ -523,6 +524,8 @@ impl LookbackBuffer {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use chainwatch_model::{
         Activity, AlertId, AlertKind, EventClass, HostName, Provenance, Severity, SourceFormat,

@@ -47,7 +47,7 @@ impl RuleInfo {
         }
         Self {
             rule: RuleRef {
-                id: meta.key().to_owned(),
+                id: meta.key().into(),
                 title: meta.title.clone(),
                 level: meta.level.unwrap_or(Severity::Medium),
             },

@@ -2,7 +2,7 @@
 //! (pretty-printed, as the SigmaHQ regression data is). A malformed record is reported with its
 //! line and the reader moves on to the next line that starts a record.
 
-use chainwatch_model::Provenance;
+use chainwatch_model::{Provenance, SharedStr};
 use serde_json::value::RawValue;
 
 use crate::error::DecodeError;
@@ -29,7 +29,8 @@ pub enum FileRecord<'a> {
 }
 
 /// Splits `data` (the contents of `path`) into records.
-pub fn split_records<'a>(path: &str, data: &'a [u8]) -> Vec<FileRecord<'a>> {
+pub fn split_records<'a>(path: impl Into<SharedStr>, data: &'a [u8]) -> Vec<FileRecord<'a>> {
+    let path = &path.into();
     let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
     let mut out = Vec::new();
     let first = data.iter().position(|b| !b.is_ascii_whitespace());
@@ -49,7 +50,12 @@ pub fn split_records<'a>(path: &str, data: &'a [u8]) -> Vec<FileRecord<'a>> {
 /// splits them within the whole file: `data` starts at the beginning of line `first_line`,
 /// after the file's first stretch (so neither a byte-order mark nor a JSON array is looked
 /// for), and holds no record over several lines (see [`spans_lines`]).
-pub fn split_records_from<'a>(path: &str, data: &'a [u8], first_line: u64) -> Vec<FileRecord<'a>> {
+pub fn split_records_from<'a>(
+    path: impl Into<SharedStr>,
+    data: &'a [u8],
+    first_line: u64,
+) -> Vec<FileRecord<'a>> {
+    let path = &path.into();
     let mut out = Vec::new();
     let Some(first) = data.iter().position(|b| !b.is_ascii_whitespace()) else {
         return out;
@@ -115,16 +121,16 @@ impl<'a> LineCounter<'a> {
     }
 }
 
-fn file_prov(path: &str, line: u64, record: Option<u64>) -> Provenance {
+fn file_prov(path: &SharedStr, line: u64, record: Option<u64>) -> Provenance {
     Provenance::File {
-        path: path.to_owned(),
+        path: path.clone(),
         line: Some(line),
         record,
     }
 }
 
 fn split_array<'a>(
-    path: &str,
+    path: &SharedStr,
     data: &'a [u8],
     lines: &mut LineCounter<'_>,
     out: &mut Vec<FileRecord<'a>>,
@@ -157,7 +163,7 @@ fn next_line_start(data: &[u8], from: usize) -> usize {
 }
 
 fn split_stream<'a>(
-    path: &str,
+    path: &SharedStr,
     data: &'a [u8],
     mut pos: usize,
     lines: &mut LineCounter<'_>,

@@ -21,7 +21,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use chainwatch_config::service::InputFormat;
-use chainwatch_model::Provenance;
+use chainwatch_model::{Provenance, SharedStr};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -170,10 +170,10 @@ pub fn split_json_lines<'a>(
     )
 }
 
-fn origin_path(origin: &Provenance) -> &str {
+fn origin_path(origin: &Provenance) -> SharedStr {
     match origin {
-        Provenance::File { path, .. } => path.as_str(),
-        Provenance::Kafka { .. } => "",
+        Provenance::File { path, .. } => path.clone(),
+        Provenance::Kafka { .. } => SharedStr::default(),
     }
 }
 

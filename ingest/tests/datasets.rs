@@ -45,7 +45,7 @@ fn decode(name: &str, data: &[u8]) -> Outcome {
     let decoder = Decoder::new(DecoderConfig::default()).unwrap();
     let tenant = TenantSource::Fixed(TenantId::new("eval").unwrap());
     let origin = Provenance::File {
-        path: name.to_owned(),
+        path: name.into(),
         line: None,
         record: None,
     };

@@ -6,14 +6,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Activity, AlertId, Event, EventClass, EventId, HostName, ProcessInfo, Provenance, Severity,
-    Target, TechniqueId, TenantId, Timestamp,
+    SharedStr, Target, TechniqueId, TenantId, Timestamp,
 };
 
 /// A rule, as an alert names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RuleRef {
-    /// The Sigma `id` (a UUID), or the rule's `name` when it has no id.
-    pub id: String,
+    /// The Sigma `id` (a UUID), or the rule's `name` when it has no id. Shared by the evidence
+    /// of the rule.
+    pub id: SharedStr,
     /// The Sigma `title`.
     pub title: String,
     /// The Sigma `level`.
@@ -53,8 +54,8 @@ pub struct Evidence {
     pub id: EventId,
     /// Its event time.
     pub time: Timestamp,
-    /// The id of the detection rule it matched.
-    pub rule: String,
+    /// The id of the detection rule it matched (shared by every piece of evidence of the rule).
+    pub rule: SharedStr,
     /// Its class.
     pub class: EventClass,
     /// Its activity.
@@ -83,12 +84,12 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    /// The evidence of `event` for rule `rule`.
-    pub fn of(event: &Event, rule: &str) -> Self {
+    /// The evidence of `event` for rule `rule` (pass the rule's [`SharedStr`] to share it).
+    pub fn of(event: &Event, rule: impl Into<SharedStr>) -> Self {
         Self {
             id: event.id,
             time: event.time,
-            rule: rule.to_owned(),
+            rule: rule.into(),
             class: event.class,
             activity: event.activity,
             user: event.user.clone(),

@@ -18,6 +18,7 @@ pub mod id;
 pub mod provenance;
 pub mod raw;
 pub mod severity;
+pub mod shared;
 pub mod tenant;
 pub mod time;
 
@@ -32,5 +33,6 @@ pub use id::{AlertId, EventId};
 pub use provenance::Provenance;
 pub use raw::{FieldOrigins, Origin, RawField, RawKind, RawRecord};
 pub use severity::Severity;
+pub use shared::SharedStr;
 pub use tenant::TenantId;
 pub use time::Timestamp;

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::SharedStr;
+
 /// The origin of a record: a Kafka position or a place in a file.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -23,8 +25,8 @@ pub enum Provenance {
     },
     /// A record read from a file.
     File {
-        /// The file, as given on the command line.
-        path: String,
+        /// The file, as given on the command line (shared by every record of the file).
+        path: SharedStr,
         /// The 1-based line where the record starts (text formats).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         line: Option<u64>,

@@ -284,7 +284,7 @@ fn provenance_tags(p: &Provenance) -> Vec<Value> {
             v
         }
         Provenance::File { path, line, record } => {
-            let mut v = vec![tag("provenance.path", path.clone())];
+            let mut v = vec![tag("provenance.path", path.to_string())];
             if let Some(l) = line {
                 v.push(tag("provenance.line", l.to_string()));
             }

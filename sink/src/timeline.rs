@@ -387,7 +387,7 @@ fn event_view(e: &Evidence, first: Timestamp) -> EventView {
         target,
         provenance: e.provenance.to_string(),
         level: "",
-        rules: e.rule.clone(),
+        rules: e.rule.to_string(),
         techniques: Vec::new(),
     }
 }
@@ -592,7 +592,7 @@ fn page(alert: &Alert) -> Page {
     let stages = if stages.is_empty() {
         vec![StageView {
             n: 1,
-            name: alert.rule.id.clone(),
+            name: alert.rule.id.to_string(),
             title: alert.rule.title.clone(),
             level: alert.rule.level.as_str(),
             time: first.to_string(),

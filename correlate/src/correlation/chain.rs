@@ -98,27 +98,93 @@ struct Open {
     first_seen: Timestamp,
     revision: u32,
     /// Index into the milestones of the last partial finding raised (`None`: none yet).
-    milestone: Option<usize>,
+    /// `u32`, as `placed`: the group is held per partial chain, and the narrower fields keep
+    /// it a malloc size class smaller (the JSON is the same).
+    milestone: Option<u32>,
     /// The chain is complete (its required stages are placed).
     complete: bool,
     /// Stages placed in the last version raised.
-    placed: usize,
+    placed: u32,
     /// The complete chain can grow no more (every stage placed, or its timespan is over) and
     /// its evidence is used up.
     closed: bool,
 }
 
 /// One group's chain state (serializable: it is what the changelog holds for the group).
-#[derive(Debug, Default, Serialize, Deserialize)]
+///
+/// One is held per partial chain, so the parts most groups never use (absence lists, used
+/// events, an absence deadline) are boxed together in [`Rare`]; the record written is the same
+/// as when they were fields of the group ([`GroupRecord`]).
+#[derive(Debug, Default)]
 pub(crate) struct Group {
     stages: Vec<Vec<Hit>>,
+    newest: Option<Timestamp>,
+    open: Option<Open>,
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of a [`Group`] that most groups leave empty.
+#[derive(Debug, Default)]
+struct Rare {
     absent: Vec<Vec<Hit>>,
     /// Events used by a finding, so redelivery cannot reuse them.
     consumed: Vec<(Timestamp, EventId)>,
-    newest: Option<Timestamp>,
-    open: Option<Open>,
     /// The earliest absence deadline a complete chain waits for.
     waiting: Option<Timestamp>,
+}
+
+/// A [`Group`] as the changelog writes it: every part a field.
+#[derive(Serialize)]
+struct GroupRecord<'a> {
+    stages: &'a [Vec<Hit>],
+    absent: &'a [Vec<Hit>],
+    consumed: &'a [(Timestamp, EventId)],
+    newest: Option<Timestamp>,
+    open: &'a Option<Open>,
+    waiting: Option<Timestamp>,
+}
+
+/// A [`Group`] as the changelog holds it.
+#[derive(Deserialize)]
+struct GroupRecordIn {
+    stages: Vec<Vec<Hit>>,
+    absent: Vec<Vec<Hit>>,
+    consumed: Vec<(Timestamp, EventId)>,
+    newest: Option<Timestamp>,
+    open: Option<Open>,
+    waiting: Option<Timestamp>,
+}
+
+impl Serialize for Group {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        GroupRecord {
+            stages: &self.stages,
+            absent: self.absent(),
+            consumed: self.consumed(),
+            newest: self.newest,
+            open: &self.open,
+            waiting: self.waiting(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Group {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let r = GroupRecordIn::deserialize(deserializer)?;
+        let rare = Rare {
+            absent: r.absent,
+            consumed: r.consumed,
+            waiting: r.waiting,
+        };
+        let used = !rare.absent.is_empty() || !rare.consumed.is_empty() || rare.waiting.is_some();
+        Ok(Group {
+            stages: r.stages,
+            newest: r.newest,
+            open: r.open,
+            rare: used.then(|| Box::new(rare)),
+        })
+    }
 }
 
 impl Group {
@@ -126,12 +192,55 @@ impl Group {
     pub(crate) fn newest(&self) -> Option<Timestamp> {
         self.newest
     }
+
+    fn absent(&self) -> &[Vec<Hit>] {
+        self.rare.as_ref().map_or(&[], |r| &r.absent)
+    }
+
+    fn consumed(&self) -> &[(Timestamp, EventId)] {
+        self.rare.as_ref().map_or(&[], |r| &r.consumed)
+    }
+
+    fn waiting(&self) -> Option<Timestamp> {
+        self.rare.as_ref().and_then(|r| r.waiting)
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_default()
+    }
+
+    fn set_waiting(&mut self, waiting: Option<Timestamp>) {
+        if waiting.is_some() || self.rare.is_some() {
+            self.rare_mut().waiting = waiting;
+        }
+    }
 }
 
 impl GroupState for Group {
     fn is_empty(&self) -> bool {
-        self.stages.iter().all(Vec::is_empty) && self.consumed.is_empty() && self.open.is_none()
+        self.stages.iter().all(Vec::is_empty) && self.consumed().is_empty() && self.open.is_none()
     }
+}
+
+/// A count or index of stages or milestones as the group keeps it (a chain has far fewer).
+fn narrow(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The hits of list `i` of a group's stage (or absence) lists: lists past the last one
+/// holding a hit are not kept (a lone first stage then costs one list, not one per stage).
+fn list(lists: &[Vec<Hit>], i: usize) -> &[Hit] {
+    lists.get(i).map_or(&[], Vec::as_slice)
+}
+
+/// List `i` of a group's stage (or absence) lists, added (empty, with the ones before it) when
+/// missing.
+fn list_mut(lists: &mut Vec<Vec<Hit>>, i: usize) -> &mut Vec<Hit> {
+    if lists.len() <= i {
+        lists.reserve_exact(i + 1 - lists.len());
+        lists.resize_with(i + 1, Vec::new);
+    }
+    &mut lists[i]
 }
 
 /// Where a hit goes in a group.
@@ -174,7 +283,7 @@ impl Chains {
 
     /// Puts back a group read from the changelog, with the absence deadline it waits for.
     pub(crate) fn restore(&mut self, key: GroupKey, group: Group, limits: Limits) {
-        if let Some(d) = group.waiting {
+        if let Some(d) = group.waiting() {
             self.deadlines.insert((d, key.clone()));
         }
         self.groups.restore(key, group, limits);
@@ -192,13 +301,16 @@ impl Chains {
         watermark: Timestamp,
     ) -> ChainOutcome {
         let (outcome, old_wait, new_wait) = self.groups.update(&key, limits, |g| {
-            if g.stages.len() < spec.stages.len() {
-                g.stages.resize_with(spec.stages.len(), Vec::new);
-                g.absent.resize_with(spec.absences.len(), Vec::new);
+            // Absence lists are kept whole (a reader before stage lists were kept short
+            // indexes them directly); stage lists only up to the last one used.
+            if g.absent().len() < spec.absences.len() {
+                g.rare_mut()
+                    .absent
+                    .resize_with(spec.absences.len(), Vec::new);
             }
-            let old_wait = g.waiting;
+            let old_wait = g.waiting();
             let outcome = add_hit(g, slot, hit, spec, limits, watermark);
-            (outcome, old_wait, g.waiting)
+            (outcome, old_wait, g.waiting())
         });
         self.rewait(&key, old_wait, new_wait);
         outcome
@@ -224,7 +336,7 @@ impl Chains {
             self.deadlines.remove(&(deadline, key.clone()));
             let decided = self.groups.peek(&key, |g| {
                 let emissions = decide(g, spec, watermark);
-                (emissions, g.waiting)
+                (emissions, g.waiting())
             });
             let Some((emissions, new_wait)) = decided else {
                 continue; // evicted meanwhile
@@ -259,10 +371,10 @@ fn add_hit(
 ) -> ChainOutcome {
     let mut out = ChainOutcome::default();
     let list = match slot {
-        Slot::Stage(i) => &g.stages[i],
-        Slot::Absent(i) => &g.absent[i],
+        Slot::Stage(i) => list(&g.stages, i),
+        Slot::Absent(i) => list(g.absent(), i),
     };
-    if g.consumed.iter().any(|(_, id)| *id == hit.id) || list.iter().any(|h| h.id == hit.id) {
+    if g.consumed().iter().any(|(_, id)| *id == hit.id) || list.iter().any(|h| h.id == hit.id) {
         out.duplicate = true;
         return out;
     }
@@ -275,8 +387,8 @@ fn add_hit(
     let newest = g.newest.map_or(hit.time, |n| n.max(hit.time));
     g.newest = Some(newest);
     let list = match slot {
-        Slot::Stage(i) => &mut g.stages[i],
-        Slot::Absent(i) => &mut g.absent[i],
+        Slot::Stage(i) => list_mut(&mut g.stages, i),
+        Slot::Absent(i) => list_mut(&mut g.rare_mut().absent, i),
     };
     let at = list.partition_point(|h| (h.time, h.id) < (hit.time, hit.id));
     crate::compact::insert(list, at, hit);
@@ -287,10 +399,15 @@ fn add_hit(
 
     // Prune what can no longer join a chain.
     let oldest = horizon(newest, limits);
-    for list in g.stages.iter_mut().chain(g.absent.iter_mut()) {
+    for list in &mut g.stages {
         list.retain(|h| h.time >= oldest);
     }
-    g.consumed.retain(|(t, _)| *t >= oldest);
+    if let Some(rare) = &mut g.rare {
+        for list in &mut rare.absent {
+            list.retain(|h| h.time >= oldest);
+        }
+        rare.consumed.retain(|(t, _)| *t >= oldest);
+    }
     if let Some(o) = &g.open {
         let expired = match spec.suppress_ns {
             Some(w) => newest.nanos_since(o.first_seen) > w.max(spec.timespan_ns),
@@ -309,7 +426,7 @@ fn add_hit(
 /// is pending), updates of it while optional stages still join, or a partial one when a new
 /// milestone is reached.
 fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission> {
-    g.waiting = None;
+    g.set_waiting(None);
     let solution = solve(&g.stages, spec);
     let mut out = Vec::new();
     if let Some(picks) = solution.complete {
@@ -324,7 +441,7 @@ fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission
                 .next_back()
                 .unwrap_or(picks[0].time);
             let end = anchor.add_nanos(a.within_ns);
-            if g.absent[ai]
+            if list(g.absent(), ai)
                 .iter()
                 .any(|h| h.time > anchor && h.time <= end)
             {
@@ -334,13 +451,13 @@ fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission
         }
         if !cancelled {
             match deadline {
-                Some(d) if d > watermark => g.waiting = Some(d),
+                Some(d) if d > watermark => g.set_waiting(Some(d)),
                 _ => {
                     let placed = picks.len();
                     let open_chain = g.open.as_ref().is_some_and(|o| o.complete && !o.closed);
                     if open_chain {
                         // The same chain, still open: raise it again only if it grew.
-                        if g.open.as_ref().is_some_and(|o| placed > o.placed) {
+                        if g.open.as_ref().is_some_and(|o| narrow(placed) > o.placed) {
                             out.push(emit(g, spec, picks.clone(), false, None, true));
                         }
                     } else {
@@ -351,7 +468,7 @@ fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission
                         out.push(emit(g, spec, picks.clone(), false, None, reuse));
                     }
                     if let Some(o) = g.open.as_mut() {
-                        o.placed = o.placed.max(placed);
+                        o.placed = o.placed.max(narrow(placed));
                     }
                     let start = picks
                         .iter()
@@ -378,12 +495,13 @@ fn decide(g: &mut Group, spec: &ChainSpec, watermark: Timestamp) -> Vec<Emission
         .next_back();
     if let Some(mi) = reached {
         let already = g.open.as_ref().and_then(|o| o.milestone);
+        let mi = narrow(mi);
         let done = g.open.as_ref().is_some_and(|o| o.complete && !o.closed);
         let closed = g.open.as_ref().is_some_and(|o| o.closed);
         if !done && (closed || already.is_none_or(|a| mi > a)) {
-            let stage = spec.milestones[mi].0;
+            let stage = spec.milestones[mi as usize].0;
             let picks = solution.prefix[stage].clone().unwrap_or_default();
-            let priority = spec.milestones[mi].1;
+            let priority = spec.milestones[mi as usize].1;
             let reuse = g
                 .open
                 .as_ref()
@@ -454,10 +572,11 @@ fn consume(g: &mut Group, picks: &[Pick], spec: &ChainSpec) {
         .map(|p| p.time)
         .max()
         .unwrap_or(Timestamp::from_nanos(i64::MIN));
-    for list in g.stages.iter_mut().chain(g.absent.iter_mut()) {
+    let rare = g.rare.get_or_insert_default();
+    for list in g.stages.iter_mut().chain(rare.absent.iter_mut()) {
         list.retain(|h| {
             if h.time <= end {
-                g.consumed.push((h.time, h.id));
+                rare.consumed.push((h.time, h.id));
                 false
             } else {
                 true
@@ -572,7 +691,11 @@ fn reconstruct(layers: &[Vec<Node>], stages: &[Vec<Hit>], mut at: (usize, usize)
             picks.push(Pick {
                 stage: at.0,
                 time: c.t,
-                hits: c.hits.iter().map(|&i| stages[at.0][i].clone()).collect(),
+                hits: c
+                    .hits
+                    .iter()
+                    .map(|&i| list(stages, at.0)[i].clone())
+                    .collect(),
             });
         }
         match node.prev {
@@ -604,7 +727,8 @@ pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
     let mut prev_layer: Vec<Node> = vec![origin];
     let mut prev_index: Option<usize> = None;
     for (k, stage) in spec.stages.iter().enumerate() {
-        let cands = candidates(&stages[k], stage);
+        let hits = list(stages, k);
+        let cands = candidates(hits, stage);
         // For each candidate and each number of stages placed before it, the predecessor
         // leaving the latest start: more stages placed is better evidence, a later start leaves
         // more room in the timespan, and neither dominates the other.
@@ -613,7 +737,7 @@ pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
         // evidence). Both are valid; later stages keep whichever still fits.
         let mut best: BTreeMap<(Timestamp, usize, bool), Node> = BTreeMap::new();
         for c in &cands {
-            let first_hit = stages[k][c.hits[0]].id;
+            let first_hit = hits[c.hits[0]].id;
             for (pi, p) in prev_layer.iter().enumerate() {
                 let after = p.t < c.s || (p.t == c.s && p.last != Some(first_hit));
                 if !after {
@@ -631,7 +755,7 @@ pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
                 }
                 let node = Node {
                     t: c.t,
-                    last: c.hits.last().map(|&i| stages[k][i].id),
+                    last: c.hits.last().map(|&i| hits[i].id),
                     start: Some(start),
                     placed: p.placed + 1,
                     prev: prev_index.map(|l| (l, pi)),
@@ -702,4 +826,78 @@ fn earliest(layer: &[Node]) -> Option<usize> {
         .filter(|(_, x)| x.start.is_some())
         .min_by_key(|(_, x)| (std::cmp::Reverse(x.placed), x.t, x.start))
         .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chainwatch_model::HostName;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn hit(secs: i64, id: u128) -> Hit {
+        Hit {
+            time: Timestamp::from_nanos(secs * 1_000_000_000),
+            id: EventId::from_u128(id),
+            input: 0,
+            host: HostName::new("web-1"),
+            value: None,
+            evidence: Arc::from([]),
+        }
+    }
+
+    /// The changelog record keeps every part of a group as a field, in the order it always
+    /// had, whether or not the group keeps the part.
+    #[test]
+    fn a_group_record_has_every_field_and_reads_back_the_same() {
+        let group = Group {
+            stages: vec![vec![hit(10, 1)]],
+            newest: Some(Timestamp::from_nanos(10_000_000_000)),
+            ..Group::default()
+        };
+        let written = serde_json::to_value(&group).expect("serializes");
+        let Value::Object(fields) = &written else {
+            panic!("not an object: {written}");
+        };
+        let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        let mut want = ["stages", "absent", "consumed", "newest", "open", "waiting"];
+        want.sort_unstable();
+        assert_eq!(sorted, want);
+        assert_eq!(written["absent"], json!([]));
+        assert_eq!(written["consumed"], json!([]));
+        assert_eq!(written["waiting"], Value::Null);
+        let read: Group = serde_json::from_value(written.clone()).expect("reads back");
+        assert!(read.rare.is_none(), "nothing rare to keep");
+        assert_eq!(serde_json::to_value(&read).expect("serializes"), written);
+    }
+
+    /// A record written when a group kept a list per stage and its rare parts inline reads
+    /// back with them, and writes the same record again.
+    #[test]
+    fn a_record_with_every_stage_list_and_an_absence_deadline_restores() {
+        let h = serde_json::to_value(hit(10, 1)).expect("serializes");
+        let used =
+            serde_json::to_value((Timestamp::from_nanos(5_000_000_000), EventId::from_u128(7)))
+                .expect("serializes");
+        let deadline = serde_json::to_value(Timestamp::from_nanos(70_000_000_000)).expect("ts");
+        let old = json!({
+            "stages": [[h], [], [], []],
+            "absent": [[]],
+            "consumed": [used],
+            "newest": serde_json::to_value(Timestamp::from_nanos(10_000_000_000)).expect("ts"),
+            "open": null,
+            "waiting": deadline,
+        });
+        let read: Group = serde_json::from_value(old.clone()).expect("reads");
+        assert_eq!(read.stages.len(), 4);
+        assert_eq!(read.absent().len(), 1);
+        assert_eq!(read.consumed().len(), 1);
+        assert_eq!(read.waiting(), Some(Timestamp::from_nanos(70_000_000_000)));
+        assert!(!read.is_empty());
+        assert_eq!(serde_json::to_value(&read).expect("serializes"), old);
+    }
 }

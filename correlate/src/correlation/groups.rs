@@ -8,13 +8,15 @@
 //! is remembered until [`Groups::take_changes`]: the engine writes those groups (or their
 //! removal) to the state changelog.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chainwatch_model::TenantId;
 
-/// The key of a group: the tenant and the group-by values. Shared (`Arc`): the map and both
-/// recency indexes hold the same key.
+use crate::recency::Recency;
+
+/// The key of a group: the tenant and the group-by values. Shared (`Arc`): the map and the
+/// tenant's recency index hold the same values.
 pub(crate) type GroupKey = (TenantId, Arc<[Box<str>]>);
 
 /// State that can tell when it holds nothing worth keeping.
@@ -50,10 +52,10 @@ struct Slot<G> {
 #[derive(Debug)]
 pub(crate) struct Groups<G> {
     map: HashMap<GroupKey, Slot<G>>,
-    /// Per tenant, its groups by last update. The least recently updated group over all
-    /// tenants is the oldest of the tenants' oldest (a few tenants; only asked when the global
-    /// limit is reached), so no second, global index is kept per group.
-    per_tenant: HashMap<TenantId, BTreeMap<u64, GroupKey>>,
+    /// Per tenant, its groups' group-by values by last update. The least recently updated
+    /// group over all tenants is the oldest of the tenants' oldest (a few tenants; only asked
+    /// when the global limit is reached), so no second, global index is kept per group.
+    per_tenant: HashMap<TenantId, Recency<Arc<[Box<str>]>>>,
     tick: u64,
     /// Groups evicted by the limits so far.
     pub(crate) evicted: u64,
@@ -93,7 +95,7 @@ impl<G: GroupState> Groups<G> {
             Some(slot) => {
                 let old = std::mem::replace(&mut slot.touched, tick);
                 if let Some(t) = self.per_tenant.get_mut(&key.0) {
-                    t.remove(&old);
+                    t.remove(old);
                 }
                 slot
             }
@@ -108,7 +110,7 @@ impl<G: GroupState> Groups<G> {
         self.per_tenant
             .entry(key.0.clone())
             .or_default()
-            .insert(tick, key.clone());
+            .push(tick, key.1.clone());
         if empty {
             self.remove(key);
         } else {
@@ -157,11 +159,14 @@ impl<G: GroupState> Groups<G> {
     }
 
     /// Every group key by last update, least recent first.
-    fn by_recency(&self) -> Vec<&GroupKey> {
-        let mut all: Vec<(u64, &GroupKey)> = self
+    fn by_recency(&self) -> Vec<GroupKey> {
+        let mut all: Vec<(u64, GroupKey)> = self
             .per_tenant
-            .values()
-            .flat_map(|t| t.iter().map(|(tick, k)| (*tick, k)))
+            .iter()
+            .flat_map(|(tenant, t)| {
+                t.iter()
+                    .map(|(tick, values)| (tick, (tenant.clone(), values.clone())))
+            })
             .collect();
         all.sort_unstable_by_key(|(tick, _)| *tick);
         all.into_iter().map(|(_, k)| k).collect()
@@ -171,7 +176,7 @@ impl<G: GroupState> Groups<G> {
     pub(crate) fn all(&self) -> impl Iterator<Item = (&GroupKey, &G)> {
         self.by_recency()
             .into_iter()
-            .filter_map(|k| self.map.get(k).map(|s| (k, &*s.state)))
+            .filter_map(|k| self.map.get_key_value(&k).map(|(k, s)| (k, &*s.state)))
     }
 
     /// Puts back a group read from the changelog, as the most recently updated; the limits
@@ -186,7 +191,7 @@ impl<G: GroupState> Groups<G> {
         self.per_tenant
             .entry(key.0.clone())
             .or_default()
-            .insert(tick, key.clone());
+            .push(tick, key.1.clone());
         self.map.insert(
             key.clone(),
             Slot {
@@ -202,7 +207,7 @@ impl<G: GroupState> Groups<G> {
 
     /// Every group key, in a stable order (for end-of-input flushing).
     pub(crate) fn keys(&self) -> Vec<GroupKey> {
-        self.by_recency().into_iter().cloned().collect()
+        self.by_recency()
     }
 
     fn remove(&mut self, key: &GroupKey) {
@@ -210,7 +215,7 @@ impl<G: GroupState> Groups<G> {
         if let Some(slot) = self.map.remove(key)
             && let Some(t) = self.per_tenant.get_mut(&key.0)
         {
-            t.remove(&slot.touched);
+            t.remove(slot.touched);
             if t.is_empty() {
                 self.per_tenant.remove(&key.0);
             }
@@ -225,9 +230,9 @@ impl<G: GroupState> Groups<G> {
             .is_some_and(|t| t.len() > limits.max_groups_per_tenant)
         {
             let Some(victim) = self.per_tenant[tenant]
-                .values()
-                .find(|k| *k != keep)
-                .cloned()
+                .iter()
+                .find(|(_, values)| **values != keep.1)
+                .map(|(_, values)| (tenant.clone(), values.clone()))
             else {
                 break;
             };
@@ -237,10 +242,14 @@ impl<G: GroupState> Groups<G> {
         while self.map.len() > limits.max_groups {
             let victim = self
                 .per_tenant
-                .values()
-                .filter_map(|t| t.iter().find(|(_, k)| *k != keep))
-                .min_by_key(|(tick, _)| **tick)
-                .map(|(_, k)| k.clone());
+                .iter()
+                .filter_map(|(tenant, t)| {
+                    t.iter()
+                        .find(|(_, values)| *tenant != keep.0 || **values != keep.1)
+                        .map(|(tick, values)| (tick, tenant, values))
+                })
+                .min_by_key(|(tick, _, _)| *tick)
+                .map(|(_, tenant, values)| (tenant.clone(), values.clone()));
             let Some(victim) = victim else {
                 break;
             };
