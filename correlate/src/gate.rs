@@ -736,11 +736,12 @@ impl Gate {
         for &b in buckets {
             for &r in &self.rules.prefilter().bucket(b).plain {
                 let need = self.rules.detections[r as usize].detection.need();
-                if need == Need::Always {
+                let tree = known.tree(&need);
+                if matches!(tree, Tree::True) {
                     combo.always = true;
                     return combo;
                 }
-                combo.rules.push(known.tree(&need));
+                combo.rules.push(tree);
                 let at = u32::try_from(combo.rules.len() - 1).unwrap_or(u32::MAX);
                 rule_index.insert(r, at);
                 combo.eager.push(at);
