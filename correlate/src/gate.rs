@@ -88,7 +88,6 @@ struct FieldSources {
 }
 
 /// A rule's necessary literals, as the gate evaluates them.
-/// A rule's necessary literals, as the gate evaluates them.
 #[derive(Debug)]
 enum Tree {
     /// Satisfied whatever the record holds.
