@@ -10,6 +10,28 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use xxhash_rust::xxh3::Xxh3;
 
+/// `value` as 32 lower-case hex digits, most significant first.
+fn hex32(value: u128) -> HexId {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = DIGITS[((value >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HexId(out)
+}
+
+/// The 32 hex digits of an id, on the stack.
+struct HexId([u8; 32]);
+
+impl std::ops::Deref for HexId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Only ASCII hex digits are written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 macro_rules! hash_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -37,8 +59,10 @@ macro_rules! hash_id {
         }
 
         impl fmt::Display for $name {
+            /// 32 lower-case hex digits (as `{:032x}` writes them, without its general
+            /// formatting machinery: alerts write one per look-back event).
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:032x}", self.0)
+                f.write_str(&hex32(self.0))
             }
         }
 
@@ -128,6 +152,21 @@ impl EventId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_written_as_32_hex_digits() {
+        let mut v: u128 = 0;
+        for step in 0..200u128 {
+            for value in [v, u128::MAX - v, 1 << (step % 128)] {
+                let id = AlertId::from_u128(value);
+                assert_eq!(id.to_string(), format!("{value:032x}"));
+                assert_eq!(AlertId::parse(&id.to_string()), Some(id));
+            }
+            v = v
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(step + 1);
+        }
+    }
 
     #[test]
     fn ids_are_stable_and_tenant_scoped() {

@@ -103,14 +103,41 @@ impl Timestamp {
     }
 }
 
+/// `value` as `out.len()` decimal digits, zero-padded (the value fits).
+fn digits(out: &mut [u8], mut value: u32) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
 impl fmt::Display for Timestamp {
+    /// `%Y-%m-%dT%H:%M:%S` then `.` and milliseconds, or nanoseconds when the instant is not
+    /// a whole millisecond, then `Z`. Written digit by digit: alerts carry a timestamp per
+    /// look-back event, and chrono's `format` parses its pattern on every call (a tenth of
+    /// rendering an alert). The years an `i64` of nanoseconds reaches (1677 to 2262) all have
+    /// four digits.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use chrono::{Datelike, Timelike};
         let dt = self.to_chrono();
-        if self.0 % 1_000_000 == 0 {
-            write!(f, "{}", dt.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
+        let mut out = *b"0000-00-00T00:00:00.000000000Z";
+        digits(&mut out[0..4], dt.year().unsigned_abs());
+        digits(&mut out[5..7], dt.month());
+        digits(&mut out[8..10], dt.day());
+        digits(&mut out[11..13], dt.hour());
+        digits(&mut out[14..16], dt.minute());
+        digits(&mut out[17..19], dt.second());
+        let nanos = dt.nanosecond();
+        let text = if self.0 % 1_000_000 == 0 {
+            digits(&mut out[20..23], nanos / 1_000_000);
+            out[23] = b'Z';
+            &out[..24]
         } else {
-            write!(f, "{}", dt.format("%Y-%m-%dT%H:%M:%S%.9fZ"))
-        }
+            digits(&mut out[20..29], nanos);
+            &out[..]
+        };
+        // Only ASCII digits and separators were written.
+        f.write_str(std::str::from_utf8(text).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -186,6 +213,30 @@ mod tests {
             utc("2025-10-24T23:41:48.497170Z").to_string(),
             "2025-10-24T23:41:48.497170000Z"
         );
+    }
+
+    #[test]
+    fn writes_what_chrono_s_pattern_writes_over_the_whole_range() {
+        let reference = |t: Timestamp| {
+            let pattern = if t.0 % 1_000_000 == 0 {
+                "%Y-%m-%dT%H:%M:%S%.3fZ"
+            } else {
+                "%Y-%m-%dT%H:%M:%S%.9fZ"
+            };
+            t.to_chrono().format(pattern).to_string()
+        };
+        let mut n: i64 = i64::MIN;
+        let mut cases = vec![i64::MAX, 0, -1, 1, 999_999, -1_000_000, 1_000_000];
+        // Steps that are not round, so every field takes many values; and the same instants
+        // cut to whole milliseconds.
+        while let Some(next) = n.checked_add(7_777_777_777_777_777) {
+            cases.extend([n, n - n % 1_000_000]);
+            n = next;
+        }
+        for nanos in cases {
+            let t = Timestamp::from_nanos(nanos);
+            assert_eq!(t.to_string(), reference(t), "{nanos}");
+        }
     }
 
     #[test]
