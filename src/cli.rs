@@ -344,7 +344,8 @@ pub struct ReplayArgs {
     pub full: bool,
     /// Run twice, in full and with the fast path, and fail unless alerts and dead letters are
     /// identical; every record the fast path skips is also decoded and tested against every
-    /// rule. Prints a summary instead of alerts.
+    /// rule, and every record it decodes from the raw scan is also decoded in full and
+    /// compared. Prints a summary instead of alerts.
     #[arg(long)]
     pub verify: bool,
     /// Telemetry files or folders: JSON lines, JSON arrays, concatenated JSON documents, EVTX,

@@ -274,6 +274,9 @@ pub fn feed_files_with(
         };
         crate::chunked::for_each_piece(&file, &origin, &options, &mut buf, &mut |piece| {
             stats.records_read += 1;
+            // A record read raw is skipped when the gate proves no rule matches it, and else
+            // decoded from the scanner's fields.
+            let mut decoded = None;
             if let (Piece::Record(record), Some(fast)) = (&piece, fast.as_deref_mut())
                 && let Some(raw) = read_raw(
                     decoder,
@@ -282,44 +285,53 @@ pub fn feed_files_with(
                     &mut fast.scratch,
                     &mut fast.not_raw,
                 )
-                && !fast.gate.may_match(&raw.record)
-                && let Some(t) = fixed.as_ref().or_else(|| tenants.shared(raw.tenant?))
             {
-                let time = raw.time;
+                if !fast.gate.may_match(&raw.record)
+                    && let Some(t) = fixed.as_ref().or_else(|| tenants.shared(raw.tenant?))
+                {
+                    let time = raw.time;
+                    if fast.check {
+                        check_skipped(
+                            fast.gate.rules(),
+                            decoder,
+                            record,
+                            tenant,
+                            time,
+                            &mut fast.mismatches,
+                        );
+                    }
+                    stats.events_normalized += 1;
+                    stats.skipped += 1;
+                    for alert in engine.observe_unmatched(t, time) {
+                        on_alert(alert)?;
+                    }
+                    return Ok(());
+                }
+                let event = decoder.decode_raw(record, &raw, tenant, None);
                 if fast.check {
-                    check_skipped(
-                        fast.gate.rules(),
-                        decoder,
-                        record,
-                        tenant,
-                        time,
-                        &mut fast.mismatches,
-                    );
+                    check_decoded(decoder, record, tenant, &event, &mut fast.mismatches);
                 }
-                stats.events_normalized += 1;
-                stats.skipped += 1;
-                for alert in engine.observe_unmatched(t, time) {
-                    on_alert(alert)?;
-                }
-                return Ok(());
+                decoded = Some(event);
             }
             let (bytes, provenance, error) = match piece {
-                Piece::Record(record) => match decoder.decode_record(&record, tenant, None) {
-                    Ok(mut event) => {
-                        if fixed.is_none()
-                            && let Some(t) = tenants.shared(event.tenant.as_str())
-                        {
-                            // The engine's keys keep the tenant: one shared id per tenant.
-                            event.tenant = t.clone();
+                Piece::Record(record) => {
+                    match decoded.unwrap_or_else(|| decoder.decode_record(&record, tenant, None)) {
+                        Ok(mut event) => {
+                            if fixed.is_none()
+                                && let Some(t) = tenants.shared(event.tenant.as_str())
+                            {
+                                // The engine's keys keep the tenant: one shared id per tenant.
+                                event.tenant = t.clone();
+                            }
+                            stats.events_normalized += 1;
+                            for alert in engine.observe(&event) {
+                                on_alert(alert)?;
+                            }
+                            return Ok(());
                         }
-                        stats.events_normalized += 1;
-                        for alert in engine.observe(&event) {
-                            on_alert(alert)?;
-                        }
-                        return Ok(());
+                        Err(e) => (record.bytes, record.provenance, e),
                     }
-                    Err(e) => (record.bytes, record.provenance, e),
-                },
+                }
                 Piece::Bad {
                     bytes,
                     provenance,
@@ -373,6 +385,28 @@ fn read_raw<'a>(
         *not_raw += 1;
     }
     raw
+}
+
+/// `--verify`: a record decoded from its raw scan must give what the full decoder gives.
+fn check_decoded(
+    decoder: &Decoder,
+    record: &chainwatch_ingest::Record<'_>,
+    tenant: &TenantSource,
+    from_raw: &Result<chainwatch_model::Event, chainwatch_ingest::DecodeError>,
+    mismatches: &mut Vec<String>,
+) {
+    let full = decoder.decode_record(record, tenant, None);
+    let same = match (from_raw, &full) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(a), Err(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    };
+    if !same {
+        mismatches.push(format!(
+            "{}: decoded from the raw scan as {from_raw:?}, by the full decoder as {full:?}",
+            record.provenance
+        ));
+    }
 }
 
 /// `--verify`: a record the gate skipped must decode, at the time the fast path read, and

@@ -158,11 +158,17 @@ impl Search {
 
     /// Adds to `out` the rules whose anchors occur in `text` (at positions `within` accepts).
     fn run(&self, text: &[u8], out: &mut Vec<u32>, within: impl Fn(usize, usize) -> bool) {
-        if self.quick.as_ref().is_some_and(|q| q.find(text).is_none()) {
-            return;
-        }
-        for m in self.automaton.find_overlapping_iter(text) {
-            if within(m.start(), m.end()) {
+        // The quick search finds the leftmost match: no occurrence starts before it, so the
+        // automaton starts there.
+        let from = match &self.quick {
+            Some(q) => match q.find(text) {
+                Some(m) => m.start(),
+                None => return,
+            },
+            None => 0,
+        };
+        for m in self.automaton.find_overlapping_iter(&text[from..]) {
+            if within(from + m.start(), from + m.end()) {
                 out.extend_from_slice(&self.triggers[m.pattern().as_usize()]);
             }
         }

@@ -20,7 +20,7 @@ use chainwatch_model::{
 
 use crate::detect::{JsonKind, json_kind};
 use crate::error::DecodeError;
-use crate::json::flatten;
+use crate::json::{Leaf, flatten};
 use crate::layout::Layout;
 use crate::normalize::Tables;
 use crate::payload::{Framing, Record, SplitOptions};
@@ -82,7 +82,7 @@ pub struct Decoder {
 }
 
 /// A record's fields once its format is known, with what the event needs besides them.
-struct Named {
+pub(crate) struct Named {
     fields: Fields,
     format: SourceFormat,
     layout: &'static Layout,
@@ -184,7 +184,16 @@ impl Decoder {
     }
 
     fn name_json(&self, text: &str, forced: Option<JsonKind>) -> Result<Named, DecodeError> {
-        let leaves = flatten(text, self.config.max_depth)?;
+        self.name_leaves(flatten(text, self.config.max_depth)?, forced)
+    }
+
+    /// Names the leaves of a JSON record: its format (`forced`, or as the config and the leaves
+    /// say), fields, layout, channel and provider.
+    pub(crate) fn name_leaves(
+        &self,
+        leaves: Vec<Leaf>,
+        forced: Option<JsonKind>,
+    ) -> Result<Named, DecodeError> {
         let kind = match (forced, self.config.format) {
             (Some(k), _) => k,
             (None, InputFormat::Auto) => json_kind(&leaves).ok_or_else(|| {
@@ -288,7 +297,7 @@ impl Decoder {
         })
     }
 
-    fn build(
+    pub(crate) fn build(
         &self,
         raw: &[u8],
         named: Named,

@@ -12,10 +12,14 @@
 
 use chainwatch_config::service::InputFormat;
 use chainwatch_model::time::Timestamp;
-use chainwatch_model::{Canonical, FieldOrigins, Origin, RawField, RawKind, RawRecord, TenantId};
+use chainwatch_model::{
+    Canonical, Event, FieldOrigins, Origin, RawField, RawKind, RawRecord, TenantId,
+};
 
 use crate::decoder::{Decoder, TenantSource};
 use crate::detect::{JsonKind, KindClues};
+use crate::error::DecodeError;
+use crate::json::leaves_of_raw;
 use crate::layout::TimeField;
 use crate::payload::{Framing, Record};
 use crate::raw::scan;
@@ -284,6 +288,30 @@ impl Decoder {
             host,
             tenant,
         })
+    }
+
+    /// The event [`Decoder::decode_record`] makes of a record [`Decoder::read_raw`] read
+    /// (`raw`), built from the scanner's fields instead of parsing the text a second time: the
+    /// same leaves ([`leaves_of_raw`]), then the same naming, checks and normalization. A
+    /// record whose leaves the spans cannot give exactly (arrays) takes the full decoder.
+    pub fn decode_raw(
+        &self,
+        record: &Record<'_>,
+        raw: &RawEvent<'_>,
+        tenant: &TenantSource,
+        received: Option<Timestamp>,
+    ) -> Result<Event, DecodeError> {
+        let Some(leaves) = leaves_of_raw(raw.record.text, raw.record.fields) else {
+            return self.decode_record(record, tenant, received);
+        };
+        let named = self.name_leaves(leaves, None)?;
+        self.build(
+            &record.bytes,
+            named,
+            tenant,
+            record.provenance.clone(),
+            received,
+        )
     }
 
     /// Where the fields normalization adds to Windows events come from, for the correlator's

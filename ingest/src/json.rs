@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use chainwatch_model::FieldValue;
+use chainwatch_model::{FieldValue, RawField, RawKind};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::error::DecodeError;
@@ -28,6 +28,122 @@ pub fn flatten(text: &str, max_depth: usize) -> Result<Vec<Leaf>, DecodeError> {
         Ok(()) => Ok(out),
         Err(e) => Err(classify(e, max_depth)),
     }
+}
+
+/// The leaves [`flatten`] makes of a record the raw scanner read ([`crate::raw::scan`]: one
+/// object of scalar fields, valid UTF-8, keys without escapes), made from the scanner's spans
+/// instead of parsing the text again. `None` where the two could differ: `-0`, which
+/// serde_json reads as a float.
+pub(crate) fn leaves_of_raw(text: &[u8], fields: &[RawField]) -> Option<Vec<Leaf>> {
+    let mut out = Vec::with_capacity(fields.len());
+    for f in fields {
+        let key = std::str::from_utf8(f.key(text)).ok()?;
+        let value = f.value(text);
+        let value = match f.kind {
+            RawKind::Str => FieldValue::Str(std::str::from_utf8(value).ok()?.into()),
+            RawKind::EscapedStr => FieldValue::Str(unescape(value)?.into_boxed_str()),
+            RawKind::Int => integer(value)?,
+            RawKind::Bool => FieldValue::Bool(value == b"true"),
+            RawKind::Null => FieldValue::Null,
+            RawKind::List => FieldValue::List(list_items(value)?),
+        };
+        out.push((key.to_owned(), value));
+    }
+    Some(out)
+}
+
+/// An integer the scanner read (it fits an `i64`); `None` for `-0`, a float to serde_json.
+fn integer(text: &[u8]) -> Option<FieldValue> {
+    if text.starts_with(b"-0") {
+        return None;
+    }
+    Some(FieldValue::Int(
+        std::str::from_utf8(text).ok()?.parse().ok()?,
+    ))
+}
+
+/// The items of an array of scalars the scanner read (`[`, scalars separated by commas and
+/// JSON white space, `]`), as flatten makes them.
+fn list_items(text: &[u8]) -> Option<Vec<FieldValue>> {
+    let inner = text.strip_prefix(b"[")?.strip_suffix(b"]")?;
+    let skip_ws = |mut i: usize| {
+        while inner
+            .get(i)
+            .is_some_and(|c| matches!(c, b' ' | b'\n' | b'\r' | b'\t'))
+        {
+            i += 1;
+        }
+        i
+    };
+    let mut items = Vec::new();
+    let mut i = skip_ws(0);
+    while i < inner.len() {
+        let (item, end) = match inner[i] {
+            b'"' => {
+                let mut j = i + 1;
+                let mut escaped = false;
+                loop {
+                    match *inner.get(j)? {
+                        b'"' => break,
+                        b'\\' => {
+                            escaped = true;
+                            j += 2;
+                        }
+                        _ => j += 1,
+                    }
+                }
+                let content = &inner[i + 1..j];
+                let text = if escaped {
+                    unescape(content)?
+                } else {
+                    std::str::from_utf8(content).ok()?.to_owned()
+                };
+                (FieldValue::Str(text.into_boxed_str()), j + 1)
+            }
+            b't' => (FieldValue::Bool(true), i + 4),
+            b'f' => (FieldValue::Bool(false), i + 5),
+            b'n' => (FieldValue::Null, i + 4),
+            _ => {
+                let mut j = i;
+                while inner
+                    .get(j)
+                    .is_some_and(|c| *c == b'-' || c.is_ascii_digit())
+                {
+                    j += 1;
+                }
+                (integer(&inner[i..j])?, j)
+            }
+        };
+        items.push(item);
+        i = skip_ws(end);
+        if inner.get(i) == Some(&b',') {
+            i = skip_ws(i + 1);
+        }
+    }
+    Some(items)
+}
+
+/// The text of a JSON string's escaped content, with the escapes the raw scanner lets through
+/// (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`) decoded; `None` for any other.
+fn unescape(escaped: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(escaped.len());
+    let mut rest = escaped;
+    while let Some(at) = memchr::memchr(b'\\', rest) {
+        out.extend_from_slice(&rest[..at]);
+        out.push(match rest.get(at + 1)? {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            _ => return None,
+        });
+        rest = &rest[at + 2..];
+    }
+    out.extend_from_slice(rest);
+    String::from_utf8(out).ok()
 }
 
 fn classify(e: serde_json::Error, max_depth: usize) -> DecodeError {
@@ -301,6 +417,54 @@ impl<'de> Visitor<'de> for ItemVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `leaves_of_raw` makes of `text` when the scanner reads it (`None`: it does not).
+    fn from_raw(text: &str) -> Option<Option<Vec<Leaf>>> {
+        let mut fields = Vec::new();
+        crate::raw::scan(text.as_bytes(), &mut fields)?;
+        Some(leaves_of_raw(text.as_bytes(), &fields))
+    }
+
+    #[test]
+    fn leaves_from_the_raw_scan_equal_flattened_leaves() {
+        let cases = [
+            r#"{"a":"plain","b":"C:\\Windows\\System32\\cmd.exe","c":"say \"hi\"\n\tbye\r\b\f"}"#,
+            r#"{"n":0,"m":-12,"big":9223372036854775807,"small":-9223372036854775808}"#,
+            r#"{ "t" : true , "f":false,"z":null, "e":"" }"#,
+            r#"{"dup":"1","dup":"2","Dup":3}"#,
+            r#"{"u":"Zürich – 東京","k.dotted":"v"}"#,
+            r#"{"l":[],"m":[ 1 , -2,"x\\y" ,true,false,null,"é"],"o":[ ]}"#,
+            r#"{"l":["a\"b","c"],"n":["\t"]}"#,
+        ];
+        for text in cases {
+            let raw = from_raw(text).unwrap_or_else(|| panic!("not scanned: {text}"));
+            assert_eq!(raw, Some(flatten(text, 16).unwrap()), "{text}");
+        }
+        // serde_json reads `-0` as a float: left to the full decoder.
+        for text in [r#"{"z":-0}"#, r#"{"l":[1,-0]}"#] {
+            assert_eq!(from_raw(text), Some(None), "{text}");
+            assert!(matches!(flatten(text, 16), Ok(_)));
+        }
+    }
+
+    #[test]
+    fn leaves_from_the_raw_scan_equal_flattened_leaves_on_the_sample() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut read = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "jsonl") {
+                continue;
+            }
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                if let Some(raw) = from_raw(line) {
+                    assert_eq!(raw, Some(flatten(line, 16).unwrap()), "{line}");
+                    read += 1;
+                }
+            }
+        }
+        assert!(read > 10, "only {read} sample records read raw");
+    }
 
     #[test]
     fn flattens_nested_objects_into_dotted_paths() {

@@ -9,7 +9,7 @@ use chainwatch_ingest::{
     Decoder, DecoderConfig, Piece, TenantSource, TopicPattern, W3cState, split_payload,
 };
 use chainwatch_kafka::{InMessage, OutRecord, Transform};
-use chainwatch_model::{Provenance, Timestamp};
+use chainwatch_model::{Provenance, RawField, Timestamp};
 
 use super::dead_letter;
 use crate::telemetry::Metrics;
@@ -86,6 +86,8 @@ pub struct IngestCore {
     events_topic: String,
     dead_letter_topic: String,
     metrics: Arc<Metrics>,
+    /// The raw scanner's fields of the record being decoded (reused).
+    scratch: Vec<RawField>,
 }
 
 /// A format's config spelling (`WindowsFlat` -> `windows-flat`), read from its name so a new
@@ -140,6 +142,7 @@ impl IngestCore {
             events_topic: config.topics.events.clone(),
             dead_letter_topic: config.topics.dead_letter.clone(),
             metrics: Metrics::detached(),
+            scratch: Vec::new(),
         })
     }
 
@@ -222,10 +225,23 @@ impl Transform for IngestCore {
         for piece in pieces {
             let (bytes, provenance, error) = match piece {
                 Piece::Record(record) => {
-                    match source
-                        .decoder
-                        .decode_record(&record, &tenant, Some(received))
-                    {
+                    // An ordinary flat record is decoded from its raw scan; any other in full.
+                    let decoded = match source.decoder.read_raw(
+                        &record,
+                        &tenant,
+                        Some(received),
+                        &mut self.scratch,
+                    ) {
+                        Some(raw) => {
+                            source
+                                .decoder
+                                .decode_raw(&record, &raw, &tenant, Some(received))
+                        }
+                        None => source
+                            .decoder
+                            .decode_record(&record, &tenant, Some(received)),
+                    };
+                    match decoded {
                         Ok(event) => match event_json(&event, record.bytes.len()) {
                             Ok(json) => {
                                 EventNormalized {
