@@ -195,7 +195,9 @@ impl Decoder {
             nested_path |= key.starts_with(b"Event.System.");
             for &i in names_of_length(key.len()) {
                 let n = NAMES[i].as_bytes();
-                if key.eq_ignore_ascii_case(n) {
+                // Names equal ignoring ASCII case have equal first bytes with bit 5 set: a cheap
+                // test that rules out most keys (the full comparison lower-cases every byte).
+                if key[0] | 0x20 == n[0] | 0x20 && key.eq_ignore_ascii_case(n) {
                     if found.folded[i].is_none() {
                         found.folded[i] = Some(f);
                     }

@@ -62,6 +62,9 @@ impl Timestamp {
         if s.len() < 10 {
             return Err(err());
         }
+        if let Some(t) = Self::parse_utc_z(s.as_bytes()) {
+            return Ok(t);
+        }
         if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
             return Self::from_chrono(dt.with_timezone(&Utc)).ok_or_else(err);
         }
@@ -84,6 +87,48 @@ impl Timestamp {
             }
         }
         Err(err())
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS[.f]Z` with one to nine fraction digits, the form most telemetry
+    /// writes, read without chrono's general parser (a tenth of reading a record raw); `None`
+    /// for anything else (other forms, leap seconds, impossible dates), which chrono reads.
+    fn parse_utc_z(s: &[u8]) -> Option<Self> {
+        let n = s.len();
+        if !(20..=30).contains(&n)
+            || s[4] != b'-'
+            || s[7] != b'-'
+            || s[10] != b'T'
+            || s[13] != b':'
+            || s[16] != b':'
+            || s[n - 1] != b'Z'
+        {
+            return None;
+        }
+        let number = |digits: &[u8]| {
+            digits.iter().try_fold(0u32, |v, &c| {
+                c.is_ascii_digit().then(|| v * 10 + u32::from(c - b'0'))
+            })
+        };
+        let fraction = &s[19..n - 1];
+        let nanos = match fraction {
+            [] => 0,
+            [b'.', digits @ ..] if !digits.is_empty() => {
+                number(digits)? * 10u32.pow(9 - u32::try_from(digits.len()).ok()?)
+            }
+            _ => return None,
+        };
+        let date = chrono::NaiveDate::from_ymd_opt(
+            i32::try_from(number(&s[0..4])?).ok()?,
+            number(&s[5..7])?,
+            number(&s[8..10])?,
+        )?;
+        let time = date.and_hms_nano_opt(
+            number(&s[11..13])?,
+            number(&s[14..16])?,
+            number(&s[17..19])?,
+            nanos,
+        )?;
+        Self::from_chrono(time.and_utc())
     }
 
     /// Reads an RFC 3339 timestamp (with a zone), as chainwatch itself writes them.
@@ -237,6 +282,69 @@ mod tests {
             let t = Timestamp::from_nanos(nanos);
             assert_eq!(t.to_string(), reference(t), "{nanos}");
         }
+    }
+
+    #[test]
+    fn the_common_form_reads_as_chrono_reads_it() {
+        let chrono = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .ok()
+                .and_then(|d| Timestamp::from_chrono(d.with_timezone(&Utc)))
+        };
+        let mut cases: Vec<String> = [
+            "2021-03-14T01:40:15Z",
+            "2021-03-14T01:40:15.3Z",
+            "2021-03-14T01:40:15.340Z",
+            "2021-03-14T01:40:15.123456789Z",
+            "2020-02-29T23:59:59.999999999Z",
+            "1970-01-01T00:00:00Z",
+            "1677-09-21T00:12:43.145224192Z",
+            "2262-04-11T23:47:16.854775807Z",
+            "2262-04-11T23:47:16.854775808Z",
+            "2021-02-29T00:00:00Z",
+            "2021-13-01T00:00:00Z",
+            "2021-03-14T24:00:00Z",
+            "2016-12-31T23:59:60Z",
+            "2021-03-14T01:40:15.Z",
+            "2021-03-14T01:40:15.1234567890Z",
+            "2021-03-14t01:40:15Z",
+            "2021-03-14T01:40:15z",
+            "2021-03-14 01:40:15Z",
+            "+021-03-14T01:40:15Z",
+            "2021-03-14T01:40:1xZ",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        // A spread of instants, in every fraction length.
+        let mut n: i64 = -9_000_000_000_000_000_000;
+        while n < 9_000_000_000_000_000_000 {
+            let text = Timestamp::from_nanos(n).to_string();
+            for digits in [0usize, 1, 3, 6, 9] {
+                let (head, frac) = text.split_at(19);
+                let frac = &frac[1..frac.len() - 1];
+                cases.push(match digits {
+                    0 => format!("{head}Z"),
+                    d => format!("{head}.{}Z", &format!("{frac:0<9}")[..d]),
+                });
+            }
+            n += 123_456_789_012_345_677;
+        }
+        let mut fast_read = 0;
+        for case in &cases {
+            let fast = Timestamp::parse_utc_z(case.as_bytes());
+            if let Some(t) = fast {
+                assert_eq!(Some(t), chrono(case), "{case}");
+                fast_read += 1;
+            }
+        }
+        // Every generated instant is in the common form (five per instant), and so are the
+        // first four fixed cases and the two at the ends of the range.
+        assert!(
+            fast_read >= cases.len() - 20 + 8,
+            "{fast_read} of {}",
+            cases.len()
+        );
     }
 
     #[test]
