@@ -112,7 +112,7 @@ impl Scanner<'_> {
     /// At an opening quote: skips the string. Returns its content span and whether it holds
     /// escapes; `None` for invalid strings (control characters, bad escapes, invalid UTF-8) and
     /// the escapes this scanner does not read.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Option<(usize, usize, bool)> {
         let start = self.i + 1;
         let mut i = start;
