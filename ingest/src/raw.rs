@@ -238,7 +238,7 @@ impl Scanner<'_> {
     }
 
     /// One scalar value.
-    #[inline]
+    #[inline(always)]
     fn scalar(&mut self) -> Option<(usize, usize, RawKind)> {
         Some(match self.peek()? {
             b'"' => {
