@@ -739,10 +739,7 @@ fn combined(values: impl Iterator<Item = Option<Box<str>>>) -> Option<Box<str>> 
 fn group_value(view: &EventView<'_>, source: Source) -> Option<SharedStr> {
     match source {
         Source::Host => Some(view.event.host.shared_key()),
-        Source::Field(id) => view
-            .get(id)
-            .and_then(|v| v.lower())
-            .map(|v| SharedStr::from(&*v)),
+        Source::Field(id) => view.get(id).and_then(|v| v.lower()).map(SharedStr::from),
         Source::Group(_) => None,
     }
 }
