@@ -13,8 +13,8 @@ use std::time::Duration;
 use chainwatch_config::sigma::CorrelationType;
 use chainwatch_model::id::IdHasher;
 use chainwatch_model::{
-    Alert, AlertId, AlertKind, Event, EventId, Evidence, HostName, RuleRef, Severity, Stage,
-    TechniqueId, TenantId, Timestamp,
+    Alert, AlertId, AlertKind, Event, EventId, Evidence, HostName, RuleRef, Severity, SharedStr,
+    Stage, TechniqueId, TenantId, Timestamp,
 };
 
 use crate::correlation::chain::{Chains, Emission};
@@ -415,7 +415,7 @@ impl Engine {
                         event.tenant.clone(),
                         corr.group_by
                             .iter()
-                            .map(|g| event_value(&view, g.per_input[input]).unwrap_or_default())
+                            .map(|g| group_value(&view, g.per_input[input]).unwrap_or_default())
                             .collect(),
                     );
                     let value = match corr.distinct.get(input) {
@@ -654,10 +654,13 @@ fn feed_outer(
                 .map(|g| from_group(g.per_input[input]).unwrap_or_default())
                 .collect(),
         );
-        let value = o
-            .value_field
-            .as_ref()
-            .and_then(|f| combined(f[input].iter().map(|s| from_group(*s))));
+        let value = o.value_field.as_ref().and_then(|f| {
+            combined(
+                f[input]
+                    .iter()
+                    .map(|s| from_group(*s).map(|v| Box::from(v.as_str()))),
+            )
+        });
         let evidence: Arc<[Evidence]> = alert.events.iter().cloned().collect();
         queue.push_back(Pending {
             correlation: outer,
@@ -729,6 +732,16 @@ fn combined(values: impl Iterator<Item = Option<Box<str>>>) -> Option<Box<str>> 
         out.push_str(&v?);
     }
     Some(out.into())
+}
+
+/// An event's value for a group-by field: as [`event_value`], shared; a host field gives the
+/// host name's own key (no copy: a million groups by host keep a million keys).
+fn group_value(view: &EventView<'_>, source: Source) -> Option<SharedStr> {
+    match source {
+        Source::Host => Some(view.event.host.shared_key()),
+        Source::Field(id) => view.get(id).and_then(|v| v.lower()).map(SharedStr::from),
+        Source::Group(_) => None,
+    }
 }
 
 /// An event's value for a group-by or counted field: lower-cased; host fields give the

@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chainwatch_model::{
-    Alert, Event, EventId, Evidence, HostName, Lookback, Notable, RuleRef, Severity, TechniqueId,
-    TenantId, Timestamp,
+    Alert, Event, EventId, Evidence, HostName, Lookback, Notable, RuleRef, Severity, SharedStr,
+    TechniqueId, TenantId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::recency::Recency;
 use crate::ruleset::RuleInfo;
@@ -86,9 +87,6 @@ fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
-/// A tenant and a host (compared by its key). The host name is shared with the events'.
-type HostKey = (TenantId, HostName);
-
 /// One notable event as the buffer holds it: its evidence shared with the hits the engine
 /// made of the same event and rule, and its rules shared with every entry that matched the
 /// same ones. Turned into a [`Notable`] when an alert or a snapshot asks.
@@ -143,10 +141,11 @@ impl Entry {
 
 #[derive(Debug, Clone, Default)]
 struct HostBuffer {
-    /// Sorted by (time, event id).
-    entries: Vec<Entry>,
-    /// The newest entry time seen on this host (the clock its retention runs on).
-    newest: Option<Timestamp>,
+    /// Sorted by (time, event id). The last is the newest entry seen on this host (the clock
+    /// its retention runs on): every bound drops the oldest first and never the last one (a
+    /// host whose last entry goes is dropped), so no separate field keeps that time. The first
+    /// entry is held inline: most hosts have one, and it then costs no allocation.
+    entries: SmallVec<[Entry; 1]>,
     /// The newest time among entries a bound dropped.
     dropped_until: Option<Timestamp>,
     touched: u64,
@@ -157,9 +156,7 @@ struct HostBuffer {
 pub struct LookbackBuffer {
     config: LookbackConfig,
     retention_ns: i64,
-    /// Boxed: the map keeps spare buckets (up to half of them), a bucket then costs a pointer.
-    hosts: HashMap<HostKey, Box<HostBuffer>>,
-    /// Per tenant: entries held, and its hosts by last update.
+    /// Per tenant: its hosts' buffers, entries held, and its hosts by last update.
     tenants: HashMap<TenantId, TenantIndex>,
     total: usize,
     tick: u64,
@@ -170,8 +167,15 @@ pub struct LookbackBuffer {
 
 #[derive(Debug, Clone, Default)]
 struct TenantIndex {
+    /// Keyed by host key (the host name's own string: 16 bytes, not a host name of 32; the
+    /// snapshot writes the key alone, so the name as first seen is not needed), without the
+    /// tenant: one map per tenant holds the tenant once and keeps each map's load independent
+    /// of the others' (one map of a million hosts over all tenants held two buckets per host).
+    /// Boxed: the map keeps spare buckets (up to half of them), a bucket then costs a pointer.
+    hosts: HashMap<SharedStr, Box<HostBuffer>>,
     entries: usize,
-    lru: Recency<HostName>,
+    /// Host keys (the host names' own strings, 16 bytes, not whole host names of 32).
+    lru: Recency<SharedStr>,
     /// The newest time among entries dropped with their whole host (the host is gone, so a
     /// later alert on it cannot tell; this says so for every host of the tenant).
     dropped_until: Option<Timestamp>,
@@ -277,27 +281,25 @@ impl LookbackBuffer {
                 techniques,
             }),
         };
-        let key: HostKey = (event.tenant.clone(), event.host.clone());
         self.tick += 1;
         let tick = self.tick;
-        let tenant = self.tenants.entry(key.0.clone()).or_default();
-        let host = self.hosts.entry(key.clone()).or_default();
+        let tenant = self.tenants.entry(event.tenant.clone()).or_default();
+        let host = tenant.hosts.entry(event.host.shared_key()).or_default();
         tenant.lru.remove(host.touched);
         host.touched = tick;
-        tenant.lru.push(tick, key.1.clone());
+        tenant.lru.push(tick, event.host.shared_key());
         let at = host
             .entries
             .binary_search_by_key(&(event.time, event.id), |n| (n.time(), n.id()));
         if let Err(at) = at {
-            crate::compact::insert(&mut host.entries, at, notable);
+            host.entries.insert(at, notable);
             tenant.entries += 1;
             self.total += 1;
         } else {
             // A redelivered event: already held.
             return;
         }
-        let newest = host.newest.map_or(event.time, |n| n.max(event.time));
-        host.newest = Some(newest);
+        let newest = host.entries.last().map_or(event.time, Entry::time);
         // Age: nothing older than the retention behind the host's newest entry is asked for.
         let horizon = newest.add_nanos(-self.retention_ns);
         let aged = host.entries.partition_point(|n| n.time() < horizon);
@@ -317,10 +319,10 @@ impl LookbackBuffer {
         // Per tenant, then globally: the least recently updated host of the fullest tenant.
         while self
             .tenants
-            .get(&key.0)
+            .get(&event.tenant)
             .is_some_and(|t| t.entries > self.config.max_events_per_tenant)
         {
-            if !self.drop_one(&key.0) {
+            if !self.drop_one(&event.tenant) {
                 break;
             }
         }
@@ -360,14 +362,14 @@ impl LookbackBuffer {
         let Some((touched, host)) = index.lru.first() else {
             return false;
         };
-        let key: HostKey = (tenant.clone(), host.clone());
-        let Some(buffer) = self.hosts.get_mut(&key) else {
+        let host = host.clone();
+        let Some(buffer) = index.hosts.get_mut(host.as_str()) else {
             index.lru.remove(touched);
             return true;
         };
         if buffer.entries.is_empty() {
             index.lru.remove(touched);
-            self.hosts.remove(&key);
+            index.hosts.remove(host.as_str());
             return true;
         }
         let time = buffer.entries.remove(0).time();
@@ -378,7 +380,7 @@ impl LookbackBuffer {
         if buffer.entries.is_empty() {
             index.lru.remove(touched);
             let until = buffer.dropped_until;
-            self.hosts.remove(&key);
+            index.hosts.remove(host.as_str());
             index.dropped_until = index.dropped_until.max(until);
         }
         if index.entries == 0 && index.lru.is_empty() && index.dropped_until.is_none() {
@@ -407,14 +409,11 @@ impl LookbackBuffer {
             }
         }
         let mut events: Vec<&Entry> = Vec::new();
-        let tenant_dropped = self
-            .tenants
-            .get(&alert.tenant)
-            .and_then(|t| t.dropped_until);
+        let index = self.tenants.get(&alert.tenant);
+        let tenant_dropped = index.and_then(|t| t.dropped_until);
         let mut complete = tenant_dropped.is_none_or(|d| d < from);
         for host in hosts {
-            let key: HostKey = (alert.tenant.clone(), host.clone());
-            let Some(buffer) = self.hosts.get(&key) else {
+            let Some(buffer) = index.and_then(|t| t.hosts.get(host.key())) else {
                 continue;
             };
             if buffer.dropped_until.is_some_and(|d| d >= from) {
@@ -452,13 +451,15 @@ impl LookbackBuffer {
     /// The buffer as plain data.
     pub fn snapshot(&self) -> LookbackSnapshot {
         let mut hosts: Vec<HostSnapshot> = self
-            .hosts
+            .tenants
             .iter()
-            .map(|((tenant, host), b)| HostSnapshot {
-                tenant: tenant.clone(),
-                host: host.key().to_string(),
-                events: b.entries.iter().map(Entry::to_notable).collect(),
-                dropped_until: b.dropped_until,
+            .flat_map(|(tenant, t)| {
+                t.hosts.iter().map(move |(host, b)| HostSnapshot {
+                    tenant: tenant.clone(),
+                    host: host.to_string(),
+                    events: b.entries.iter().map(Entry::to_notable).collect(),
+                    dropped_until: b.dropped_until,
+                })
             })
             .collect();
         hosts.sort_by(|a, b| (&a.tenant, &a.host).cmp(&(&b.tenant, &b.host)));
@@ -491,7 +492,7 @@ impl LookbackBuffer {
             let mut events = h.events;
             events.sort_by_key(|n| (n.evidence.time, n.evidence.id));
             events.dedup_by_key(|n| n.evidence.id);
-            let mut entries = Vec::with_capacity(events.len());
+            let mut entries = SmallVec::with_capacity(events.len());
             for n in events {
                 let rules = b.intern(Matched {
                     rules: n.rules,
@@ -505,13 +506,12 @@ impl LookbackBuffer {
             let index = b.tenants.entry(h.tenant.clone()).or_default();
             index.entries += entries.len();
             // The snapshot keeps the host key: a host name of it is the key again.
-            let host = HostName::new(&h.host);
+            let host = HostName::new(&h.host).shared_key();
             index.lru.push(b.tick, host.clone());
             b.total += entries.len();
-            b.hosts.insert(
-                (h.tenant, host),
+            index.hosts.insert(
+                host,
                 Box::new(HostBuffer {
-                    newest: entries.last().map(Entry::time),
                     entries,
                     dropped_until: h.dropped_until,
                     touched: b.tick,
@@ -527,6 +527,18 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    /// What every host with a notable event holds besides the evidence (BENCHMARKS.md,
+    /// memory): its boxed buffer (a 64-byte malloc chunk) holding its first entry inline.
+    /// Guards against a field that makes every tracked host bigger.
+    #[test]
+    fn per_host_state_stays_small() {
+        use std::mem::size_of;
+        // 56 bytes and malloc's 8-byte header: one 64-byte chunk.
+        assert!(size_of::<HostBuffer>() <= 56);
+        assert!(size_of::<Entry>() <= 24);
+        assert!(size_of::<SmallVec<[Entry; 1]>>() <= 32);
+    }
     use chainwatch_model::{
         Activity, AlertId, AlertKind, EventClass, HostName, Provenance, Severity, SourceFormat,
         SourceMeta,

@@ -16,7 +16,7 @@
 //! restored engine takes them from the newest event of its groups, which can only be behind
 //! the lost clock, so deadlines are decided later, never earlier.
 
-use chainwatch_model::TenantId;
+use chainwatch_model::{SharedStr, TenantId};
 use serde::{Deserialize, Serialize};
 
 use crate::correlation::GroupKey;
@@ -69,7 +69,7 @@ struct RecordOut<'a> {
     v: u32,
     correlation: String,
     tenant: &'a TenantId,
-    group: &'a [Box<str>],
+    group: &'a [SharedStr],
     state: StateOut<'a>,
 }
 
@@ -80,7 +80,7 @@ pub(crate) struct RecordIn {
     /// The correlation's fingerprint, 32 hex digits.
     pub(crate) correlation: String,
     pub(crate) tenant: TenantId,
-    pub(crate) group: Vec<Box<str>>,
+    pub(crate) group: Vec<SharedStr>,
     pub(crate) state: StateIn,
 }
 

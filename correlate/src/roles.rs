@@ -383,22 +383,29 @@ impl HostRoles {
     }
 }
 
-/// One host's roles as the table holds them: a short vector, not maps (one million hosts with
+/// One host's roles as the table holds them: a short slice, not maps (one million hosts with
 /// one role each is the shape that has to stay small). Turned into a [`HostRoles`] record when
 /// one is written out or asked for.
 #[derive(Debug, Clone)]
 struct Entry {
-    /// Sorted by name.
-    roles: Vec<Role>,
+    /// Sorted by name. A boxed slice (no capacity word): roles are added once per host.
+    roles: Box<[Role]>,
     /// This process saw an event of the host (restored entries have not, yet).
     observed: bool,
+}
+
+/// A role's name and the signal that showed it: the pairs the signal table can make are few,
+/// so every host's role points at one shared pair (8 bytes, not two shared strings of 16).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Names {
+    name: Box<str>,
+    signal: Box<str>,
 }
 
 /// A [`RoleSeen`] with its role's name; names and signals are shared between hosts.
 #[derive(Debug, Clone)]
 struct Role {
-    name: Arc<str>,
-    signal: Arc<str>,
+    names: Arc<Names>,
     first_seen: Timestamp,
     last_seen: Timestamp,
     events: u64,
@@ -406,26 +413,37 @@ struct Role {
     published: Timestamp,
 }
 
-/// Role names and signal names beyond this many are forgotten (hosts keep theirs); the signal
+/// Role and signal name pairs beyond this many are forgotten (hosts keep theirs); the signal
 /// table holds a few dozen.
 const MAX_INTERNED: usize = 4096;
 
-/// The shared copy of `text`.
-fn intern(strings: &mut HashSet<Arc<str>>, text: &str) -> Arc<str> {
-    if let Some(known) = strings.get(text) {
+/// The shared copy of the pair (`name`, `signal`). Asked only when a host gains a role or a
+/// role's first signal changes, so the lookup key may be built.
+fn intern(strings: &mut HashSet<Arc<Names>>, name: &str, signal: &str) -> Arc<Names> {
+    let names = Names {
+        name: name.into(),
+        signal: signal.into(),
+    };
+    if let Some(known) = strings.get(&names) {
         return Arc::clone(known);
     }
     if strings.len() >= MAX_INTERNED {
         strings.clear();
     }
-    let shared: Arc<str> = text.into();
+    let shared = Arc::new(names);
     strings.insert(Arc::clone(&shared));
     shared
 }
 
+impl Role {
+    fn name(&self) -> &str {
+        &self.names.name
+    }
+}
+
 impl Entry {
     fn has(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| &*r.name == role)
+        self.roles.iter().any(|r| r.name() == role)
     }
 
     fn record(&self, tenant: &TenantId, host: &HostName) -> HostRoles {
@@ -439,10 +457,10 @@ impl Entry {
                     let seen = RoleSeen {
                         first_seen: r.first_seen,
                         last_seen: r.last_seen,
-                        signal: r.signal.to_string(),
+                        signal: r.names.signal.to_string(),
                         events: r.events,
                     };
-                    (r.name.to_string(), seen)
+                    (r.name().to_string(), seen)
                 })
                 .collect(),
         }
@@ -450,10 +468,13 @@ impl Entry {
 
     /// The role `name`, added (as `make` makes it) when missing; true when it was added.
     fn role(&mut self, name: &str, make: impl FnOnce() -> Role) -> (&mut Role, bool) {
-        match self.roles.binary_search_by(|r| (*r.name).cmp(name)) {
+        match self.roles.binary_search_by(|r| r.name().cmp(name)) {
             Ok(i) => (&mut self.roles[i], false),
             Err(i) => {
-                crate::compact::insert(&mut self.roles, i, make());
+                let mut roles = std::mem::take(&mut self.roles).into_vec();
+                roles.reserve_exact(1);
+                roles.insert(i, make());
+                self.roles = roles.into_boxed_slice();
                 (&mut self.roles[i], true)
             }
         }
@@ -468,8 +489,8 @@ pub struct RoleTable {
     hosts: usize,
     refused: u64,
     changes: Vec<HostRoles>,
-    /// Role and signal names, shared.
-    strings: HashSet<Arc<str>>,
+    /// Role and signal name pairs, shared.
+    strings: HashSet<Arc<Names>>,
     /// Nobody takes the changes (a replay): they are not kept.
     discard_changes: bool,
     /// [`RoleTable::counts`] may have changed since [`RoleTable::counts_changed`] was asked.
@@ -510,7 +531,7 @@ impl RoleTable {
                     .or_default()
                     .entry(event.host.clone())
                     .or_insert_with(|| Entry {
-                        roles: Vec::new(),
+                        roles: Box::default(),
                         observed: true,
                     })
             }
@@ -523,8 +544,7 @@ impl RoleTable {
         let strings = &mut self.strings;
         for (role, signal) in shown {
             let (r, added) = entry.role(role, || Role {
-                name: intern(strings, role),
-                signal: intern(strings, signal),
+                names: intern(strings, role, signal),
                 first_seen: event.time,
                 last_seen: event.time,
                 events: 0,
@@ -536,7 +556,7 @@ impl RoleTable {
             r.events += 1;
             if event.time < r.first_seen {
                 r.first_seen = event.time;
-                r.signal = intern(strings, signal);
+                r.names = intern(strings, role, signal);
             }
             r.last_seen = r.last_seen.max(event.time);
             if added || r.last_seen.nanos_since(r.published) >= REFRESH_NS {
@@ -575,15 +595,14 @@ impl RoleTable {
             self.hosts += 1;
         }
         let entry = tenant.entry(key).or_insert_with(|| Entry {
-            roles: Vec::new(),
+            roles: Box::default(),
             observed: false,
         });
         let strings = &mut self.strings;
         for (role, seen) in record.roles {
             let published = seen.last_seen;
             let (r, added) = entry.role(&role, || Role {
-                name: intern(strings, &role),
-                signal: intern(strings, &seen.signal),
+                names: intern(strings, &role, &seen.signal),
                 first_seen: seen.first_seen,
                 last_seen: seen.last_seen,
                 events: seen.events,
@@ -592,7 +611,7 @@ impl RoleTable {
             if !added {
                 if seen.first_seen < r.first_seen {
                     r.first_seen = seen.first_seen;
-                    r.signal = intern(strings, &seen.signal);
+                    r.names = intern(strings, &role, &seen.signal);
                 }
                 r.last_seen = r.last_seen.max(seen.last_seen);
                 r.events = r.events.max(seen.events);
@@ -643,7 +662,7 @@ impl RoleTable {
         for (tenant, hosts) in &self.tenants {
             for e in hosts.values().filter(|e| e.observed) {
                 for role in &e.roles {
-                    *out.entry((tenant.clone(), role.name.to_string()))
+                    *out.entry((tenant.clone(), role.name().to_string()))
                         .or_default() += 1;
                 }
             }
@@ -676,6 +695,14 @@ impl RoleTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What every host with a role holds (BENCHMARKS.md, memory): a map entry and a boxed
+    /// slice of roles. Guards against a field that makes every such host bigger.
+    #[test]
+    fn per_host_roles_stay_small() {
+        assert!(std::mem::size_of::<Entry>() <= 24);
+        assert!(std::mem::size_of::<Role>() <= 40);
+    }
     use chainwatch_model::{EventId, FieldValue, SourceMeta};
 
     fn event(host: &str, channel: &str, provider: &str, id: u32) -> Event {

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::shared::SharedStr;
+
 /// A host as telemetry names it, with the key chainwatch compares it by.
 ///
 /// `WORKSTATION6`, `workstation6` and `WORKSTATION6.theshire.local` are one host: the key is the
@@ -32,6 +34,12 @@ impl HostName {
     /// The comparison key: lower case, without the domain.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The comparison key as a shared string: the same allocation as this name's, so a
+    /// structure keyed by the host holds no copy of it.
+    pub fn shared_key(&self) -> SharedStr {
+        SharedStr::from(Arc::clone(&self.key))
     }
 
     /// The name as the source wrote it.

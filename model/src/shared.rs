@@ -63,6 +63,13 @@ impl Borrow<str> for SharedStr {
     }
 }
 
+/// Shares the allocation of `s` (no copy).
+impl From<Arc<str>> for SharedStr {
+    fn from(s: Arc<str>) -> Self {
+        Self(s)
+    }
+}
+
 impl From<&str> for SharedStr {
     fn from(s: &str) -> Self {
         Self(Arc::from(s))

@@ -277,7 +277,7 @@ impl Chains {
     }
 
     /// Every group now, least recently updated first.
-    pub(crate) fn all(&self) -> impl Iterator<Item = (&GroupKey, &Group)> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = (GroupKey, &Group)> {
         self.groups.all()
     }
 

@@ -95,7 +95,7 @@ impl Count {
     }
 
     /// Every group now, least recently updated first.
-    pub(crate) fn all(&self) -> impl Iterator<Item = (&GroupKey, &Group)> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = (GroupKey, &Group)> {
         self.groups.all()
     }
 

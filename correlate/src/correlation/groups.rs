@@ -11,13 +11,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use chainwatch_model::TenantId;
+use chainwatch_model::{SharedStr, TenantId};
 
 use crate::recency::Recency;
 
 /// The key of a group: the tenant and the group-by values. Shared (`Arc`): the map and the
-/// tenant's recency index hold the same values.
-pub(crate) type GroupKey = (TenantId, Arc<[Box<str>]>);
+/// tenant's recency index hold the same values. A value is a [`SharedStr`]: a host key is the
+/// host name's own string, not a copy.
+pub(crate) type GroupKey = (TenantId, Arc<[SharedStr]>);
 
 /// State that can tell when it holds nothing worth keeping.
 pub(crate) trait GroupState: Default {
@@ -48,14 +49,35 @@ struct Slot<G> {
     touched: u64,
 }
 
+/// The groups of one tenant: keyed by their group-by values alone (the tenant is the outer
+/// map's key, held once), with their recency index. One map per tenant also keeps each map's
+/// load independent of the others': a map of a million groups over all tenants held two
+/// buckets per group.
+#[derive(Debug)]
+struct TenantGroups<G> {
+    map: HashMap<Arc<[SharedStr]>, Slot<G>>,
+    /// The group-by values by last update.
+    lru: Recency<Arc<[SharedStr]>>,
+}
+
+impl<G> Default for TenantGroups<G> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            lru: Recency::default(),
+        }
+    }
+}
+
 /// Groups of one correlation, bounded, least-recently-updated first out.
 #[derive(Debug)]
 pub(crate) struct Groups<G> {
-    map: HashMap<GroupKey, Slot<G>>,
-    /// Per tenant, its groups' group-by values by last update. The least recently updated
-    /// group over all tenants is the oldest of the tenants' oldest (a few tenants; only asked
-    /// when the global limit is reached), so no second, global index is kept per group.
-    per_tenant: HashMap<TenantId, Recency<Arc<[Box<str>]>>>,
+    /// Per tenant, its groups. The least recently updated group over all tenants is the
+    /// oldest of the tenants' oldest (a few tenants; only asked when the global limit is
+    /// reached), so no global index is kept per group.
+    tenants: HashMap<TenantId, TenantGroups<G>>,
+    /// Groups held over all tenants.
+    len: usize,
     tick: u64,
     /// Groups evicted by the limits so far.
     pub(crate) evicted: u64,
@@ -66,8 +88,8 @@ pub(crate) struct Groups<G> {
 impl<G> Default for Groups<G> {
     fn default() -> Self {
         Self {
-            map: HashMap::new(),
-            per_tenant: HashMap::new(),
+            tenants: HashMap::new(),
+            len: 0,
             tick: 0,
             evicted: 0,
             changed: None,
@@ -78,7 +100,7 @@ impl<G> Default for Groups<G> {
 impl<G: GroupState> Groups<G> {
     /// Number of groups held.
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     /// Runs `f` on the group `key` (created empty when missing), marks it recently updated,
@@ -91,26 +113,25 @@ impl<G: GroupState> Groups<G> {
     ) -> R {
         self.tick += 1;
         let tick = self.tick;
-        let slot = match self.map.get_mut(key) {
+        let tenant = self.tenants.entry(key.0.clone()).or_default();
+        let slot = match tenant.map.get_mut(&key.1) {
             Some(slot) => {
                 let old = std::mem::replace(&mut slot.touched, tick);
-                if let Some(t) = self.per_tenant.get_mut(&key.0) {
-                    t.remove(old);
-                }
+                tenant.lru.remove(old);
                 slot
             }
-            None => self.map.entry(key.clone()).or_insert(Slot {
-                state: Box::default(),
-                touched: tick,
-            }),
+            None => {
+                self.len += 1;
+                tenant.map.entry(key.1.clone()).or_insert(Slot {
+                    state: Box::default(),
+                    touched: tick,
+                })
+            }
         };
         let out = f(&mut slot.state);
         let empty = slot.state.is_empty();
+        tenant.lru.push(tick, key.1.clone());
         self.mark(key);
-        self.per_tenant
-            .entry(key.0.clone())
-            .or_default()
-            .push(tick, key.1.clone());
         if empty {
             self.remove(key);
         } else {
@@ -122,7 +143,7 @@ impl<G: GroupState> Groups<G> {
     /// Runs `f` on the group `key` if it exists, without marking it updated; drops it when it
     /// ends up empty.
     pub(crate) fn peek<R>(&mut self, key: &GroupKey, f: impl FnOnce(&mut G) -> R) -> Option<R> {
-        let slot = self.map.get_mut(key)?;
+        let slot = self.tenants.get_mut(&key.0)?.map.get_mut(&key.1)?;
         let out = f(&mut slot.state);
         if slot.state.is_empty() {
             self.remove(key);
@@ -142,6 +163,13 @@ impl<G: GroupState> Groups<G> {
         }
     }
 
+    fn get(&self, key: &GroupKey) -> Option<&G> {
+        self.tenants
+            .get(&key.0)
+            .and_then(|t| t.map.get(&key.1))
+            .map(|s| &*s.state)
+    }
+
     /// The groups changed since the last call, each with its state now (`None`: dropped or
     /// evicted), in a stable order.
     pub(crate) fn take_changes(&mut self) -> Vec<(GroupKey, Option<&G>)> {
@@ -152,7 +180,7 @@ impl<G: GroupState> Groups<G> {
         keys.sort_unstable();
         keys.into_iter()
             .map(|k| {
-                let state = self.map.get(&k).map(|s| &*s.state);
+                let state = self.get(&k);
                 (k, state)
             })
             .collect()
@@ -161,10 +189,11 @@ impl<G: GroupState> Groups<G> {
     /// Every group key by last update, least recent first.
     fn by_recency(&self) -> Vec<GroupKey> {
         let mut all: Vec<(u64, GroupKey)> = self
-            .per_tenant
+            .tenants
             .iter()
             .flat_map(|(tenant, t)| {
-                t.iter()
+                t.lru
+                    .iter()
                     .map(|(tick, values)| (tick, (tenant.clone(), values.clone())))
             })
             .collect();
@@ -173,10 +202,10 @@ impl<G: GroupState> Groups<G> {
     }
 
     /// Every group now, least recently updated first.
-    pub(crate) fn all(&self) -> impl Iterator<Item = (&GroupKey, &G)> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = (GroupKey, &G)> {
         self.by_recency()
             .into_iter()
-            .filter_map(|k| self.map.get_key_value(&k).map(|(k, s)| (k, &*s.state)))
+            .filter_map(|k| self.get(&k).map(|g| (k, g)))
     }
 
     /// Puts back a group read from the changelog, as the most recently updated; the limits
@@ -188,17 +217,16 @@ impl<G: GroupState> Groups<G> {
         self.remove(&key);
         self.tick += 1;
         let tick = self.tick;
-        self.per_tenant
-            .entry(key.0.clone())
-            .or_default()
-            .push(tick, key.1.clone());
-        self.map.insert(
-            key.clone(),
+        let tenant = self.tenants.entry(key.0.clone()).or_default();
+        tenant.lru.push(tick, key.1.clone());
+        tenant.map.insert(
+            key.1.clone(),
             Slot {
                 state: Box::new(state),
                 touched: tick,
             },
         );
+        self.len += 1;
         if let Some(changed) = &mut self.changed {
             changed.remove(&key);
         }
@@ -212,12 +240,13 @@ impl<G: GroupState> Groups<G> {
 
     fn remove(&mut self, key: &GroupKey) {
         self.mark(key);
-        if let Some(slot) = self.map.remove(key)
-            && let Some(t) = self.per_tenant.get_mut(&key.0)
+        if let Some(t) = self.tenants.get_mut(&key.0)
+            && let Some(slot) = t.map.remove(&key.1)
         {
-            t.remove(slot.touched);
-            if t.is_empty() {
-                self.per_tenant.remove(&key.0);
+            self.len -= 1;
+            t.lru.remove(slot.touched);
+            if t.lru.is_empty() {
+                self.tenants.remove(&key.0);
             }
         }
     }
@@ -225,11 +254,12 @@ impl<G: GroupState> Groups<G> {
     fn enforce(&mut self, keep: &GroupKey, limits: Limits) {
         let tenant = &keep.0;
         while self
-            .per_tenant
+            .tenants
             .get(tenant)
-            .is_some_and(|t| t.len() > limits.max_groups_per_tenant)
+            .is_some_and(|t| t.lru.len() > limits.max_groups_per_tenant)
         {
-            let Some(victim) = self.per_tenant[tenant]
+            let Some(victim) = self.tenants[tenant]
+                .lru
                 .iter()
                 .find(|(_, values)| **values != keep.1)
                 .map(|(_, values)| (tenant.clone(), values.clone()))
@@ -239,12 +269,13 @@ impl<G: GroupState> Groups<G> {
             self.remove(&victim);
             self.evicted += 1;
         }
-        while self.map.len() > limits.max_groups {
+        while self.len > limits.max_groups {
             let victim = self
-                .per_tenant
+                .tenants
                 .iter()
                 .filter_map(|(tenant, t)| {
-                    t.iter()
+                    t.lru
+                        .iter()
                         .find(|(_, values)| *tenant != keep.0 || **values != keep.1)
                         .map(|(tick, values)| (tick, tenant, values))
                 })
@@ -256,5 +287,80 @@ impl<G: GroupState> Groups<G> {
             self.remove(&victim);
             self.evicted += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Count(u32);
+
+    impl GroupState for Count {
+        fn is_empty(&self) -> bool {
+            self.0 == 0
+        }
+    }
+
+    fn key(tenant: &str, value: &str) -> GroupKey {
+        (
+            TenantId::new(tenant).unwrap(),
+            Arc::from([SharedStr::from(value)]),
+        )
+    }
+
+    fn limits(max_groups: usize, max_groups_per_tenant: usize) -> Limits {
+        Limits {
+            lateness_ns: 0,
+            timespan_ns: 0,
+            max_groups,
+            max_groups_per_tenant,
+            max_hits_per_stage: 1,
+        }
+    }
+
+    fn held(g: &Groups<Count>) -> Vec<(String, String)> {
+        g.keys()
+            .into_iter()
+            .map(|(t, v)| (t.as_str().to_owned(), v[0].to_string()))
+            .collect()
+    }
+
+    /// Per tenant, its least recently updated group goes first; over all tenants, the least
+    /// recently updated group of any tenant; never the group being updated; every eviction
+    /// counted, and a group that ends up empty dropped without counting.
+    #[test]
+    fn limits_evict_the_least_recently_updated_group() {
+        let mut g: Groups<Count> = Groups::default();
+        let l = limits(4, 2);
+        let bump = |c: &mut Count| c.0 += 1;
+        g.update(&key("a", "1"), l, bump);
+        g.update(&key("b", "1"), l, bump);
+        g.update(&key("a", "2"), l, bump);
+        g.update(&key("a", "1"), l, bump);
+        // Tenant a is full: its least recently updated group (2) goes.
+        g.update(&key("a", "3"), l, bump);
+        assert_eq!(g.evicted, 1);
+        assert_eq!(
+            held(&g),
+            [("b", "1"), ("a", "1"), ("a", "3")].map(|(t, v)| (t.to_owned(), v.to_owned()))
+        );
+        g.update(&key("c", "1"), l, bump);
+        // Five would be over the global limit: the oldest of all (b/1) goes.
+        g.update(&key("c", "2"), l, bump);
+        assert_eq!(g.evicted, 2);
+        assert_eq!(g.len(), 4);
+        assert_eq!(
+            held(&g),
+            [("a", "1"), ("a", "3"), ("c", "1"), ("c", "2")]
+                .map(|(t, v)| (t.to_owned(), v.to_owned()))
+        );
+        // A group emptied by its update is dropped, not evicted.
+        g.update(&key("a", "1"), l, |c| c.0 = 0);
+        assert_eq!(g.len(), 3);
+        assert_eq!(g.evicted, 2);
+        assert_eq!(g.peek(&key("a", "1"), |c| c.0), None);
+        assert_eq!(g.peek(&key("a", "3"), |c| c.0), Some(1));
     }
 }

@@ -216,13 +216,13 @@ impl State {
 
     /// Tombstones for every group held (the correlation is gone).
     pub(crate) fn tombstones(&self, fingerprint: u128, out: &mut Vec<StateChange>) {
-        let keys: Vec<&GroupKey> = match self {
+        let keys: Vec<GroupKey> = match self {
             State::Chain(c) => c.all().map(|(k, _)| k).collect(),
             State::Temporal(t) => t.all().map(|(k, _)| k).collect(),
             State::Count(c) => c.all().map(|(k, _)| k).collect(),
         };
         out.extend(keys.into_iter().map(|k| StateChange {
-            key: persist::key(fingerprint, k),
+            key: persist::key(fingerprint, &k),
             value: None,
         }));
     }

@@ -71,7 +71,7 @@ impl Temporal {
     }
 
     /// Every group now, least recently updated first.
-    pub(crate) fn all(&self) -> impl Iterator<Item = (&GroupKey, &Group)> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = (GroupKey, &Group)> {
         self.groups.all()
     }
 
