@@ -1,4 +1,5 @@
-//! Criterion benches of the three cores a replay runs per event: decode, match, correlate.
+//! Criterion benches of the three cores a replay runs per event: decode, match, correlate;
+//! and of the events topic's encoding.
 //!
 //! Fixtures are the project's own: the bundled sample intrusion (`examples/`, 4,669 flat
 //! Windows events of six shapes) and four-stage chains written below. Rules are the shipped
@@ -12,6 +13,10 @@
 //! - `correlate/hosts_N`: the four-stage chain completed on N hosts at once (stages
 //!   interleaved across hosts): partial-chain state per host, as the host count grows.
 //!
+//! - `events/{json,bin1}_{encode,decode}`: the sample's events written as the events topic's
+//!   payload and read back (`chainwatch_model::wire`), in JSON and in `bin1`; the bytes per
+//!   event of each are printed first.
+//!
 //! `cargo bench --bench pipeline` (add `-- decode` to run one group).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark: failing loudly is the point.
 
@@ -24,7 +29,7 @@ use chainwatch_correlate::{Engine, EngineConfig, Gate, Interest, RuleSet};
 use chainwatch_ingest::{
     Decoder, DecoderConfig, Piece, Record, SplitOptions, TenantSource, W3cState, split_payload,
 };
-use chainwatch_model::{Event, Provenance, TenantId};
+use chainwatch_model::{Event, Provenance, TenantId, wire};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 const SAMPLE: &[u8] = include_bytes!("../examples/exchange-intrusion.jsonl");
@@ -209,6 +214,60 @@ fn correlate(c: &mut Criterion) {
     group.finish();
 }
 
+fn events(c: &mut Criterion) {
+    let events = decode_all(&decoder(), &records(SAMPLE));
+    let json: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| serde_json::to_vec(e).unwrap())
+        .collect();
+    let bin: Vec<Vec<u8>> = events.iter().map(|e| wire::to_bin(e, 0)).collect();
+    let bytes = |v: &[Vec<u8>]| v.iter().map(Vec::len).sum::<usize>() as f64 / v.len() as f64;
+    eprintln!(
+        "events topic payload, {} sample events: JSON {:.0} bytes per event, bin1 {:.0}",
+        events.len(),
+        bytes(&json),
+        bytes(&bin)
+    );
+    let mut group = c.benchmark_group("events");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("json_encode", |b| {
+        b.iter(|| {
+            events
+                .iter()
+                .map(|e| serde_json::to_vec(e).unwrap().len())
+                .sum::<usize>()
+        })
+    });
+    group.bench_function("bin1_encode", |b| {
+        b.iter(|| {
+            events
+                .iter()
+                .map(|e| wire::to_bin(e, 0).len())
+                .sum::<usize>()
+        })
+    });
+    group.bench_function("json_decode", |b| {
+        b.iter(|| {
+            json.iter()
+                .map(|p| wire::decode_event(p, None).unwrap().fields.len())
+                .sum::<usize>()
+        })
+    });
+    group.bench_function("bin1_decode", |b| {
+        b.iter(|| {
+            bin.iter()
+                .map(|p| {
+                    wire::decode_event(p, Some(wire::BIN1))
+                        .unwrap()
+                        .fields
+                        .len()
+                })
+                .sum::<usize>()
+        })
+    });
+    group.finish();
+}
+
 fn config() -> Criterion {
     // A loaded, shared machine: fewer, longer samples than criterion's default.
     Criterion::default()
@@ -220,6 +279,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = decode, matching, correlate
+    targets = decode, matching, correlate, events
 }
 criterion_main!(benches);

@@ -33,10 +33,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use chainwatch_model::time::utc_offset;
-use chainwatch_model::{Alert, Timestamp};
+use chainwatch_model::{Alert, Timestamp, wire};
 use clap::{Parser, Subcommand};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use support::http::{free_port, http_get};
@@ -682,19 +683,14 @@ impl Hop {
     }
 }
 
-/// A reader of the events topic: for each chain, its completing record's normalized event as
+/// A reader of the events topic (through `wire::decode_event`, as every reader of it): for each
+/// chain, its completing record's normalized event as
 /// ingest produced it ([`Hop`]), found by tenant, host and event time.
 fn events_reader(
     c: &Common,
     w: &Workload,
     done: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<Result<Vec<Option<Hop>>>>> {
-    #[derive(serde::Deserialize)]
-    struct Key {
-        tenant: String,
-        host: String,
-        time: Timestamp,
-    }
     let consumer = assigned_reader(
         c,
         &format!("{}-events-reader", w.prefix),
@@ -713,22 +709,26 @@ fn events_reader(
         w.chains.len(),
         wanted,
         done,
-        move |payload| {
-            let k = serde_json::from_slice::<Key>(payload).ok()?;
-            keys.get(&(k.tenant, k.host.to_lowercase(), k.time))
-                .copied()
+        move |payload, encoding| {
+            let e = wire::decode_event(payload, encoding).ok()?;
+            let key = (
+                e.tenant.to_string(),
+                e.host.display().to_lowercase(),
+                e.time,
+            );
+            keys.get(&key).copied()
         },
     ))
 }
 
 /// Reads `consumer` on a thread until `wanted` chains are seen (or `done`): for each chain, the
-/// [`Hop`] of the first record whose payload `chain_of` maps to it.
+/// [`Hop`] of the first record whose payload (with its encoding header) `chain_of` maps to it.
 fn spawn_hop_reader(
     consumer: BaseConsumer,
     chains: usize,
     wanted: usize,
     done: Arc<AtomicBool>,
-    chain_of: impl Fn(&[u8]) -> Option<usize> + Send + 'static,
+    chain_of: impl Fn(&[u8], Option<&[u8]>) -> Option<usize> + Send + 'static,
 ) -> std::thread::JoinHandle<Result<Vec<Option<Hop>>>> {
     std::thread::spawn(move || {
         let mut got: Vec<Option<Hop>> = vec![None; chains];
@@ -739,7 +739,12 @@ fn spawn_hop_reader(
             };
             let at = wall_ms();
             let m = m?;
-            if let Some(i) = chain_of(m.payload().unwrap_or_default())
+            let encoding = m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == wire::ENCODING_HEADER)
+                    .and_then(|h| h.value)
+            });
+            if let Some(i) = chain_of(m.payload().unwrap_or_default(), encoding)
                 && got[i].is_none()
             {
                 got[i] = Some(Hop::of(&m, at));
@@ -795,7 +800,7 @@ fn raw_reader(
         w.chains.len(),
         wanted,
         done,
-        move |payload| keys.get(payload).copied(),
+        move |payload, _| keys.get(payload).copied(),
     ))
 }
 

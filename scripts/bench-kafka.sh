@@ -21,7 +21,8 @@
 #    its complete finding read from the alerts topic.
 #
 # Reports (JSON), configs and logs go to target/bench-kafka/<time>/. Environment:
-# DRAIN_EVENTS, LATENCY_SECONDS, RATE, LOW_RATE, PARTITIONS override the sizes.
+# DRAIN_EVENTS, LATENCY_SECONDS, RATE, LOW_RATE, PARTITIONS override the sizes;
+# CHAINWATCH_BINARY measures another chainwatch binary (an older build, for a before/after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -60,7 +61,7 @@ fi
 
 echo "==> building release binaries" >&2
 cargo build --release --locked --bin chainwatch --example kafka_bench
-cw=target/release/chainwatch
+cw=${CHAINWATCH_BINARY:-target/release/chainwatch}
 bench=target/release/examples/kafka_bench
 
 work="target/bench-kafka/$(date -u +%Y%m%dT%H%M%SZ)"

@@ -7,7 +7,8 @@
 //! located by their write time (offset lookups by timestamp) from `--from` less the slack to
 //! `--to` plus the slack; within them, events are kept by their own event time. A fresh engine
 //! correlates them with an allowed lateness as long as the range, so the order in which
-//! partitions interleave does not matter.
+//! partitions interleave does not matter. Records are read with
+//! [`chainwatch_model::wire::decode_event`]: `bin1` or JSON, as their header says.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -18,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use chainwatch_config::parse_duration;
 use chainwatch_correlate::{CompileOptions, Engine, EngineConfig};
 use chainwatch_kafka::scan::{self, Flow};
-use chainwatch_model::{Alert, AlertKind, Event, Severity, TenantId, Timestamp};
+use chainwatch_model::{Alert, AlertKind, Severity, TenantId, Timestamp, wire};
 use chainwatch_sink::render;
 use serde::Serialize;
 
@@ -176,7 +177,8 @@ pub fn hunt(args: &HuntArgs, out: &mut dyn Write) -> Result<HuntReport> {
                 return Flow::Continue;
             }
         }
-        let Ok(event) = serde_json::from_slice::<Event>(r.payload.unwrap_or_default()) else {
+        let encoding = r.headers.get(wire::ENCODING_HEADER);
+        let Ok(event) = wire::decode_event(r.payload.unwrap_or_default(), encoding) else {
             report.malformed += 1;
             return Flow::Continue;
         };

@@ -1,20 +1,19 @@
 //! `chainwatch hunt` through a real Kafka-API broker: an events topic holding two tenants'
 //! history, a chain planted in each at different times. A retro-hunt with the ransomware
 //! playbook finds exactly the chain of the tenant and time range asked for, and leaves the
-//! live consumer group's committed offsets as they were.
+//! live consumer group's committed offsets as they were. The topic holds events in both
+//! encodings (`bin1` with its header, JSON without), as one written across an upgrade does.
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 mod support;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use chainwatch_config::service::InputFormat;
 use chainwatch_ingest::{Decoder, DecoderConfig, TenantSource};
-use chainwatch_model::{Alert, Event, Provenance, TenantId};
+use chainwatch_model::{Alert, Event, Provenance, TenantId, wire};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use support::shared::{self, stdout_of};
 use support::*;
@@ -60,32 +59,28 @@ fn history(tenant: &str, host: &str, day: &str, stages_upto: usize) -> Vec<Event
 }
 
 /// Produces events as the ingest stage writes them: keyed by tenant and host, written a few
-/// seconds after they happened (the record timestamp is the write time).
+/// seconds after they happened (the record timestamp is the write time). Every other event
+/// (in time order) is in `bin1`, the rest in JSON without a header, as a topic written before
+/// and after the binary encoding holds them: the hunt must read both.
 async fn produce_events(topic: &str, events: &[Event]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("batch.num.messages", "1")
-        .create()
-        .unwrap();
     let mut sorted: Vec<&Event> = events.iter().collect();
     sorted.sort_by_key(|e| e.time);
-    for e in sorted {
-        let key = format!("{}/{}", e.tenant, e.host.key());
-        let payload = serde_json::to_vec(e).unwrap();
-        producer
-            .send(
-                FutureRecord::to(topic)
-                    .key(&key)
-                    .payload(&payload)
-                    .timestamp(e.time.as_millis() + 3_000),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
+    let records: Vec<Outgoing> = sorted
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let encoding = if i.is_multiple_of(2) {
+                EventEncoding::Bin1
+            } else {
+                EventEncoding::Json
+            };
+            Outgoing {
+                timestamp: Some(e.time.as_millis() + 3_000),
+                ..event_record(e, encoding)
+            }
+        })
+        .collect();
+    produce_outgoing(topic, &records).await;
 }
 
 fn hunt(topic: &str, args: &[&str]) -> (Vec<Alert>, serde_json::Value, String) {
@@ -126,6 +121,11 @@ async fn a_retro_hunt_finds_the_planted_chain_in_the_right_tenant_and_range_only
     produce_events(&topic, &events).await;
     let (records, _) = read_to_end(&topic);
     assert_eq!(records.len(), events.len());
+    let binary = records
+        .iter()
+        .filter(|r| r.header(wire::ENCODING_HEADER).as_deref() == Some("bin1"))
+        .count();
+    assert_eq!(binary, events.len().div_ceil(2), "half the events are bin1");
 
     // A live group has committed offsets on the topic: the hunt must leave them alone.
     let group = format!("{}-correlate", names.groups);
@@ -192,6 +192,8 @@ async fn a_retro_hunt_finds_the_planted_chain_in_the_right_tenant_and_range_only
         "{report}"
     );
     assert!(stderr.contains("hunt: read"), "{stderr}");
+    // Every record read was an event, binary and JSON alike (events_in_range counts both).
+    assert_eq!(report["malformed"].as_u64(), Some(0), "{report}");
 
     // Only globex, earlier: its own chain of the 17th, and nothing of acme's.
     let (alerts, report, _) = hunt(

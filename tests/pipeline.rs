@@ -1,12 +1,15 @@
 //! End to end through a real Kafka-API broker: raw tenant topics in, exactly the right chain
-//! alert out, malformed records dead-lettered, the file sink written.
+//! alert out, malformed records dead-lettered, the file sink written; corrupt records on the
+//! events topic dead-lettered by the correlate stage.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
 mod support;
 
 use std::time::Duration;
 
-use chainwatch_model::{Alert, AlertKind};
+use chainwatch_config::service::InputFormat;
+use chainwatch_ingest::{Decoder, DecoderConfig, TenantSource};
+use chainwatch_model::{Alert, AlertKind, Event, Provenance, TenantId, wire};
 use support::*;
 
 fn shuffled<T>(mut items: Vec<T>, seed: u64) -> Vec<T> {
@@ -151,6 +154,12 @@ async fn one_tenant_one_host_one_chain_alert() {
     );
     assert!(events.iter().any(|r| r.key == b"tenant-a/exch01"));
     assert!(events.iter().any(|r| r.key == b"tenant-c/exch01"));
+    // Written in bin1, marked by the header, and read back by the one decoder.
+    for r in &events {
+        assert_eq!(r.header(wire::ENCODING_HEADER).as_deref(), Some("bin1"));
+        let e = wire::decode_event(&r.payload, Some(wire::BIN1)).unwrap();
+        assert_eq!(r.key, format!("{}/{}", e.tenant, e.host.key()).into_bytes());
+    }
 
     // The malformed record went to the dead-letter topic with its reason and origin.
     let dead = read_all(&names.dead_letter);
@@ -180,5 +189,105 @@ async fn one_tenant_one_host_one_chain_alert() {
     assert_eq!(filed, read);
     assert!(filed.iter().any(|f| f.id == alert.id && !f.partial));
 
+    assert!(cw.stop().success(), "chainwatch exits cleanly on SIGTERM");
+}
+
+/// The four stages on `host` of tenant `acme`, normalized as ingest does.
+fn stage_events(host: &str) -> Vec<Event> {
+    let decoder = Decoder::new(DecoderConfig {
+        format: InputFormat::Windows,
+        ..DecoderConfig::default()
+    })
+    .unwrap();
+    let tenant = TenantSource::Fixed(TenantId::new("acme").unwrap());
+    stages(host, 0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, r))| {
+            let origin = Provenance::Kafka {
+                topic: "telemetry.acme.windows".into(),
+                partition: 0,
+                offset: i as i64,
+                record: None,
+            };
+            decoder.decode(&r, &tenant, origin).unwrap()
+        })
+        .collect()
+}
+
+/// The correlate stage reads the events topic through the one decoder (`wire::decode_event`):
+/// `bin1` and JSON events both count toward a chain; a truncated or corrupt `bin1` payload, or
+/// an encoding it does not know, goes to the dead-letter topic with its reason and the error,
+/// its bytes intact, and the partition moves on past it (every offset committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_binary_events_are_dead_lettered_and_the_partition_moves_on() {
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = names.write_config(dir.path(), "");
+    // One partition: the bad records sit between the good ones of the same partition.
+    create_topics(&[&names.events], 1).await;
+    let cw = Chainwatch::run(&config, &[]);
+
+    let events = stage_events("EXCH01.acme.local");
+    let good = |i: usize| {
+        let encoding = if i.is_multiple_of(2) {
+            EventEncoding::Bin1
+        } else {
+            EventEncoding::Json
+        };
+        event_record(&events[i], encoding)
+    };
+    let mut truncated = event_record(&events[0], EventEncoding::Bin1);
+    truncated.payload.truncate(truncated.payload.len() / 2);
+    let mut version = event_record(&events[1], EventEncoding::Bin1);
+    version.payload[0] = 9;
+    let mut unknown = event_record(&events[2], EventEncoding::Bin1);
+    unknown.headers = vec![(wire::ENCODING_HEADER, b"bin9".to_vec())];
+    let bad = [truncated.clone(), version.clone(), unknown.clone()];
+    let records = [
+        truncated,
+        good(0),
+        version,
+        good(1),
+        unknown,
+        good(2),
+        good(3),
+    ];
+    produce_outgoing(&names.events, &records).await;
+
+    let limit = Duration::from_secs(90);
+    let group = format!("{}-correlate", names.groups);
+    await_caught_up(&group, &[&names.events], limit);
+    assert_committed_exactly(&group, &[&names.events]);
+
+    let dead = read_all(&names.dead_letter);
+    assert_eq!(dead.len(), 3, "{dead:#?}");
+    let expected = [
+        "corrupt bin1 event at byte",
+        "unknown bin1 version 9",
+        "unknown event encoding \"bin9\"",
+    ];
+    for ((d, b), error) in dead.iter().zip(&bad).zip(expected) {
+        assert_eq!(
+            d.header("chainwatch.reason").as_deref(),
+            Some("malformed_event")
+        );
+        assert_eq!(d.header("chainwatch.stage").as_deref(), Some("correlate"));
+        let text = d.header("chainwatch.error").unwrap();
+        assert!(text.contains(error), "{text}");
+        assert_eq!(d.payload, b.payload, "the original bytes are kept");
+    }
+
+    // The four good events, two of each encoding, made the complete chain.
+    let findings: Vec<Alert> = read_all(&names.alerts)
+        .iter()
+        .map(|r| serde_json::from_slice(&r.payload).unwrap())
+        .collect();
+    assert!(
+        findings
+            .iter()
+            .any(|f| !f.partial && f.stages.len() == 4 && f.host.key() == "exch01"),
+        "{findings:#?}"
+    );
     assert!(cw.stop().success(), "chainwatch exits cleanly on SIGTERM");
 }

@@ -21,6 +21,7 @@ pub mod severity;
 pub mod shared;
 pub mod tenant;
 pub mod time;
+pub mod wire;
 
 pub use alert::{Alert, AlertKind, Evidence, Lookback, Notable, RuleRef, SparseTarget, Stage};
 pub use attack::{Tactic, TechniqueId, TechniqueInfo};

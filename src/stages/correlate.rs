@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use chainwatch_config::service::FindingFormat;
 use chainwatch_correlate::{Engine, EngineConfig, EngineStats, HostRoles, RuleSet};
 use chainwatch_kafka::{InMessage, OutRecord, StateRecord, Transform};
-use chainwatch_model::{Alert, Event, TenantId, Timestamp};
+use chainwatch_model::{Alert, Event, TenantId, Timestamp, wire};
 use chainwatch_sink::decode;
 
 use super::dead_letter;
@@ -330,7 +330,9 @@ fn changes_of(engine: &mut Engine, partition: i32, tag: i64) -> Vec<StateRecord>
 impl Transform for CorrelateCore {
     fn process(&mut self, msg: &InMessage<'_>) -> Vec<OutRecord> {
         self.reload_if_changed();
-        let event: Event = match serde_json::from_slice(msg.payload.unwrap_or_default()) {
+        let payload = msg.payload.unwrap_or_default();
+        let event: Event = match wire::decode_event(payload, msg.headers.get(wire::ENCODING_HEADER))
+        {
             Ok(e) => e,
             Err(e) => {
                 DeadLettered {

@@ -13,11 +13,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use chainwatch_model::{Event, wire};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -103,6 +105,74 @@ pub async fn produce_on(brokers: &str, topic: &str, records: &[(String, Vec<u8>)
             .await
             .map_err(|(e, _)| e)
             .expect("record acknowledged");
+    }
+}
+
+/// A record to produce with headers and, optionally, its timestamp (milliseconds).
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(&'static str, Vec<u8>)>,
+    pub timestamp: Option<i64>,
+}
+
+/// Produces `records` to `topic` in order, each acknowledged before the next is sent (one
+/// record per batch).
+pub async fn produce_outgoing(topic: &str, records: &[Outgoing]) {
+    let producer: FutureProducer = config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("batch.num.messages", "1")
+        .create()
+        .expect("producer");
+    for r in records {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut record = FutureRecord::to(topic)
+            .key(&r.key)
+            .payload(&r.payload)
+            .headers(headers);
+        if let Some(ms) = r.timestamp {
+            record = record.timestamp(ms);
+        }
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("record acknowledged");
+    }
+}
+
+/// How a test writes an event on the events topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventEncoding {
+    /// As ingest does: `bin1`, through the one encoder, with its header.
+    Bin1,
+    /// Its JSON without a header (old topics, hand-produced events).
+    Json,
+}
+
+/// An event as the events-topic record ingest would write (keyed by tenant and host), in
+/// `encoding`.
+pub fn event_record(e: &Event, encoding: EventEncoding) -> Outgoing {
+    let (payload, headers) = match encoding {
+        EventEncoding::Bin1 => (
+            wire::to_bin(e, 0),
+            vec![(wire::ENCODING_HEADER, wire::BIN1.to_vec())],
+        ),
+        EventEncoding::Json => (serde_json::to_vec(e).expect("event JSON"), Vec::new()),
+    };
+    Outgoing {
+        key: format!("{}/{}", e.tenant, e.host.key()),
+        payload,
+        headers,
+        timestamp: None,
     }
 }
 

@@ -7,7 +7,7 @@ use chainwatch_config::service::InputFormat;
 use chainwatch_ingest::{
     DecodeError, Decoder, DecoderConfig, Piece, TenantSource, W3cState, split_payload,
 };
-use chainwatch_model::{Provenance, TenantId, Timestamp};
+use chainwatch_model::{Provenance, TenantId, Timestamp, wire};
 
 /// A decoder per format, built once: the mapping tables are parsed at start-up, not per input.
 pub fn decoder(format: InputFormat) -> &'static Decoder {
@@ -62,9 +62,14 @@ pub fn run(format: InputFormat, data: &[u8]) {
         match piece {
             Piece::Record(r) => match d.decode_record(&r, &tenant, Some(now)) {
                 Ok(event) => {
-                    // Every event has a host and serializes (it goes to Kafka as JSON).
+                    // Every event has a host and serializes as JSON (files, `hunt` reports)
+                    // and as bin1 (the events topic), reading back as itself.
                     assert!(!event.host.key().is_empty() || event.host.display().is_empty());
                     serde_json::to_vec(&event).expect("events serialize");
+                    let bin = wire::to_bin(&event, 0);
+                    let back = wire::decode_event(&bin, Some(wire::BIN1)).expect("bin1 reads");
+                    assert_eq!(back, event);
+                    assert_eq!(back.host.display(), event.host.display());
                 }
                 Err(e) => check_reason(&e),
             },
