@@ -443,7 +443,7 @@ mod tests {
         // serde_json reads `-0` as a float: left to the full decoder.
         for text in [r#"{"z":-0}"#, r#"{"l":[1,-0]}"#] {
             assert_eq!(from_raw(text), Some(None), "{text}");
-            assert!(matches!(flatten(text, 16), Ok(_)));
+            assert!(flatten(text, 16).is_ok(), "{text}");
         }
     }
 
