@@ -2,7 +2,8 @@
 //!
 //! Nested objects become dotted paths (`Event.System.Computer`); arrays of scalars stay lists;
 //! arrays holding objects are kept as their JSON text (no rule looks inside them). Depth is
-//! bounded, so hostile nesting is an error, not a stack overflow.
+//! bounded, so hostile nesting is an error, not a stack overflow. A record the raw scanner
+//! already read gets the same leaves from the scanner's spans (`leaves_of_raw`).
 
 use std::fmt;
 
