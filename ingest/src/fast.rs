@@ -295,7 +295,7 @@ impl Decoder {
     /// The event [`Decoder::decode_record`] makes of a record [`Decoder::read_raw`] read
     /// (`raw`), built from the scanner's fields instead of parsing the text a second time: the
     /// same leaves (`json::leaves_of_raw`), then the same naming, checks and normalization. A
-    /// record whose leaves the spans cannot give exactly (arrays) takes the full decoder.
+    /// record whose leaves the spans cannot give exactly (a `-0`) takes the full decoder.
     pub fn decode_raw(
         &self,
         record: &Record<'_>,

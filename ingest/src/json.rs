@@ -41,87 +41,31 @@ pub(crate) fn leaves_of_raw(text: &[u8], fields: &[RawField]) -> Option<Vec<Leaf
         let key = std::str::from_utf8(f.key(text)).ok()?;
         let value = f.value(text);
         let value = match f.kind {
-            RawKind::Str => FieldValue::Str(std::str::from_utf8(value).ok()?.into()),
-            RawKind::EscapedStr => FieldValue::Str(unescape(value)?.into_boxed_str()),
-            RawKind::Int => integer(value)?,
-            RawKind::Bool => FieldValue::Bool(value == b"true"),
-            RawKind::Null => FieldValue::Null,
-            RawKind::List => FieldValue::List(list_items(value)?),
+            RawKind::List => FieldValue::List(
+                crate::raw::list_items(value)?
+                    .into_iter()
+                    .map(|(start, end, kind)| scalar(&value[start..end], kind))
+                    .collect::<Option<_>>()?,
+            ),
+            kind => scalar(value, kind)?,
         };
         out.push((key.to_owned(), value));
     }
     Some(out)
 }
 
-/// An integer the scanner read (it fits an `i64`); `None` for `-0`, a float to serde_json.
-fn integer(text: &[u8]) -> Option<FieldValue> {
-    if text.starts_with(b"-0") {
-        return None;
-    }
-    Some(FieldValue::Int(
-        std::str::from_utf8(text).ok()?.parse().ok()?,
-    ))
-}
-
-/// The items of an array of scalars the scanner read (`[`, scalars separated by commas and
-/// JSON white space, `]`), as flatten makes them.
-fn list_items(text: &[u8]) -> Option<Vec<FieldValue>> {
-    let inner = text.strip_prefix(b"[")?.strip_suffix(b"]")?;
-    let skip_ws = |mut i: usize| {
-        while inner
-            .get(i)
-            .is_some_and(|c| matches!(c, b' ' | b'\n' | b'\r' | b'\t'))
-        {
-            i += 1;
-        }
-        i
-    };
-    let mut items = Vec::new();
-    let mut i = skip_ws(0);
-    while i < inner.len() {
-        let (item, end) = match inner[i] {
-            b'"' => {
-                let mut j = i + 1;
-                let mut escaped = false;
-                loop {
-                    match *inner.get(j)? {
-                        b'"' => break,
-                        b'\\' => {
-                            escaped = true;
-                            j += 2;
-                        }
-                        _ => j += 1,
-                    }
-                }
-                let content = &inner[i + 1..j];
-                let text = if escaped {
-                    unescape(content)?
-                } else {
-                    std::str::from_utf8(content).ok()?.to_owned()
-                };
-                (FieldValue::Str(text.into_boxed_str()), j + 1)
-            }
-            b't' => (FieldValue::Bool(true), i + 4),
-            b'f' => (FieldValue::Bool(false), i + 5),
-            b'n' => (FieldValue::Null, i + 4),
-            _ => {
-                let mut j = i;
-                while inner
-                    .get(j)
-                    .is_some_and(|c| *c == b'-' || c.is_ascii_digit())
-                {
-                    j += 1;
-                }
-                (integer(&inner[i..j])?, j)
-            }
-        };
-        items.push(item);
-        i = skip_ws(end);
-        if inner.get(i) == Some(&b',') {
-            i = skip_ws(i + 1);
-        }
-    }
-    Some(items)
+/// A scalar the scanner read (`text` its span: a string's content, escaped), as flatten makes
+/// it; `None` for `-0`, a float to serde_json, and for a list.
+fn scalar(text: &[u8], kind: RawKind) -> Option<FieldValue> {
+    Some(match kind {
+        RawKind::Str => FieldValue::Str(std::str::from_utf8(text).ok()?.into()),
+        RawKind::EscapedStr => FieldValue::Str(unescape(text)?.into_boxed_str()),
+        RawKind::Int if text.starts_with(b"-0") => return None,
+        RawKind::Int => FieldValue::Int(std::str::from_utf8(text).ok()?.parse().ok()?),
+        RawKind::Bool => FieldValue::Bool(text == b"true"),
+        RawKind::Null => FieldValue::Null,
+        RawKind::List => return None,
+    })
 }
 
 /// The text of a JSON string's escaped content, with the escapes the raw scanner lets through

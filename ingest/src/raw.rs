@@ -273,8 +273,8 @@ impl Scanner<'_> {
         })
     }
 
-    /// An array of scalars, at its `[`.
-    fn list(&mut self) -> Option<(usize, usize)> {
+    /// An array of scalars, at its `[`; `each` is given every item's span and kind.
+    fn list(&mut self, mut each: impl FnMut(usize, usize, RawKind)) -> Option<(usize, usize)> {
         let start = self.i;
         self.i += 1;
         self.ws();
@@ -284,7 +284,8 @@ impl Scanner<'_> {
         }
         loop {
             self.ws();
-            self.scalar()?;
+            let (s, e, kind) = self.scalar()?;
+            each(s, e, kind);
             self.ws();
             match self.peek()? {
                 b',' => self.i += 1,
@@ -304,6 +305,19 @@ impl Scanner<'_> {
 pub fn scan(text: &[u8], out: &mut Vec<RawField>) -> Option<bool> {
     out.clear();
     scan_inner(text, out)
+}
+
+/// The items of a [`RawKind::List`] value `text` (its span, brackets included) as the scanner
+/// read them: each item's span in `text` and its kind.
+pub(crate) fn list_items(text: &[u8]) -> Option<Vec<(usize, usize, RawKind)>> {
+    let mut items = Vec::new();
+    let mut s = Scanner {
+        b: text,
+        i: 0,
+        non_ascii: false,
+    };
+    s.list(|start, end, kind| items.push((start, end, kind)))?;
+    (s.i == text.len()).then_some(items)
 }
 
 fn scan_inner(b: &[u8], out: &mut Vec<RawField>) -> Option<bool> {
@@ -341,7 +355,7 @@ fn scan_inner(b: &[u8], out: &mut Vec<RawField>) -> Option<bool> {
             s.i += 1;
             s.ws();
             let (vs, ve, kind) = if s.peek()? == b'[' {
-                let (vs, ve) = s.list()?;
+                let (vs, ve) = s.list(|_, _, _| {})?;
                 (vs, ve, RawKind::List)
             } else {
                 s.scalar()?
