@@ -125,15 +125,30 @@ enum Proven {
 /// The anchor literals one set of values is searched for.
 #[derive(Debug)]
 struct Search {
-    automaton: AhoCorasick,
-    /// A fast first check when the literal set is small enough.
-    quick: Option<packed::Searcher>,
+    /// The searchers of its literals, shared with every other search of the same literals.
+    found: Arc<Searchers>,
     /// Per pattern, the rules anchored on it (indices into `Combo::rules`).
     triggers: Vec<Vec<u32>>,
 }
 
+/// The searchers of one set of literals (sorted, distinct): they depend on the literals
+/// alone, not on the rules anchored on them.
+#[derive(Debug)]
+struct Searchers {
+    automaton: AhoCorasick,
+    /// A fast first check when the literal set is small enough.
+    quick: Option<packed::Searcher>,
+}
+
+/// Searchers already built, by their literals. Bucket combinations overlap (every route of a
+/// channel shares the channel's rules), so many combinations search one record field for the
+/// same literals; building the automata once per literal set instead of once per combination
+/// and field takes a large share of the gate's start-up off (DFAs are costly to build).
+/// Filled while combinations are built, so bounded as they are ([`MAX_COMBOS`]).
+type SearcherCache = FxHashMap<Box<[Box<str>]>, Option<Arc<Searchers>>>;
+
 impl Search {
-    fn build(anchors: Vec<(String, u32)>) -> Option<Search> {
+    fn build(anchors: Vec<(String, u32)>, cache: &mut SearcherCache) -> Option<Search> {
         let mut patterns: FxHashMap<String, Vec<u32>> = FxHashMap::default();
         for (text, rule) in anchors {
             let rules = patterns.entry(text).or_default();
@@ -143,15 +158,21 @@ impl Search {
         }
         let mut patterns: Vec<(String, Vec<u32>)> = patterns.into_iter().collect();
         patterns.sort();
-        let automaton = AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
-            .kind(dfa_if_small(patterns.len()))
-            .build(patterns.iter().map(|(t, _)| t.as_bytes()))
-            .ok()?;
-        let quick = packed::Searcher::new(patterns.iter().map(|(t, _)| t.as_bytes()));
+        let texts: Box<[Box<str>]> = patterns.iter().map(|(t, _)| t.as_str().into()).collect();
+        let found = cache
+            .entry(texts)
+            .or_insert_with_key(|texts| {
+                let automaton = AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .kind(dfa_if_small(texts.len()))
+                    .build(texts.iter().map(|t| t.as_bytes()))
+                    .ok()?;
+                let quick = packed::Searcher::new(texts.iter().map(|t| t.as_bytes()));
+                Some(Arc::new(Searchers { automaton, quick }))
+            })
+            .clone()?;
         Some(Search {
-            automaton,
-            quick,
+            found,
             triggers: patterns.into_iter().map(|(_, r)| r).collect(),
         })
     }
@@ -160,14 +181,14 @@ impl Search {
     fn run(&self, text: &[u8], out: &mut Vec<u32>, within: impl Fn(usize, usize) -> bool) {
         // The quick search finds the leftmost match: no occurrence starts before it, so the
         // automaton starts there.
-        let from = match &self.quick {
+        let from = match &self.found.quick {
             Some(q) => match q.find(text) {
                 Some(m) => m.start(),
                 None => return,
             },
             None => 0,
         };
-        for m in self.automaton.find_overlapping_iter(&text[from..]) {
+        for m in self.found.automaton.find_overlapping_iter(&text[from..]) {
             if within(from + m.start(), from + m.end()) {
                 out.extend_from_slice(&self.triggers[m.pattern().as_usize()]);
             }
@@ -315,6 +336,7 @@ pub struct Gate {
     interest_routes: Vec<(String, Option<u32>)>,
     interest_literals: Vec<String>,
     combos: FxHashMap<Box<[u32]>, Arc<Combo>>,
+    searchers: SearcherCache,
     buckets: Vec<u32>,
     lowered: Vec<u8>,
     key: Vec<u8>,
@@ -448,6 +470,7 @@ impl Gate {
                 .map(|l| crate::sigma::fields::lower(l).into_owned())
                 .collect(),
             combos: FxHashMap::default(),
+            searchers: SearcherCache::default(),
             buckets: Vec::new(),
             lowered: Vec::new(),
             candidates: Vec::new(),
@@ -506,8 +529,17 @@ impl Gate {
         let combo = match self.combos.get(buckets.as_slice()) {
             Some(c) => Arc::clone(c),
             None => {
-                let c = Arc::new(self.combo(&buckets));
-                if self.combos.len() < MAX_COMBOS {
+                let remembered = self.combos.len() < MAX_COMBOS;
+                // A combination not remembered is built again for each record: it does not
+                // add to the cache either.
+                let mut searchers = if remembered {
+                    std::mem::take(&mut self.searchers)
+                } else {
+                    SearcherCache::default()
+                };
+                let c = Arc::new(self.combo(&buckets, &mut searchers));
+                if remembered {
+                    self.searchers = searchers;
                     self.combos
                         .insert(buckets.clone().into_boxed_slice(), Arc::clone(&c));
                 }
@@ -722,7 +754,7 @@ impl Gate {
     }
 
     /// What to check for records visiting `buckets`.
-    fn combo(&self, buckets: &[u32]) -> Combo {
+    fn combo(&self, buckets: &[u32], searchers: &mut SearcherCache) -> Combo {
         let mut combo = Combo {
             always: false,
             keys: FxHashMap::default(),
@@ -825,7 +857,7 @@ impl Gate {
         for name in names {
             let mut plan = KeyPlan::default();
             if let Some(anchors) = anchors_by_key.remove(&name) {
-                let Some(search) = Search::build(anchors) else {
+                let Some(search) = Search::build(anchors, searchers) else {
                     // Cannot search: decode everything of this route.
                     combo.always = true;
                     return combo;
@@ -853,7 +885,7 @@ impl Gate {
             })
             .collect();
         if !keyword.is_empty() {
-            match Search::build(keyword) {
+            match Search::build(keyword, searchers) {
                 Some(s) => combo.keyword = Some(s),
                 None => combo.always = true,
             }
