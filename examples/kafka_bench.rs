@@ -93,6 +93,11 @@ enum Cmd {
         /// report).
         #[arg(long)]
         hops: bool,
+        /// The steady producer's `linger.ms`: how long the telemetry shipper batches records
+        /// (librdkafka's default, 5, as a shipper built on it batches). Each batch is one
+        /// object in Tansu's in-memory store, which every fetch of the partition lists.
+        #[arg(long, default_value = "5")]
+        linger_ms: String,
     },
 }
 
@@ -441,7 +446,7 @@ fn drain(c: &Common) -> Result<serde_json::Value> {
     }))
 }
 
-fn latency(c: &Common, rate: f64, probe: bool) -> Result<serde_json::Value> {
+fn latency(c: &Common, rate: f64, probe: bool, linger_ms: &str) -> Result<serde_json::Value> {
     let w = load_workload(&c.workload, &prefix("latency"))?;
     create_topics(&c.brokers, &w.topics, c.partitions)?;
     let mut cw = Chainwatch::start(c, &w)?;
@@ -534,7 +539,7 @@ fn latency(c: &Common, rate: f64, probe: bool) -> Result<serde_json::Value> {
 
     // The steady producer.
     let producer: ThreadedProducer<DefaultProducerContext> = client(&c.brokers)
-        .set("linger.ms", "1")
+        .set("linger.ms", linger_ms)
         .set("message.timeout.ms", "0")
         .create()?;
     let completing: HashMap<usize, usize> = w
@@ -877,7 +882,12 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&common.workdir)?;
     let (common, report, name) = match &args.command {
         Cmd::Drain { common } => (common, drain(common)?, "drain"),
-        Cmd::Latency { common, rate, hops } => (common, latency(common, *rate, *hops)?, "latency"),
+        Cmd::Latency {
+            common,
+            rate,
+            hops,
+            linger_ms,
+        } => (common, latency(common, *rate, *hops, linger_ms)?, "latency"),
     };
     let text = serde_json::to_string_pretty(&report)?;
     std::fs::write(common.workdir.join(format!("{name}.json")), &text)?;

@@ -21,7 +21,8 @@
 #    its complete finding read from the alerts topic.
 #
 # Reports (JSON), configs and logs go to target/bench-kafka/<time>/. Environment:
-# DRAIN_EVENTS, LATENCY_SECONDS, RATE, LOW_RATE, PARTITIONS override the sizes;
+# DRAIN_EVENTS, LATENCY_SECONDS, RATE, LOW_RATE, PARTITIONS override the sizes; LINGER_MS the
+# latency driver's producer batching (default 5, librdkafka's);
 # CHAINWATCH_BINARY measures another chainwatch binary (an older build, for a before/after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,7 @@ latency_seconds=${LATENCY_SECONDS:-60}
 rate=${RATE:-10000}
 low_rate=${LOW_RATE:-2000}
 partitions=${PARTITIONS:-3}
+linger_ms=${LINGER_MS:-5}
 options=()   # -X KEY=VALUE, for chainwatch's clients in every run
 hops=()      # --hops, for the latency runs
 while [ $# -gt 0 ]; do
@@ -119,7 +121,7 @@ load_mid=$(cut -d' ' -f1-3 /proc/loadavg)
 latency_run() {
     start_tansu "$work/tansu-$1.log"
     "$bench" latency --brokers "127.0.0.1:$port" --binary "$cw" --partitions "$partitions" \
-        --rate "$2" --workload "$work/$1-workload" --workdir "$work/$1" \
+        --rate "$2" --workload "$work/$1-workload" --workdir "$work/$1" --linger-ms "$linger_ms" \
         "${options[@]}" "${hops[@]}" \
         >"$work/$1.json"
     tansu_cpu >"$work/tansu-cpu-$1"
@@ -133,9 +135,10 @@ echo "==> detection latency (20 s at $low_rate records/s)" >&2
 latency_run low-rate "$low_rate"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-python3 - "$work" "$load_before" "$load_mid" "$load_after" "${options[*]:-}" <<'EOF'
+python3 - "$work" "$load_before" "$load_mid" "$load_after" "${options[*]:-}" "$linger_ms" <<'EOF'
 import json, sys
 work, before, mid, after = sys.argv[1:5]
+linger = sys.argv[6]
 d = json.load(open(f"{work}/drain.json"))
 l = json.load(open(f"{work}/latency.json"))
 lo = json.load(open(f"{work}/low-rate.json"))
@@ -163,7 +166,7 @@ print(f"chainwatch drain: {d['chainwatch_seconds']:.2f} s from the first record 
 cpu = {n: open(f"{work}/tansu-cpu-{n}").read().strip() for n in ("drain", "latency", "low-rate")}
 print(f"broker (Tansu) CPU-seconds, whole run of each: drain {cpu['drain']} (loading included), latency {cpu['latency']}, low rate {cpu['low-rate']}")
 opts = sys.argv[5] if len(sys.argv) > 5 else ""
-print(f"chainwatch client options (-X): {opts or 'none (chainwatch defaults)'}")
+print(f"chainwatch client options (-X): {opts or 'none (chainwatch defaults)'}; latency driver's producer linger.ms {linger}")
 for x in (l, lo):
     h = x.get("hops")
     if not h:
