@@ -1,7 +1,7 @@
 //! The gate: proves, from a record's raw text, that no rule can match it, so the record need
 //! not be decoded at all. The fast path of `replay` and of the ingest stage.
 //!
-//! The prefilter ([`crate::prefilter`]) already knows, per route (channel and event id), which
+//! The prefilter (`crate::prefilter`) already knows, per route (channel and event id), which
 //! rules an event may match and which literal each needs in which field. The gate asks the
 //! same question of the record's JSON text instead of a decoded event:
 //!
@@ -10,7 +10,7 @@
 //!    gate cannot reason about it. A rule without a literal anchor whose logic still says
 //!    something (a negated filter, below) is checked on every record of the route.
 //! 3. Otherwise the rules whose anchor literal occurs in the record are checked further: every
-//!    literal their logic needs ([`Need`], the same analysis the prefilter's anchors come from:
+//!    literal their logic needs (`Need`, the same analysis the prefilter's anchors come from:
 //!    `a AND (b OR c)`) must occur too. Literals are searched for lower-cased and JSON-escaped
 //!    (`\` is written `\\` in JSON) in the lower-cased text, and an occurrence counts only
 //!    inside the value of a field the literal's rule field may be read from: the field of that
@@ -23,7 +23,7 @@
 //! 4. Values normalization may synthesize (a `DOMAIN\user` joined from two fields, a process
 //!    id converted from hex) need not occur in the text: a literal on a rule field that may read
 //!    one — the record lacks the field itself — counts as present.
-//! 5. A `not` of string comparisons (`selection and not filter`, [`Proof`]) rules the rule out
+//! 5. A `not` of string comparisons (`selection and not filter`, `Proof`) rules the rule out
 //!    when the record proves the comparisons true: the field is a string the record holds once
 //!    under the rule field's own name (so it is the value the engine reads), it holds no
 //!    escape but `\\` and `\"`, and the match is not split by an escape. Most image loads of

@@ -4,7 +4,7 @@
 //! A record comes from [`crate::payload::split_payload`] with its framing (JSON, an EVTX
 //! record, a W3C line with its header). JSON is flattened once; its format is the source's
 //! configured one or, for `auto`, told by its fields ([`crate::detect`]). The format's module
-//! names the fields; its [`Layout`](crate::layout::Layout) gives the one clock and the origin
+//! names the fields; its [`Layout`] gives the one clock and the origin
 //! host; its mapping table gives class, activity and canonical fields.
 
 use std::borrow::Cow;

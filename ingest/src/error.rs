@@ -97,7 +97,7 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// Every reason label, for metrics registration and docs.
-    pub const REASONS: [&'static str; 21] = [
+    pub const REASONS: [&'static str; 20] = [
         "too_large",
         "invalid_utf8",
         "malformed_json",
@@ -117,9 +117,8 @@ impl DecodeError {
         "corrupt_evtx_chunk",
         "bad_evtx_record",
         "bad_gzip",
-        // Labels the ingest stage uses for messages it cannot hand to the decoder.
+        // The label the ingest stage uses for a message it cannot hand to the decoder.
         "empty",
-        "unserializable",
     ];
 
     /// A short label, from a closed set, for metrics and dead-letter headers.

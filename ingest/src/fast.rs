@@ -33,7 +33,7 @@ pub struct RawEvent<'a> {
     pub record: RawRecord<'a>,
     /// The event time, by the format's one clock.
     pub time: Timestamp,
-    /// The host field's text, as written (the origin host; [`HostName::new`] normalizes it).
+    /// The host field's text, as written (the origin host; [`chainwatch_model::HostName::new`] normalizes it).
     pub host: &'a str,
     /// With a tenant field ([`TenantSource::Field`]): its value, a valid tenant id. `None`
     /// for a fixed tenant.

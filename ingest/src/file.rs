@@ -49,7 +49,7 @@ pub fn split_records<'a>(path: impl Into<SharedStr>, data: &'a [u8]) -> Vec<File
 /// Splits a stretch of whole lines of a JSON text file into records, as [`split_records`]
 /// splits them within the whole file: `data` starts at the beginning of line `first_line`,
 /// after the file's first stretch (so neither a byte-order mark nor a JSON array is looked
-/// for), and holds no record over several lines (see [`spans_lines`]).
+/// for), and holds no record over several lines (see [`plain_lines`]).
 pub fn split_records_from<'a>(
     path: impl Into<SharedStr>,
     data: &'a [u8],

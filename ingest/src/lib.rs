@@ -12,7 +12,7 @@
 //! - [`normalize`]: class, activity, canonical fields and aliases from mapping tables
 //!   (`ingest/mappings/<format>.toml`: data, not code).
 //! - [`tenant`]: the tenant from a topic name pattern.
-//! - [`file`]: splitting JSON text into records (JSON lines, arrays, concatenated documents).
+//! - [`file`](mod@file): splitting JSON text into records (JSON lines, arrays, concatenated documents).
 //! - [`error`]: [`DecodeError`], whose `reason()` labels dead letters and metrics.
 //!
 //! The Kafka loop that drives the decoder lives in the binary (`src/stages/ingest.rs`), so this

@@ -10,7 +10,7 @@
 //! `serde_json` in the tests below and by `chainwatch replay --verify` on real data.
 //!
 //! Strings are skipped sixteen bytes at a time: one block is classified at once (quotes,
-//! backslashes, control characters, bytes beyond ASCII, as bit masks; [`block`]) and every
+//! backslashes, control characters, bytes beyond ASCII, as bit masks; `block`) and every
 //! special byte of the block is handled from its mask, escapes included, without reading the
 //! block again.
 

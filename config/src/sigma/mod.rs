@@ -2,7 +2,7 @@
 //!
 //! [`parse_rule_file`] reads one YAML file (several documents separated by `---` are several
 //! rules) into [`RuleDoc`]s: detection rules and correlation rules, in the shape of the Sigma
-//! specification (v2). A document that is not a valid rule becomes a [`Diagnostic`] with its
+//! specification (v2). A document that is not a valid rule becomes a [`Diagnostic`](crate::Diagnostic) with its
 //! line, and the other documents of the file still load. Compiling specs into matchers (regexes,
 //! field resolution, prefilters) is the correlator's job.
 
