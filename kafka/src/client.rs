@@ -102,11 +102,11 @@ impl ConsumerContext for Context {
         consumer: &rdkafka::consumer::BaseConsumer<Self>,
         rebalance: &Rebalance<'_>,
     ) {
+        use rdkafka::consumer::Consumer as _;
+        // The whole assignment after the change: the cooperative assignor's rebalances pass
+        // only the partitions added or taken away.
+        let now = consumer.assignment().map_or(0, |tpl| tpl.count());
         if let Some(o) = &self.observer {
-            use rdkafka::consumer::Consumer as _;
-            // The whole assignment after the change (cooperative rebalances pass only the
-            // partitions added or taken away).
-            let now = consumer.assignment().map_or(0, |tpl| tpl.count());
             match rebalance {
                 Rebalance::Assign(_) => o.on_assign(now),
                 Rebalance::Revoke(_) => o.on_revoke(now),
@@ -119,12 +119,14 @@ impl ConsumerContext for Context {
         match rebalance {
             Rebalance::Assign(tpl) => tracing::info!(
                 stage = self.stage,
-                partitions = tpl.count(),
+                added = tpl.count(),
+                assigned = now,
                 "partitions assigned"
             ),
             Rebalance::Revoke(tpl) => tracing::info!(
                 stage = self.stage,
-                partitions = tpl.count(),
+                taken = tpl.count(),
+                assigned = now,
                 "partitions revoked"
             ),
             Rebalance::Error(e) => {
@@ -200,6 +202,14 @@ pub fn consumer(config: &KafkaConfig, group: &str, stage: &'static str) -> Kafka
 /// idle partition. See ARCHITECTURE.md, "Detection latency".
 pub const DEFAULT_FETCH_WAIT_MAX_MS: &str = "100";
 
+/// The consumers' partition assignor, unless the config's pass-through sets
+/// `partition.assignment.strategy`. Cooperative: a member joining or leaving takes from the
+/// others only the partitions that move (librdkafka's default assignors are eager: every
+/// rebalance takes every partition from every member and hands them out again). Members of one
+/// group must agree on it: a group running an eager assignor is switched by stopping all its
+/// instances first.
+pub const DEFAULT_ASSIGNMENT_STRATEGY: &str = "cooperative-sticky";
+
 /// A consumer like [`consumer`], with a context of the caller's: with an observer, librdkafka
 /// emits statistics every [`DEFAULT_STATISTICS_INTERVAL_MS`] (or the pass-through's
 /// `statistics.interval.ms`) and they go to the observer.
@@ -219,7 +229,10 @@ fn consumer_config(config: &KafkaConfig, group: &str, observed: bool) -> ClientC
         .set("auto.commit.interval.ms", "1000")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000");
+        .set("heartbeat.interval.ms", "1000")
+        // A rebalance moves only the partitions that change owner: the others keep their
+        // state and in-flight records (ARCHITECTURE.md, "Delivery").
+        .set("partition.assignment.strategy", DEFAULT_ASSIGNMENT_STRATEGY);
     pass_through(&mut c, config);
     default_fetch_wait(&mut c);
     c
@@ -284,14 +297,29 @@ mod tests {
     fn consumers_poll_the_broker_with_a_short_fetch_wait() {
         let c = consumer_config(&kafka(&[]), "g", false);
         assert_eq!(c.get("fetch.wait.max.ms"), Some(DEFAULT_FETCH_WAIT_MAX_MS));
+        assert_eq!(
+            c.get("partition.assignment.strategy"),
+            Some(DEFAULT_ASSIGNMENT_STRATEGY)
+        );
         assert_eq!(c.get("group.id"), Some("g"));
         assert_eq!(c.get("statistics.interval.ms"), None);
     }
 
     #[test]
-    fn the_pass_through_overrides_the_fetch_wait() {
-        let c = consumer_config(&kafka(&[("fetch.wait.max.ms", "500")]), "g", true);
+    fn the_pass_through_overrides_the_fetch_wait_and_the_assignor() {
+        let c = consumer_config(
+            &kafka(&[
+                ("fetch.wait.max.ms", "500"),
+                ("partition.assignment.strategy", "range,roundrobin"),
+            ]),
+            "g",
+            true,
+        );
         assert_eq!(c.get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(
+            c.get("partition.assignment.strategy"),
+            Some("range,roundrobin")
+        );
         assert_eq!(
             c.get("statistics.interval.ms"),
             Some(DEFAULT_STATISTICS_INTERVAL_MS)
