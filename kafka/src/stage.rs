@@ -6,6 +6,7 @@
 //! processed twice after a crash (at-least-once); ids are deterministic downstream.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -271,10 +272,40 @@ impl Outgoing {
     }
 }
 
+/// The names of the topics a loop consumes, each held once and shared by the [`Pending`]
+/// entries of its messages, so no string is copied per message. Consecutive messages mostly
+/// come from one topic: the last name is checked before the set.
+#[derive(Default)]
+struct TopicNames {
+    last: Option<Arc<str>>,
+    all: HashSet<Arc<str>>,
+}
+
+impl TopicNames {
+    fn get(&mut self, topic: &str) -> Arc<str> {
+        if let Some(last) = &self.last
+            && **last == *topic
+        {
+            return Arc::clone(last);
+        }
+        let name = match self.all.get(topic) {
+            Some(name) => Arc::clone(name),
+            None => {
+                let name: Arc<str> = Arc::from(topic);
+                self.all.insert(Arc::clone(&name));
+                name
+            }
+        };
+        self.last = Some(Arc::clone(&name));
+        name
+    }
+}
+
 /// One consumed message (or one tick) waiting for its records' acknowledgements.
 struct Pending {
     /// The message whose offset is stored once everything is acknowledged; `None` for a tick.
-    offset: Option<(String, i32, i64)>,
+    /// Its topic is shared ([`TopicNames`]): no string is copied per message.
+    offset: Option<(Arc<str>, i32, i64)>,
     records: Vec<Outgoing>,
     inflight: Vec<Option<DeliveryFuture>>,
     /// How many records, from the first, are acknowledged. [`settle`] is cancelled whenever
@@ -441,6 +472,7 @@ async fn run_loop<T: Transform>(
 ) -> Result<(), StageError> {
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut spans = PartitionSpans::default();
+    let mut topics = TopicNames::default();
     let mut owned: HashSet<i32> = HashSet::new();
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + config.tick, config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -518,7 +550,7 @@ async fn run_loop<T: Transform>(
                         inflight.push(Some(send(producer, r).await));
                     }
                     pending.push_back(Pending {
-                        offset: Some((msg.topic.to_owned(), msg.partition, msg.offset)),
+                        offset: Some((topics.get(msg.topic), msg.partition, msg.offset)),
                         records,
                         inflight,
                         acked: 0,
@@ -660,5 +692,31 @@ pub async fn until_shutdown<F: Future>(
     tokio::select! {
         out = future.fuse() => Some(out),
         _ = shutdown.changed() => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_are_held_once_and_shared() {
+        let mut names = TopicNames::default();
+        let a = names.get("raw.acme.windows");
+        let b = names.get("raw.beta.windows");
+        let a2 = names.get("raw.acme.windows");
+        let b2 = names.get("raw.beta.windows");
+        assert_eq!(&*a, "raw.acme.windows");
+        assert_eq!(&*b, "raw.beta.windows");
+        assert!(
+            Arc::ptr_eq(&a, &a2),
+            "a name seen before is not copied again"
+        );
+        assert!(Arc::ptr_eq(&b, &b2));
+        assert!(
+            Arc::ptr_eq(&names.get("raw.beta.windows"), &b),
+            "the last name"
+        );
+        assert_eq!(names.all.len(), 2);
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chainwatch_config::ServiceConfig;
+use chainwatch_config::service::InputFormat;
 use chainwatch_ingest::{
     Decoder, DecoderConfig, Piece, TenantSource, TopicPattern, W3cState, split_payload,
 };
@@ -215,7 +216,15 @@ impl Transform for IngestCore {
         };
         let source = &mut self.sources[index];
         let options = source.decoder.split_options();
-        let pieces = split_payload(payload, &origin, &options, source.w3c_state(msg));
+        // Only a `w3c` or `auto` source reads W3C directives across messages; the others get
+        // an empty state, so the usual record costs no stream key (topic and key copied) and no
+        // map lookup.
+        let mut no_w3c = W3cState::new();
+        let w3c = match options.format {
+            InputFormat::W3c | InputFormat::Auto => source.w3c_state(msg),
+            _ => &mut no_w3c,
+        };
+        let pieces = split_payload(payload, &origin, &options, w3c);
         let source = &self.sources[index];
         let tenant = TenantSource::Fixed(tenant);
         let received = now();
@@ -393,6 +402,18 @@ mod tests {
             header(&out[0], "chainwatch.reason"),
             Some("time_out_of_range")
         );
+    }
+
+    #[test]
+    fn only_w3c_and_auto_sources_keep_w3c_state_per_stream() {
+        let record = br#"{"EventID":4688,"Computer":"ws1","TimeCreated":"2024-05-01T10:00:00Z"}"#;
+        for (format, streams) in [("windows", 0), ("ecs", 0), ("auto", 1), ("w3c", 1)] {
+            let (_dir, mut core) = core(&format!(
+                "name = \"s\"\ntopics = \"telemetry.{{tenant}}.iis\"\nformat = \"{format}\""
+            ));
+            core.process(&msg(b"k", 1, record));
+            assert_eq!(core.sources[0].w3c.len(), streams, "{format}");
+        }
     }
 
     #[test]
