@@ -1,20 +1,19 @@
 //! Small helpers that keep long-lived per-host and per-group state compact.
 //!
-//! A `Vec` grows to a capacity of four on its first push (more for small elements); one
-//! million hosts with one entry each then hold three unused slots apiece. [`insert`] grows a
-//! vector one slot at a time while it is short and by doubling once it is not, so a vector of
-//! one holds one, and a busy one still grows in amortized constant time.
+//! A `Vec` (or a spilled `SmallVec`) grows to a capacity of four on its first push, more for
+//! small elements, or doubles; one million groups with one or two hits each would then hold
+//! spare slots apiece. [`insert`] grows a list one slot at a time while it is short and by
+//! doubling once it is not, so a list of two holds two, and a busy one still grows in
+//! amortized constant time.
 
-/// Below this length a vector grows one slot at a time.
+use smallvec::{Array, SmallVec};
+
+/// Below this length a list grows one slot at a time.
 const EXACT_UP_TO: usize = 4;
 
-/// Inserts `item` at `at`, growing `v` exactly while it is short.
-pub(crate) fn insert<T>(v: &mut Vec<T>, at: usize, item: T) {
-    reserve_one(v);
-    v.insert(at, item);
-}
-
-fn reserve_one<T>(v: &mut Vec<T>) {
+/// Inserts `item` at `at`: inline while the list fits its inline slots, then on the heap,
+/// growing exactly while short and by doubling once not.
+pub(crate) fn insert<A: Array>(v: &mut SmallVec<A>, at: usize, item: A::Item) {
     if v.len() == v.capacity() {
         if v.len() < EXACT_UP_TO {
             v.reserve_exact(1);
@@ -22,6 +21,7 @@ fn reserve_one<T>(v: &mut Vec<T>) {
             v.reserve(1);
         }
     }
+    v.insert(at, item);
 }
 
 #[cfg(test)]
@@ -29,20 +29,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn short_vectors_hold_no_spare_slots_and_long_ones_still_double() {
-        let mut v: Vec<u64> = Vec::new();
+    fn short_lists_stay_inline_then_hold_no_spare_slots_and_long_ones_still_double() {
+        let mut v: SmallVec<[u64; 1]> = SmallVec::new();
         insert(&mut v, 0, 1);
-        assert_eq!(v.capacity(), 1);
+        assert!(!v.spilled(), "one item stays inline");
         insert(&mut v, 0, 0);
         assert_eq!(v.capacity(), 2);
+        insert(&mut v, 2, 2);
+        assert_eq!(v.capacity(), 3);
         let mut grown = 0;
-        for i in 2..1000 {
+        for i in 3..1000 {
             let before = v.capacity();
             let end = v.len();
             insert(&mut v, end, i);
             grown += usize::from(v.capacity() != before);
         }
-        assert_eq!(v, (0..1000).collect::<Vec<_>>());
+        assert_eq!(v.as_slice(), (0..1000).collect::<Vec<_>>().as_slice());
         assert!(
             grown < 20,
             "{grown} reallocations: doubling, not one slot at a time"

@@ -35,18 +35,23 @@ impl std::ops::Deref for HexId {
 macro_rules! hash_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(u128);
+        ///
+        /// Held as two 64-bit halves (most significant first), not a `u128`: a `u128` is
+        /// aligned to 16 bytes, which pads every structure holding an id (a chain group with
+        /// its first hit inline by 16 bytes, a malloc size class). Equality, order and hashing
+        /// are the 128-bit value's.
+        #[derive(Clone, Copy, PartialEq, Eq)]
+        pub struct $name([u64; 2]);
 
         impl $name {
             /// Wraps a raw 128-bit value.
             pub const fn from_u128(value: u128) -> Self {
-                Self(value)
+                Self([(value >> 64) as u64, value as u64])
             }
 
             /// The raw 128-bit value.
             pub const fn as_u128(self) -> u128 {
-                self.0
+                ((self.0[0] as u128) << 64) | self.0[1] as u128
             }
 
             /// Parses the 32-hex-digit form.
@@ -54,7 +59,25 @@ macro_rules! hash_id {
                 if text.len() != 32 {
                     return None;
                 }
-                u128::from_str_radix(text, 16).ok().map(Self)
+                u128::from_str_radix(text, 16).ok().map(Self::from_u128)
+            }
+        }
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.as_u128().cmp(&other.as_u128())
+            }
+        }
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.as_u128().hash(state);
             }
         }
 
@@ -62,13 +85,13 @@ macro_rules! hash_id {
             /// 32 lower-case hex digits (as `{:032x}` writes them, without its general
             /// formatting machinery: alerts write one per look-back event).
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&hex32(self.0))
+                f.write_str(&hex32(self.as_u128()))
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:032x})", stringify!($name), self.0)
+                write!(f, "{}({:032x})", stringify!($name), self.as_u128())
             }
         }
 
@@ -133,12 +156,12 @@ impl IdHasher {
 
     /// The event id of what was hashed.
     pub fn event_id(&self) -> EventId {
-        EventId(self.0.digest128())
+        EventId::from_u128(self.0.digest128())
     }
 
     /// The alert id of what was hashed.
     pub fn alert_id(&self) -> AlertId {
-        AlertId(self.0.digest128())
+        AlertId::from_u128(self.0.digest128())
     }
 }
 
@@ -152,6 +175,31 @@ impl EventId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_compare_and_hash_as_their_128_bit_values_at_8_byte_alignment() {
+        use std::hash::BuildHasher;
+        let values = [
+            0u128,
+            1,
+            u64::MAX as u128,
+            1 << 64,
+            (1 << 64) + 1,
+            u128::MAX - 1,
+            u128::MAX,
+        ];
+        let state = std::collections::hash_map::RandomState::new();
+        for a in values {
+            let id = EventId::from_u128(a);
+            assert_eq!(id.as_u128(), a);
+            assert_eq!(state.hash_one(id), state.hash_one(a));
+            for b in values {
+                assert_eq!(id.cmp(&EventId::from_u128(b)), a.cmp(&b), "{a} vs {b}");
+            }
+        }
+        assert_eq!(std::mem::size_of::<EventId>(), 16);
+        assert_eq!(std::mem::align_of::<EventId>(), 8);
+    }
 
     #[test]
     fn ids_are_written_as_32_hex_digits() {

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chainwatch_model::{EventId, Severity, TenantId, Timestamp};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::groups::{GroupKey, GroupState, Groups, Limits};
 use super::{Hit, horizon};
@@ -110,14 +111,24 @@ struct Open {
     closed: bool,
 }
 
+/// The hits of one stage (or absent rule), sorted by time: the first inline, so a stage with
+/// one hit costs no allocation of its own.
+type HitList = SmallVec<[Hit; 1]>;
+
+/// A group's stage (or absence) lists: the first inline, so a lone first stage, the shape
+/// of most partial chains, lives in the group's own allocation with its hit.
+type Lists = SmallVec<[HitList; 1]>;
+
 /// One group's chain state (serializable: it is what the changelog holds for the group).
 ///
 /// One is held per partial chain, so the parts most groups never use (absence lists, used
 /// events, an absence deadline) are boxed together in [`Rare`]; the record written is the same
-/// as when they were fields of the group ([`GroupRecord`]).
+/// as when they were fields of the group ([`GroupRecord`]). The first stage's list and its
+/// first hit are inline ([`Lists`]): a group with one hit is one allocation (its box in the
+/// group map), not three (group, list of stage lists, hit list).
 #[derive(Debug, Default)]
 pub(crate) struct Group {
-    stages: Vec<Vec<Hit>>,
+    stages: Lists,
     newest: Option<Timestamp>,
     open: Option<Open>,
     rare: Option<Box<Rare>>,
@@ -126,7 +137,7 @@ pub(crate) struct Group {
 /// The parts of a [`Group`] that most groups leave empty.
 #[derive(Debug, Default)]
 struct Rare {
-    absent: Vec<Vec<Hit>>,
+    absent: Lists,
     /// Events used by a finding, so redelivery cannot reuse them.
     consumed: Vec<(Timestamp, EventId)>,
     /// The earliest absence deadline a complete chain waits for.
@@ -136,12 +147,27 @@ struct Rare {
 /// A [`Group`] as the changelog writes it: every part a field.
 #[derive(Serialize)]
 struct GroupRecord<'a> {
-    stages: &'a [Vec<Hit>],
-    absent: &'a [Vec<Hit>],
+    stages: ListsRecord<'a>,
+    absent: ListsRecord<'a>,
     consumed: &'a [(Timestamp, EventId)],
     newest: Option<Timestamp>,
     open: &'a Option<Open>,
     waiting: Option<Timestamp>,
+}
+
+/// Stage (or absence) lists as the changelog writes them: a sequence of sequences of hits,
+/// as the `Vec<Vec<Hit>>` they were.
+struct ListsRecord<'a>(&'a [HitList]);
+
+impl Serialize for ListsRecord<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(SmallVec::as_slice))
+    }
+}
+
+/// Lists read from the changelog, each with its first hit (and the first list) inline.
+fn lists_from(read: Vec<Vec<Hit>>) -> Lists {
+    read.into_iter().map(SmallVec::from_vec).collect()
 }
 
 /// A [`Group`] as the changelog holds it.
@@ -158,8 +184,8 @@ struct GroupRecordIn {
 impl Serialize for Group {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         GroupRecord {
-            stages: &self.stages,
-            absent: self.absent(),
+            stages: ListsRecord(&self.stages),
+            absent: ListsRecord(self.absent()),
             consumed: self.consumed(),
             newest: self.newest,
             open: &self.open,
@@ -173,13 +199,13 @@ impl<'de> Deserialize<'de> for Group {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let r = GroupRecordIn::deserialize(deserializer)?;
         let rare = Rare {
-            absent: r.absent,
+            absent: lists_from(r.absent),
             consumed: r.consumed,
             waiting: r.waiting,
         };
         let used = !rare.absent.is_empty() || !rare.consumed.is_empty() || rare.waiting.is_some();
         Ok(Group {
-            stages: r.stages,
+            stages: lists_from(r.stages),
             newest: r.newest,
             open: r.open,
             rare: used.then(|| Box::new(rare)),
@@ -193,7 +219,7 @@ impl Group {
         self.newest
     }
 
-    fn absent(&self) -> &[Vec<Hit>] {
+    fn absent(&self) -> &[HitList] {
         self.rare.as_ref().map_or(&[], |r| &r.absent)
     }
 
@@ -218,7 +244,9 @@ impl Group {
 
 impl GroupState for Group {
     fn is_empty(&self) -> bool {
-        self.stages.iter().all(Vec::is_empty) && self.consumed().is_empty() && self.open.is_none()
+        self.stages.iter().all(SmallVec::is_empty)
+            && self.consumed().is_empty()
+            && self.open.is_none()
     }
 }
 
@@ -229,16 +257,16 @@ fn narrow(n: usize) -> u32 {
 
 /// The hits of list `i` of a group's stage (or absence) lists: lists past the last one
 /// holding a hit are not kept (a lone first stage then costs one list, not one per stage).
-fn list(lists: &[Vec<Hit>], i: usize) -> &[Hit] {
-    lists.get(i).map_or(&[], Vec::as_slice)
+fn list(lists: &[HitList], i: usize) -> &[Hit] {
+    lists.get(i).map_or(&[], SmallVec::as_slice)
 }
 
 /// List `i` of a group's stage (or absence) lists, added (empty, with the ones before it) when
 /// missing.
-fn list_mut(lists: &mut Vec<Vec<Hit>>, i: usize) -> &mut Vec<Hit> {
+fn list_mut(lists: &mut Lists, i: usize) -> &mut HitList {
     if lists.len() <= i {
         lists.reserve_exact(i + 1 - lists.len());
-        lists.resize_with(i + 1, Vec::new);
+        lists.resize_with(i + 1, SmallVec::new);
     }
     &mut lists[i]
 }
@@ -306,7 +334,7 @@ impl Chains {
             if g.absent().len() < spec.absences.len() {
                 g.rare_mut()
                     .absent
-                    .resize_with(spec.absences.len(), Vec::new);
+                    .resize_with(spec.absences.len(), SmallVec::new);
             }
             let old_wait = g.waiting();
             let outcome = add_hit(g, slot, hit, spec, limits, watermark);
@@ -683,7 +711,7 @@ pub(crate) struct Solution {
     pub(crate) prefix: Vec<Option<Vec<Pick>>>,
 }
 
-fn reconstruct(layers: &[Vec<Node>], stages: &[Vec<Hit>], mut at: (usize, usize)) -> Vec<Pick> {
+fn reconstruct(layers: &[Vec<Node>], stages: &[HitList], mut at: (usize, usize)) -> Vec<Pick> {
     let mut picks = Vec::new();
     loop {
         let node = &layers[at.0][at.1];
@@ -708,7 +736,7 @@ fn reconstruct(layers: &[Vec<Node>], stages: &[Vec<Hit>], mut at: (usize, usize)
 }
 
 /// Finds the earliest complete chain and the earliest chain reaching each stage.
-pub(crate) fn solve(stages: &[Vec<Hit>], spec: &ChainSpec) -> Solution {
+pub(crate) fn solve(stages: &[HitList], spec: &ChainSpec) -> Solution {
     let n = spec.stages.len();
     let mut solution = Solution {
         complete: None,
@@ -848,12 +876,62 @@ mod tests {
         }
     }
 
+    /// A lone first-stage hit, the shape of most partial chains, lives in the group itself:
+    /// neither the list of stage lists nor the stage's hit list has a heap copy; a second
+    /// hit of the stage and a hit of a later stage move them to the heap, and they read the
+    /// same.
+    #[test]
+    fn a_lone_first_stage_hit_is_held_inline_in_the_group() {
+        let stage = StageSpec {
+            min_rules: 1,
+            min_count: 1,
+            within_ns: None,
+            max_gap_ns: None,
+            optional: false,
+        };
+        let spec = ChainSpec {
+            stages: vec![stage.clone(), stage.clone(), stage],
+            absences: Vec::new(),
+            milestones: Vec::new(),
+            suppress_ns: None,
+            timespan_ns: 3_600_000_000_000,
+        };
+        let limits = Limits {
+            lateness_ns: 60_000_000_000,
+            timespan_ns: spec.timespan_ns,
+            max_groups: 10,
+            max_groups_per_tenant: 10,
+            max_hits_per_stage: 8,
+        };
+        let watermark = Timestamp::from_nanos(0);
+        let mut g = Group::default();
+        let out = add_hit(&mut g, Slot::Stage(0), hit(10, 1), &spec, limits, watermark);
+        assert!(!out.duplicate && !out.late);
+        assert_eq!(g.stages.len(), 1);
+        assert!(!g.stages.spilled(), "the first stage list is inline");
+        assert!(!g.stages[0].spilled(), "its first hit is inline");
+        add_hit(&mut g, Slot::Stage(0), hit(11, 2), &spec, limits, watermark);
+        assert!(
+            g.stages[0].spilled(),
+            "a second hit moves the list to the heap"
+        );
+        add_hit(&mut g, Slot::Stage(2), hit(12, 3), &spec, limits, watermark);
+        assert!(
+            g.stages.spilled(),
+            "a later stage's list moves the lists to the heap"
+        );
+        let ids = |i: usize| list(&g.stages, i).iter().map(|h| h.id).collect::<Vec<_>>();
+        assert_eq!(ids(0), [EventId::from_u128(1), EventId::from_u128(2)]);
+        assert!(ids(1).is_empty());
+        assert_eq!(ids(2), [EventId::from_u128(3)]);
+    }
+
     /// The changelog record keeps every part of a group as a field, in the order it always
     /// had, whether or not the group keeps the part.
     #[test]
     fn a_group_record_has_every_field_and_reads_back_the_same() {
         let group = Group {
-            stages: vec![vec![hit(10, 1)]],
+            stages: smallvec::smallvec![smallvec::smallvec![hit(10, 1)]],
             newest: Some(Timestamp::from_nanos(10_000_000_000)),
             ..Group::default()
         };
