@@ -115,6 +115,15 @@ impl Default for SplitOptions {
     }
 }
 
+impl SplitOptions {
+    /// Whether [`split_payload`] may read or change the W3C state it is given: only a `w3c`
+    /// source, or an `auto` one whose payload may be W3C text, does. For the other formats a
+    /// caller may pass a fresh state instead of keeping one per stream.
+    pub fn uses_w3c_state(&self) -> bool {
+        matches!(self.format, InputFormat::W3c | InputFormat::Auto)
+    }
+}
+
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Splits `data` into pieces. `origin` is the payload's provenance (a file, or a Kafka
@@ -214,15 +223,11 @@ fn split_inner<'a>(
     let Some(first) = first else {
         return Vec::new();
     };
-    let is_w3c = match opts.format {
-        InputFormat::W3c => true,
-        InputFormat::Auto => {
-            data[first] == b'#'
-                || (!matches!(data[first], b'{' | b'[')
-                    && (w3c.header().is_some() || w3c::looks_like_data_line(&data[first..])))
-        }
-        _ => false,
-    };
+    let is_w3c = opts.uses_w3c_state()
+        && (opts.format == InputFormat::W3c
+            || data[first] == b'#'
+            || (!matches!(data[first], b'{' | b'[')
+                && (w3c.header().is_some() || w3c::looks_like_data_line(&data[first..]))));
     if is_w3c {
         split_w3c(data, origin, w3c)
     } else {

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chainwatch_config::ServiceConfig;
-use chainwatch_config::service::InputFormat;
 use chainwatch_ingest::{
     Decoder, DecoderConfig, Piece, TenantSource, TopicPattern, W3cState, split_payload,
 };
@@ -216,13 +215,13 @@ impl Transform for IngestCore {
         };
         let source = &mut self.sources[index];
         let options = source.decoder.split_options();
-        // Only a `w3c` or `auto` source reads W3C directives across messages; the others get
-        // an empty state, so the usual record costs no stream key (topic and key copied) and no
-        // map lookup.
+        // A source whose format never reads W3C directives gets an empty state, so the usual
+        // record costs no stream key (topic and key copied) and no map lookup.
         let mut no_w3c = W3cState::new();
-        let w3c = match options.format {
-            InputFormat::W3c | InputFormat::Auto => source.w3c_state(msg),
-            _ => &mut no_w3c,
+        let w3c = if options.uses_w3c_state() {
+            source.w3c_state(msg)
+        } else {
+            &mut no_w3c
         };
         let pieces = split_payload(payload, &origin, &options, w3c);
         let source = &self.sources[index];
