@@ -39,8 +39,8 @@ macro_rules! hash_id {
         /// Held as two 64-bit halves (most significant first), not a `u128`: a `u128` is
         /// aligned to 16 bytes, which pads every structure holding an id (a chain group with
         /// its first hit inline by 16 bytes, a malloc size class). Equality, order and hashing
-        /// are the 128-bit value's.
-        #[derive(Clone, Copy, PartialEq, Eq)]
+        /// are the 128-bit value's (the halves compare most significant first).
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
         pub struct $name([u64; 2]);
 
         impl $name {
@@ -60,18 +60,6 @@ macro_rules! hash_id {
                     return None;
                 }
                 u128::from_str_radix(text, 16).ok().map(Self::from_u128)
-            }
-        }
-
-        impl PartialOrd for $name {
-            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-                Some(self.cmp(other))
-            }
-        }
-
-        impl Ord for $name {
-            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-                self.as_u128().cmp(&other.as_u128())
             }
         }
 
