@@ -37,6 +37,12 @@ pub const MARKER_KEY: &[u8] = b"chainwatch.restore-marker";
 /// How long a read may go without a record before it gives up (and is tried again).
 const READ_STALL: Duration = Duration::from_secs(60);
 
+/// The restore reader's `fetch.wait.max.ms` (see [`read_to_marker`]).
+const RESTORE_FETCH_WAIT_MAX_MS: &str = "10";
+
+/// How long the restore reader waits for the changelog's metadata.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Compaction never touches records younger than this: a change made by a message that was
 /// processed but not yet committed stays readable next to the older value it replaces, which
 /// is the value a new owner restores.
@@ -272,10 +278,16 @@ fn read_to_marker(
     )
     .set("enable.auto.commit", "false")
     .set("enable.auto.offset.store", "false");
-    // A restore reads batch after batch: on a broker that holds every fetch for its wait
-    // (Tansu), the wait bounds the restore time.
-    crate::client::default_fetch_wait(&mut c);
+    // A restore reads batch after batch up to a marker it has just written: on a broker that
+    // holds every fetch for its whole wait (Tansu), the wait is paid per batch, so the reader
+    // waits less than the stage consumers, whatever `[kafka.options]` sets for those. (On
+    // Apache Kafka the wait only paces fetches that find nothing.)
+    c.set("fetch.wait.max.ms", RESTORE_FETCH_WAIT_MAX_MS);
     let consumer: BaseConsumer<Context> = c.create_with_context(context())?;
+    // The partition's leader first: librdkafka, given a partition whose leader it does not
+    // know yet, retries the query for its first offset only after 500 ms, so every restore,
+    // even of an empty partition, took 0.6 s, one partition after another.
+    consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
     consumer.assign(&tpl)?;

@@ -239,7 +239,8 @@ fn consumer_config(config: &KafkaConfig, group: &str, observed: bool) -> ClientC
 }
 
 /// Sets the consumers' fetch wait ([`DEFAULT_FETCH_WAIT_MAX_MS`]) on `c`, unless the config's
-/// pass-through, already applied, sets its own. Every consumer chainwatch makes takes it.
+/// pass-through, already applied, sets its own. Every consumer chainwatch makes takes it,
+/// except the changelog's restore reader, which reads to a marker with a shorter wait.
 pub(crate) fn default_fetch_wait(c: &mut ClientConfig) {
     if c.get("fetch.wait.max.ms").is_none() {
         c.set("fetch.wait.max.ms", DEFAULT_FETCH_WAIT_MAX_MS);
