@@ -217,13 +217,14 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
         tasks.spawn(
             async move {
                 let mut rx = rx;
-                let Some(changelog) = changelog_when_ready(&kafka, &events, &state, &mut rx).await
-                else {
+                // The changelog and the roles seen before (and where to write new ones), both
+                // before the first event; neither waits for the other.
+                let roles = roles_topic.open(rx.clone());
+                let changelog = changelog_when_ready(&kafka, &events, &state, &mut rx);
+                let (Some(changelog), (topic, known)) = tokio::join!(changelog, roles) else {
                     return Ok("correlate");
                 };
                 let mut core = make_core(changelog.partitions());
-                // Roles seen before (and where to write new ones) before the first event.
-                let (topic, known) = roles_topic.open(rx.clone()).await;
                 core.set_roles_topic(topic);
                 core.restore_roles(known);
                 run_stateful(&consumer, &producer, &mut core, rx, loop_config, &changelog).await?;

@@ -9,7 +9,7 @@ use chainwatch_ingest::{
     Decoder, DecoderConfig, Piece, TenantSource, TopicPattern, W3cState, split_payload,
 };
 use chainwatch_kafka::{InMessage, OutRecord, Transform};
-use chainwatch_model::{Provenance, RawField, Timestamp, wire};
+use chainwatch_model::{Provenance, RawField, TenantId, Timestamp, wire};
 
 use super::dead_letter;
 use crate::telemetry::Metrics;
@@ -87,6 +87,8 @@ pub struct IngestCore {
     metrics: Arc<Metrics>,
     /// The raw scanner's fields of the record being decoded (reused).
     scratch: Vec<RawField>,
+    /// Per consumed topic: its source (index) and tenant, `None` when no pattern matches.
+    topics: HashMap<String, Option<(usize, TenantId)>>,
 }
 
 /// A format's config spelling (`WindowsFlat` -> `windows-flat`), read from its name so a new
@@ -142,6 +144,7 @@ impl IngestCore {
             dead_letter_topic: config.topics.dead_letter.clone(),
             metrics: Metrics::detached(),
             scratch: Vec::new(),
+            topics: HashMap::new(),
         })
     }
 
@@ -157,6 +160,22 @@ impl IngestCore {
             .iter()
             .map(|s| subscription(s.pattern.pattern()))
             .collect()
+    }
+
+    /// The source whose pattern `topic` matches, and the tenant it names: found once per
+    /// topic (a regex capture and the tenant's allocation), then looked up. The topics are
+    /// those the sources' subscriptions matched, so the map holds one entry per raw topic.
+    fn source_of(&mut self, topic: &str) -> Option<(usize, TenantId)> {
+        if let Some(found) = self.topics.get(topic) {
+            return found.clone();
+        }
+        let found = self
+            .sources
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.pattern.tenant_of(topic).map(|t| (i, t)));
+        self.topics.insert(topic.to_owned(), found.clone());
+        found
     }
 
     fn dead(&self, msg: &InMessage<'_>, reason: &'static str, error: &str) -> Vec<OutRecord> {
@@ -180,12 +199,7 @@ impl IngestCore {
 
 impl Transform for IngestCore {
     fn process(&mut self, msg: &InMessage<'_>) -> Vec<OutRecord> {
-        let Some((index, tenant)) = self
-            .sources
-            .iter()
-            .enumerate()
-            .find_map(|(i, s)| s.pattern.tenant_of(msg.topic).map(|t| (i, t)))
-        else {
+        let Some((index, tenant)) = self.source_of(msg.topic) else {
             RecordConsumed {
                 tenant: None,
                 source: crate::telemetry::tenants::NONE,
@@ -413,6 +427,32 @@ mod tests {
             core.process(&msg(b"k", 1, record));
             assert_eq!(core.sources[0].w3c.len(), streams, "{format}");
         }
+    }
+
+    #[test]
+    fn each_topic_s_tenant_is_found_once_and_kept_per_topic() {
+        let (_dir, mut core) =
+            core("name = \"win\"\ntopics = \"telemetry.{tenant}.windows\"\nformat = \"windows\"");
+        let record = br#"{"EventID":4688,"Computer":"ws1","TimeCreated":"2024-05-01T10:00:00Z"}"#;
+        let on = |topic: &'static str| InMessage {
+            topic,
+            ..msg(b"k", 1, record)
+        };
+        for _ in 0..2 {
+            for (topic, tenant) in [
+                ("telemetry.acme.windows", "acme"),
+                ("telemetry.beta.windows", "beta"),
+            ] {
+                let out = core.process(&on(topic));
+                assert_eq!(out[0].topic, "chainwatch.events", "{topic}");
+                let event = wire::decode_event(&out[0].payload, Some(wire::BIN1)).unwrap();
+                assert_eq!(event.tenant.as_str(), tenant);
+            }
+            // A topic no pattern matches: dead-lettered every time, not only the first.
+            let out = core.process(&on("telemetry.acme.linux"));
+            assert_eq!(header(&out[0], "chainwatch.reason"), Some("no_tenant"));
+        }
+        assert_eq!(core.topics.len(), 3);
     }
 
     #[test]
