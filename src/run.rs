@@ -149,8 +149,10 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
             .context("subscribing to the raw topics")?;
         let producer = client::producer(&config.kafka, "ingest")?;
         let rx = stopped.clone();
+        let events = topics.events.clone();
         tasks.spawn(
             async move {
+                client::connect(&producer, &events).await;
                 run_transform(&consumer, &producer, &mut core, rx, loop_config).await?;
                 producer.flush(flush)?;
                 Ok("ingest")
@@ -214,14 +216,18 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
             .context("subscribing to the events topic")?;
         let producer = client::producer(&config.kafka, "correlate")?;
         let rx = stopped.clone();
+        let alerts_topic = topics.alerts.clone();
         tasks.spawn(
             async move {
                 let mut rx = rx;
+                let connected = client::connect(&producer, &alerts_topic);
                 // The changelog and the roles seen before (and where to write new ones), both
                 // before the first event; neither waits for the other.
                 let roles = roles_topic.open(rx.clone());
                 let changelog = changelog_when_ready(&kafka, &events, &state, &mut rx);
-                let (Some(changelog), (topic, known)) = tokio::join!(changelog, roles) else {
+                let (Some(changelog), (topic, known), ()) =
+                    tokio::join!(changelog, roles, connected)
+                else {
                     return Ok("correlate");
                 };
                 let mut core = make_core(changelog.partitions());

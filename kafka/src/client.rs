@@ -262,6 +262,30 @@ pub fn producer(config: &KafkaConfig, stage: &'static str) -> KafkaResult<Produc
     })
 }
 
+/// Connects `producer` to the brokers by asking for `topic`'s metadata, before its first
+/// record. An idempotent producer must get its producer id before it sends anything, and
+/// librdkafka, asked for one with no broker connection up yet, tries again only after 500 ms:
+/// every stage's first records waited half a second (a stage starting on a backlog filled its
+/// records in flight and stalled). A failure is only logged: sending connects as well, later.
+pub async fn connect(producer: &Producer, topic: &str) {
+    use rdkafka::producer::Producer as _;
+    let (producer, topic) = (producer.clone(), topic.to_owned());
+    let asked = tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(Some(&topic), std::time::Duration::from_secs(10))
+            .map(|_| ())
+    })
+    .await;
+    match asked {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "producer not connected ahead of its first record")
+        }
+        Err(e) => tracing::debug!(error = %e, "producer connection task failed"),
+    }
+}
+
 /// An admin-capable client config (used by [`crate::admin`]).
 pub(crate) fn admin_config(config: &KafkaConfig) -> ClientConfig {
     let mut c = base(config);

@@ -431,44 +431,157 @@ pub async fn run_stateful<T: Transform>(
     run_loop(consumer, producer, core, shutdown, config, Some(changelog)).await
 }
 
+/// What a stateful loop restores state with: its changelog, its consumer (the assignment and
+/// where each partition starts) and its producer (the restore markers).
+#[derive(Clone, Copy)]
+struct Io<'a> {
+    changelog: &'a crate::changelog::Changelog,
+    consumer: &'a Consumer,
+    producer: &'a Producer,
+}
+
+/// The input partitions whose state the core holds: per partition, the offset it was restored
+/// as of, and whether that offset is confirmed, that is, was the partition's first message
+/// here.
+#[derive(Default)]
+struct Held(HashMap<i32, (i64, bool)>);
+
+impl Held {
+    fn confirmed(&self, partition: i32) -> bool {
+        self.0.get(&partition).is_some_and(|(_, c)| *c)
+    }
+}
+
+/// Restores the partitions of the topic being consumed that are assigned here and not held,
+/// read from the changelog together: a takeover of many partitions waits about one restore,
+/// not one per partition. `first` (the partition of the message about to be processed, and its
+/// offset) is restored as of that offset. The others are restored as of where their first
+/// messages will come from ([`start_offsets`]); that offset is checked when the first message
+/// does come ([`ensure_state`]), and the partition read again if it differs (a reset after an
+/// offset out of range, a commit by a previous owner after the query). A partition the
+/// brokers do not answer for is left for its first message. `None` when shutdown came first.
+async fn restore_assigned<T: Transform>(
+    io: Io<'_>,
+    core: &mut T,
+    held: &mut Held,
+    topic: &str,
+    first: (i32, i64),
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<()> {
+    let mut batch = vec![first];
+    let others: Vec<i32> = io
+        .consumer
+        .assignment()
+        .map(|a| {
+            a.elements_for_topic(topic)
+                .iter()
+                .map(|e| e.partition())
+                .filter(|p| *p != first.0 && !held.0.contains_key(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !others.is_empty() {
+        // Broker queries, once per takeover: on a multi-threaded runtime, the other stages
+        // run on while this thread waits.
+        let query = || start_offsets(io.consumer, topic, &others);
+        batch.extend(match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(query),
+            _ => query(),
+        });
+    }
+    let reads = batch.iter().map(|&(p, before)| {
+        let mut shutdown = shutdown.clone();
+        async move {
+            let mut attempt = 0u32;
+            loop {
+                let read = io.changelog.read(io.producer, p, before);
+                match until_shutdown(read, &mut shutdown).await? {
+                    Ok(values) => return Some(values),
+                    // Only the partition whose message waits must be read now; another one
+                    // that fails is read when its first message comes.
+                    Err(e) if p != first.0 => {
+                        tracing::warn!(partition = p, error = %e, "cannot read the state changelog; reading it when its first message comes");
+                        return None;
+                    }
+                    Err(e) => {
+                        attempt += 1;
+                        tracing::warn!(partition = p, error = %e, attempt, "cannot read the state changelog; trying again");
+                        let wait = Duration::from_millis(500 * u64::from(attempt.min(20)));
+                        until_shutdown(tokio::time::sleep(wait), &mut shutdown).await?;
+                    }
+                }
+            }
+        }
+    });
+    let read = futures::future::join_all(reads).await;
+    if *shutdown.borrow() {
+        return None;
+    }
+    let mut restored_first = false;
+    for (&(p, before), values) in batch.iter().zip(read) {
+        let Some(values) = values else { continue };
+        core.restore(p, before, values);
+        held.0.insert(p, (before, p == first.0));
+        restored_first |= p == first.0;
+    }
+    restored_first.then_some(())
+}
+
+/// Where the first messages of `partitions` of `topic` will come from: the group's committed
+/// offset, or without one the partition's first offset (chainwatch's consumers reset to the
+/// earliest). Partitions the brokers do not answer for are left out.
+fn start_offsets(consumer: &Consumer, topic: &str, partitions: &[i32]) -> Vec<(i32, i64)> {
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition(topic, p);
+    }
+    let Ok(committed) = consumer.committed_offsets(tpl, TIMEOUT) else {
+        return Vec::new();
+    };
+    committed
+        .elements_for_topic(topic)
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => consumer
+                .fetch_watermarks(topic, e.partition(), TIMEOUT)
+                .ok()
+                .map(|(low, _)| (e.partition(), low)),
+        })
+        .collect()
+}
+
 /// Makes sure the core holds the state of `partition` as of `offset` (the message about to
 /// be processed): read back from the changelog unless this instance has held it since the
-/// partition was assigned. `None` when shutdown came first.
+/// partition was assigned, or restored it as of exactly this offset ahead of its first
+/// message. `None` when shutdown came first.
 async fn ensure_state<T: Transform>(
-    changelog: &crate::changelog::Changelog,
-    producer: &Producer,
+    io: Io<'_>,
     core: &mut T,
-    owned: &mut HashSet<i32>,
+    held: &mut Held,
+    topic: &str,
     partition: i32,
     offset: i64,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<()> {
-    if owned.contains(&partition) {
+    if held.confirmed(partition) {
         return Some(());
     }
-    let mut attempt = 0u32;
-    let values = loop {
-        let read = changelog.read(producer, partition, offset);
-        match until_shutdown(read, shutdown).await? {
-            Ok(values) => break values,
-            Err(e) => {
-                attempt += 1;
-                tracing::warn!(partition, error = %e, attempt, "cannot read the state changelog; trying again");
-                let wait = Duration::from_millis(500 * u64::from(attempt.min(20)));
-                until_shutdown(tokio::time::sleep(wait), shutdown).await?;
-            }
-        }
-    };
-    core.restore(partition, offset, values);
-    owned.insert(partition);
-    Some(())
+    if let Some((from, confirmed)) = held.0.get_mut(&partition)
+        && *from == offset
+    {
+        *confirmed = true;
+        return Some(());
+    }
+    restore_assigned(io, core, held, topic, (partition, offset), shutdown).await
 }
 
 /// Partitions a rebalance took away: the core forgets their state (another instance owns it
 /// now; if they come back, their state is read again, since it may have moved on).
-fn forget_revoked<T: Transform>(consumer: &Consumer, core: &mut T, owned: &mut HashSet<i32>) {
+fn forget_revoked<T: Transform>(consumer: &Consumer, core: &mut T, held: &mut Held) {
     for (_, p) in consumer.context().revoked.take() {
-        if owned.remove(&p) {
+        if held.0.remove(&p).is_some() {
             core.revoke(p);
         }
     }
@@ -485,7 +598,7 @@ async fn run_loop<T: Transform>(
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut spans = PartitionSpans::default();
     let mut topics = TopicNames::default();
-    let mut owned: HashSet<i32> = HashSet::new();
+    let mut held = Held::default();
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + config.tick, config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state_topic = changelog.map(|c| c.topic().to_owned());
@@ -525,7 +638,7 @@ async fn run_loop<T: Transform>(
             }
             _ = tick.tick() => {
                 if changelog.is_some() {
-                    forget_revoked(consumer, core, &mut owned);
+                    forget_revoked(consumer, core, &mut held);
                 }
                 let records = core.tick();
                 let state = core.take_state();
@@ -542,9 +655,10 @@ async fn run_loop<T: Transform>(
                 Ok(m) => {
                     let msg = InMessage::of(&m);
                     if let Some(changelog) = changelog {
-                        forget_revoked(consumer, core, &mut owned);
+                        forget_revoked(consumer, core, &mut held);
                         let span = spans.get(msg.topic, msg.partition);
-                        let ready = ensure_state(changelog, producer, core, &mut owned, msg.partition, msg.offset, &mut shutdown)
+                        let io = Io { changelog, consumer, producer };
+                        let ready = ensure_state(io, core, &mut held, msg.topic, msg.partition, msg.offset, &mut shutdown)
                             .instrument(span)
                             .await;
                         if ready.is_none() {
