@@ -228,7 +228,7 @@ impl Engine {
                 continue;
             };
             let limits = self.limits(&rules.correlations[ci]);
-            let key: GroupKey = (record.tenant.clone(), Arc::from(record.group));
+            let key: GroupKey = (record.tenant.clone(), record.group.into());
             match self.states[ci].restore(key, record.state, limits) {
                 Some(newest) => {
                     stats.groups += 1;

@@ -17,7 +17,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
-use chainwatch_model::{Event, HostName, ProcessInfo, SourceFormat, TenantId, Timestamp};
+use chainwatch_model::{
+    Event, HostName, ProcessInfo, SharedStr, SourceFormat, TenantId, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 const TABLE: &str = include_str!("../mappings/roles.toml");
@@ -390,8 +392,17 @@ impl HostRoles {
 struct Entry {
     /// Sorted by name. A boxed slice (no capacity word): roles are added once per host.
     roles: Box<[Role]>,
-    /// This process saw an event of the host (restored entries have not, yet).
-    observed: bool,
+}
+
+/// The hosts of one tenant that have a role.
+#[derive(Debug, Clone, Default)]
+struct TenantRoles {
+    /// Keyed by host name (compared and looked up by its key; shared with the events').
+    hosts: HashMap<HostName, Entry>,
+    /// Keys of the hosts restored and not yet observed by this process (no event of theirs
+    /// seen here). Only restored hosts are ever in it, and they leave it at their first event:
+    /// a flag in every entry would widen every map bucket by 8 bytes.
+    unobserved: HashSet<SharedStr>,
 }
 
 /// A role's name and the signal that showed it: the pairs the signal table can make are few,
@@ -484,8 +495,7 @@ impl Entry {
 /// The roles of every host seen with one, per tenant. Bounded by [`MAX_HOSTS`].
 #[derive(Debug, Clone, Default)]
 pub struct RoleTable {
-    /// Keyed by host name (compared and looked up by its key; shared with the events').
-    tenants: HashMap<TenantId, HashMap<HostName, Entry>>,
+    tenants: HashMap<TenantId, TenantRoles>,
     hosts: usize,
     refused: u64,
     changes: Vec<HostRoles>,
@@ -505,19 +515,20 @@ impl RoleTable {
             return;
         }
         let shown = signals.infer(event);
+        // A restored host observed here for the first time.
+        if let Some(t) = self.tenants.get_mut(&event.tenant)
+            && !t.unobserved.is_empty()
+            && t.unobserved.remove(event.host.key())
+        {
+            self.dirty = true;
+        }
+        if shown.is_empty() {
+            return;
+        }
         let known = self
             .tenants
             .get_mut(&event.tenant)
-            .and_then(|t| t.get_mut(event.host.key()));
-        if shown.is_empty() {
-            if let Some(entry) = known
-                && !entry.observed
-            {
-                entry.observed = true;
-                self.dirty = true;
-            }
-            return;
-        }
+            .and_then(|t| t.hosts.get_mut(event.host.key()));
         let entry = match known {
             Some(e) => e,
             None => {
@@ -529,17 +540,13 @@ impl RoleTable {
                 self.tenants
                     .entry(event.tenant.clone())
                     .or_default()
+                    .hosts
                     .entry(event.host.clone())
                     .or_insert_with(|| Entry {
                         roles: Box::default(),
-                        observed: true,
                     })
             }
         };
-        if !entry.observed {
-            entry.observed = true;
-            self.dirty = true;
-        }
         let mut changed = false;
         let strings = &mut self.strings;
         for (role, signal) in shown {
@@ -587,16 +594,16 @@ impl RoleTable {
     pub fn restore(&mut self, record: HostRoles) {
         let tenant = self.tenants.entry(record.tenant.clone()).or_default();
         let key = record.host.clone();
-        if !tenant.contains_key(key.key()) {
+        if !tenant.hosts.contains_key(key.key()) {
             if self.hosts >= MAX_HOSTS {
                 self.refused += 1;
                 return;
             }
             self.hosts += 1;
+            tenant.unobserved.insert(key.shared_key());
         }
-        let entry = tenant.entry(key).or_insert_with(|| Entry {
+        let entry = tenant.hosts.entry(key).or_insert_with(|| Entry {
             roles: Box::default(),
-            observed: false,
         });
         let strings = &mut self.strings;
         for (role, seen) in record.roles {
@@ -624,7 +631,7 @@ impl RoleTable {
     pub fn has(&self, tenant: &TenantId, host: &str, role: &str) -> bool {
         self.tenants
             .get(tenant)
-            .and_then(|t| t.get(host))
+            .and_then(|t| t.hosts.get(host))
             .is_some_and(|e| e.has(role))
     }
 
@@ -632,14 +639,14 @@ impl RoleTable {
     pub fn tenant_has(&self, tenant: &TenantId, role: &str) -> bool {
         self.tenants
             .get(tenant)
-            .is_some_and(|t| t.values().any(|e| e.has(role)))
+            .is_some_and(|t| t.hosts.values().any(|e| e.has(role)))
     }
 
     /// The roles of one host, if it has any.
     pub fn host(&self, tenant: &TenantId, host: &str) -> Option<HostRoles> {
         self.tenants
             .get(tenant)
-            .and_then(|t| t.get_key_value(host))
+            .and_then(|t| t.hosts.get_key_value(host))
             .map(|(h, e)| e.record(tenant, h))
     }
 
@@ -648,7 +655,7 @@ impl RoleTable {
         let mut v: Vec<HostRoles> = self
             .tenants
             .iter()
-            .flat_map(|(tenant, t)| t.iter().map(|(h, e)| e.record(tenant, h)))
+            .flat_map(|(tenant, t)| t.hosts.iter().map(|(h, e)| e.record(tenant, h)))
             .collect();
         v.sort_by(|a, b| (&a.tenant, a.host.key()).cmp(&(&b.tenant, b.host.key())));
         v
@@ -659,8 +666,9 @@ impl RoleTable {
     /// events topic's partitions each count their own hosts and the sum is the fleet's).
     pub fn counts(&self) -> BTreeMap<(TenantId, String), usize> {
         let mut out = BTreeMap::new();
-        for (tenant, hosts) in &self.tenants {
-            for e in hosts.values().filter(|e| e.observed) {
+        for (tenant, t) in &self.tenants {
+            let observed = |h: &&HostName| !t.unobserved.contains(h.key());
+            for e in t.hosts.iter().filter(|(h, _)| observed(h)).map(|(_, e)| e) {
                 for role in &e.roles {
                     *out.entry((tenant.clone(), role.name().to_string()))
                         .or_default() += 1;
@@ -700,7 +708,7 @@ mod tests {
     /// slice of roles. Guards against a field that makes every such host bigger.
     #[test]
     fn per_host_roles_stay_small() {
-        assert!(std::mem::size_of::<Entry>() <= 24);
+        assert!(std::mem::size_of::<Entry>() <= 16);
         assert!(std::mem::size_of::<Role>() <= 40);
     }
     use chainwatch_model::{EventId, FieldValue, SourceMeta};

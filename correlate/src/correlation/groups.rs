@@ -9,16 +9,17 @@
 //! removal) to the state changelog.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
-use chainwatch_model::{SharedStr, TenantId};
+use chainwatch_model::TenantId;
 
+use super::values::GroupValues;
 use crate::recency::Recency;
 
-/// The key of a group: the tenant and the group-by values. Shared (`Arc`): the map and the
-/// tenant's recency index hold the same values. A value is a [`SharedStr`]: a host key is the
-/// host name's own string, not a copy.
-pub(crate) type GroupKey = (TenantId, Arc<[SharedStr]>);
+/// The key of a group: the tenant and the group-by values. Shared: the map and the tenant's
+/// recency index hold the same values (a lone value inline, several in one `Arc`). A value is
+/// a [`SharedStr`](chainwatch_model::SharedStr): a host key is the host name's own string, not
+/// a copy.
+pub(crate) type GroupKey = (TenantId, GroupValues);
 
 /// State that can tell when it holds nothing worth keeping.
 pub(crate) trait GroupState: Default {
@@ -55,9 +56,9 @@ struct Slot<G> {
 /// buckets per group.
 #[derive(Debug)]
 struct TenantGroups<G> {
-    map: HashMap<Arc<[SharedStr]>, Slot<G>>,
+    map: HashMap<GroupValues, Slot<G>>,
     /// The group-by values by last update.
-    lru: Recency<Arc<[SharedStr]>>,
+    lru: Recency<GroupValues>,
 }
 
 impl<G> Default for TenantGroups<G> {
@@ -292,6 +293,8 @@ impl<G: GroupState> Groups<G> {
 
 #[cfg(test)]
 mod tests {
+    use chainwatch_model::SharedStr;
+
     use super::*;
 
     #[derive(Debug, Default)]
@@ -306,7 +309,7 @@ mod tests {
     fn key(tenant: &str, value: &str) -> GroupKey {
         (
             TenantId::new(tenant).unwrap(),
-            Arc::from([SharedStr::from(value)]),
+            GroupValues::from(vec![SharedStr::from(value)]),
         )
     }
 

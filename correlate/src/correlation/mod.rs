@@ -17,6 +17,7 @@ pub(crate) mod chain;
 pub(crate) mod count;
 pub(crate) mod groups;
 pub(crate) mod temporal;
+pub(crate) mod values;
 
 use std::sync::Arc;
 
@@ -267,12 +268,22 @@ mod tests {
     /// every tracked chain bigger.
     #[test]
     fn per_chain_state_stays_small() {
+        let key: GroupKey = (
+            chainwatch_model::TenantId::new("acme").unwrap(),
+            vec![chainwatch_model::SharedStr::from("ws1")].into(),
+        );
+        let one_value_heap = match &key.1 {
+            values::GroupValues::One(_) => 0,
+            values::GroupValues::Many(v) => 16 + size_of_val(&**v),
+        };
         let sizes = [
             ("Hit", size_of::<Hit>(), 96),
             // With its first stage list and that list's first hit inline: was 96 B plus a
             // 24-B list of stage lists and a 96-B hit list, three allocations; now one.
             ("chain::Group", size_of::<chain::Group>(), 184),
-            ("GroupKey", size_of::<GroupKey>(), 32),
+            // A group-by-host key, with what it allocates: the tenant and the values, a lone
+            // value inline (it was 32 B and a 32-B one-value slice of its own).
+            ("GroupKey", size_of::<GroupKey>() + one_value_heap, 40),
             ("Evidence", size_of::<Evidence>(), 352),
         ];
         for (name, size, bound) in sizes {
