@@ -582,10 +582,17 @@ impl Gate {
             if combo.key_lengths & length_bit(name.len()) == 0 {
                 continue;
             }
-            self.key.clear();
-            self.key.extend_from_slice(name);
-            self.key.make_ascii_lowercase();
-            if let Some(&key) = combo.keys.get(self.key.as_slice()) {
+            // Keys hold no escapes, so an ASCII key's lower case is already in the lowered
+            // text, at the same span (the combo's keys are lower-cased ASCII-wise).
+            let lowered_name = if name.is_ascii() {
+                &lowered[f.key_start as usize..f.key_end as usize]
+            } else {
+                self.key.clear();
+                self.key.extend_from_slice(name);
+                self.key.make_ascii_lowercase();
+                self.key.as_slice()
+            };
+            if let Some(&key) = combo.keys.get(lowered_name) {
                 found
                     .keyed
                     .push((key, u32::try_from(n).unwrap_or(u32::MAX)));

@@ -197,11 +197,16 @@ impl Decoder {
                 let n = NAMES[i].as_bytes();
                 // Names equal ignoring ASCII case have equal first bytes with bit 5 set: a cheap
                 // test that rules out most keys (the full comparison lower-cases every byte).
-                if key[0] | 0x20 == n[0] | 0x20 && key.eq_ignore_ascii_case(n) {
+                // An exact match (the usual case) needs no case-folded comparison.
+                if key[0] | 0x20 != n[0] | 0x20 {
+                    continue;
+                }
+                let exact = key == n;
+                if exact || key.eq_ignore_ascii_case(n) {
                     if found.folded[i].is_none() {
                         found.folded[i] = Some(f);
                     }
-                    if found.exact[i].is_none() && key == n {
+                    if exact && found.exact[i].is_none() {
                         found.exact[i] = Some(f);
                     }
                 }
