@@ -681,6 +681,12 @@ async fn run_loop<T: Transform>(
                         inflight,
                         acked: 0,
                     });
+                    // librdkafka's queues are not tokio's: with messages always ready, nothing
+                    // above yields, and a stage on a backlog kept its worker thread for seconds
+                    // (`/metrics` and `/healthz` answered after more than a second during a
+                    // drain). Each message spends from the task's budget, which yields when
+                    // it is used up.
+                    tokio::task::coop::consume_budget().await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "consume error");
@@ -802,6 +808,8 @@ pub async fn run_delivery<D: Deliver>(
                 tracing::debug!(error = %e, "offset not stored");
             }
         }
+        // As in the transform loop: a file sink's writes do not yield either.
+        tokio::task::coop::consume_budget().await;
     }
     commit(consumer);
     Ok(())
