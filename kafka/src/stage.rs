@@ -447,8 +447,19 @@ struct Io<'a> {
 struct Held(HashMap<i32, (i64, bool)>);
 
 impl Held {
-    fn confirmed(&self, partition: i32) -> bool {
-        self.0.get(&partition).is_some_and(|(_, c)| *c)
+    /// Whether the core may process the message of `partition` at `offset` with the state it
+    /// holds: held since the partition's first message here, or restored as of exactly this
+    /// offset ahead of it (which this first message now confirms). `false`: the partition
+    /// must be read back as of `offset`.
+    fn ready_for(&mut self, partition: i32, offset: i64) -> bool {
+        match self.0.get_mut(&partition) {
+            Some((_, true)) => true,
+            Some((from, confirmed)) if *from == offset => {
+                *confirmed = true;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -565,13 +576,7 @@ async fn ensure_state<T: Transform>(
     offset: i64,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<()> {
-    if held.confirmed(partition) {
-        return Some(());
-    }
-    if let Some((from, confirmed)) = held.0.get_mut(&partition)
-        && *from == offset
-    {
-        *confirmed = true;
+    if held.ready_for(partition, offset) {
         return Some(());
     }
     restore_assigned(io, core, held, topic, (partition, offset), shutdown).await
@@ -832,6 +837,27 @@ pub async fn until_shutdown<F: Future>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_restored_ahead_is_used_only_from_the_offset_it_was_restored_as_of() {
+        let mut held = Held::default();
+        // Never restored: read back.
+        assert!(!held.ready_for(0, 5));
+        // Restored with its first message (confirmed): any later message goes on.
+        held.0.insert(0, (5, true));
+        assert!(held.ready_for(0, 5));
+        assert!(held.ready_for(0, 9));
+        // Restored ahead as of 7, where its first message was to come from.
+        held.0.insert(1, (7, false));
+        // The first message comes from elsewhere (an offset reset, a later commit): read back.
+        assert!(!held.ready_for(1, 3));
+        assert!(!held.ready_for(1, 8));
+        assert_eq!(held.0[&1], (7, false));
+        // It comes from 7: the state is used, and later messages go on.
+        assert!(held.ready_for(1, 7));
+        assert_eq!(held.0[&1], (7, true));
+        assert!(held.ready_for(1, 12));
+    }
 
     #[test]
     fn topic_names_are_held_once_and_shared() {
