@@ -152,7 +152,14 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
         let events = topics.events.clone();
         tasks.spawn(
             async move {
-                client::connect(&producer, &events).await;
+                let mut stopping = rx.clone();
+                let connect = client::connect(&producer, &events);
+                if chainwatch_kafka::stage::until_shutdown(connect, &mut stopping)
+                    .await
+                    .is_none()
+                {
+                    return Ok("ingest");
+                }
                 run_transform(&consumer, &producer, &mut core, rx, loop_config).await?;
                 producer.flush(flush)?;
                 Ok("ingest")
@@ -219,14 +226,16 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
         let alerts_topic = topics.alerts.clone();
         tasks.spawn(
             async move {
-                let mut rx = rx;
+                let (mut stopping, mut changelog_rx) = (rx.clone(), rx.clone());
                 let connected = client::connect(&producer, &alerts_topic);
                 // The changelog and the roles seen before (and where to write new ones), both
                 // before the first event; neither waits for the other.
                 let roles = roles_topic.open(rx.clone());
-                let changelog = changelog_when_ready(&kafka, &events, &state, &mut rx);
-                let (Some(changelog), (topic, known), ()) =
-                    tokio::join!(changelog, roles, connected)
+                let changelog = changelog_when_ready(&kafka, &events, &state, &mut changelog_rx);
+                // Each part waits for the brokers; shutdown does not wait for them.
+                let ready = async { tokio::join!(changelog, roles, connected) };
+                let Some((Some(changelog), (topic, known), ())) =
+                    chainwatch_kafka::stage::until_shutdown(ready, &mut stopping).await
                 else {
                     return Ok("correlate");
                 };
