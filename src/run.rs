@@ -226,15 +226,15 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
         let alerts_topic = topics.alerts.clone();
         tasks.spawn(
             async move {
-                let (mut stopping, mut changelog_rx) = (rx.clone(), rx.clone());
+                let mut stopping = rx.clone();
                 let connected = client::connect(&producer, &alerts_topic);
                 // The changelog and the roles seen before (and where to write new ones), both
                 // before the first event; neither waits for the other.
                 let roles = roles_topic.open(rx.clone());
-                let changelog = changelog_when_ready(&kafka, &events, &state, &mut changelog_rx);
+                let changelog = changelog_when_ready(&kafka, &events, &state);
                 // Each part waits for the brokers; shutdown does not wait for them.
                 let ready = async { tokio::join!(changelog, roles, connected) };
-                let Some((Some(changelog), (topic, known), ())) =
+                let Some((changelog, (topic, known), ())) =
                     chainwatch_kafka::stage::until_shutdown(ready, &mut stopping).await
                 else {
                     return Ok("correlate");
@@ -338,23 +338,21 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
 }
 
 /// The correlate state changelog, set up as soon as the brokers let it (retried while they
-/// cannot, each failure logged); `None` when shutdown comes first.
+/// cannot, each failure logged). It never gives up: the caller ends it at shutdown.
 async fn changelog_when_ready(
     kafka: &chainwatch_config::service::KafkaConfig,
     events: &str,
     state: &str,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Option<Changelog> {
+) -> Changelog {
     let mut attempt = 0u32;
     loop {
-        let ensure = Changelog::ensure(kafka, events, state);
-        match chainwatch_kafka::stage::until_shutdown(ensure, shutdown).await? {
-            Ok(c) => return Some(c),
+        match Changelog::ensure(kafka, events, state).await {
+            Ok(c) => return c,
             Err(e) => {
                 attempt += 1;
                 tracing::warn!(error = %e, attempt, topic = state, "cannot set up the correlate state changelog yet; trying again");
                 let wait = std::time::Duration::from_secs(u64::from(attempt.min(10)));
-                chainwatch_kafka::stage::until_shutdown(tokio::time::sleep(wait), shutdown).await?;
+                tokio::time::sleep(wait).await;
             }
         }
     }

@@ -44,14 +44,10 @@ impl Borrow<[SharedStr]> for GroupValues {
 }
 
 impl From<Vec<SharedStr>> for GroupValues {
-    fn from(mut values: Vec<SharedStr>) -> Self {
-        match values.pop() {
-            Some(v) if values.is_empty() => GroupValues::One(v),
-            Some(v) => {
-                values.push(v);
-                GroupValues::Many(Arc::from(values))
-            }
-            None => GroupValues::Many(Arc::from(values)),
+    fn from(values: Vec<SharedStr>) -> Self {
+        match <[SharedStr; 1]>::try_from(values) {
+            Ok([v]) => GroupValues::One(v),
+            Err(values) => GroupValues::Many(Arc::from(values)),
         }
     }
 }
