@@ -28,6 +28,10 @@ mod workload;
 
 use std::process::ExitCode;
 
+/// Every allocation of the binary goes through mimalloc (ARCHITECTURE.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Result;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;

@@ -145,16 +145,21 @@ impl std::fmt::Debug for InHeaders<'_> {
 struct PartitionSpans(HashMap<String, HashMap<i32, tracing::Span>>);
 
 impl PartitionSpans {
-    fn get(&mut self, topic: &str, partition: i32) -> tracing::Span {
-        if let Some(span) = self.0.get(topic).and_then(|t| t.get(&partition)) {
-            return span.clone();
+    /// The partition's span, borrowed: cloning a span costs a reference count in the
+    /// subscriber's registry, per message.
+    fn get(&mut self, topic: &str, partition: i32) -> &tracing::Span {
+        if !self
+            .0
+            .get(topic)
+            .is_some_and(|t| t.contains_key(&partition))
+        {
+            let span = tracing::info_span!("partition", topic, partition);
+            self.0
+                .entry(topic.to_owned())
+                .or_default()
+                .insert(partition, span);
         }
-        let span = tracing::info_span!("partition", topic, partition);
-        self.0
-            .entry(topic.to_owned())
-            .or_default()
-            .insert(partition, span.clone());
-        span
+        &self.0[topic][&partition]
     }
 }
 
@@ -563,25 +568,6 @@ fn start_offsets(consumer: &Consumer, topic: &str, partitions: &[i32]) -> Vec<(i
         .collect()
 }
 
-/// Makes sure the core holds the state of `partition` as of `offset` (the message about to
-/// be processed): read back from the changelog unless this instance has held it since the
-/// partition was assigned, or restored it as of exactly this offset ahead of its first
-/// message. `None` when shutdown came first.
-async fn ensure_state<T: Transform>(
-    io: Io<'_>,
-    core: &mut T,
-    held: &mut Held,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Option<()> {
-    if held.ready_for(partition, offset) {
-        return Some(());
-    }
-    restore_assigned(io, core, held, topic, (partition, offset), shutdown).await
-}
-
 /// Partitions a rebalance took away: the core forgets their state (another instance owns it
 /// now; if they come back, their state is read again, since it may have moved on).
 fn forget_revoked<T: Transform>(consumer: &Consumer, core: &mut T, held: &mut Held) {
@@ -590,6 +576,28 @@ fn forget_revoked<T: Transform>(consumer: &Consumer, core: &mut T, held: &mut He
             core.revoke(p);
         }
     }
+}
+
+/// Makes sure the core holds the state of `partition` as of `offset` (the message about to
+/// be processed): read back from the changelog unless this instance has held it since the
+/// partition was assigned, or restored it as of exactly this offset ahead of its first
+/// message. `None` when shutdown came first. A restore runs in the partition's `span`; the
+/// usual message, whose state is held, does not touch it.
+async fn ensure_state<T: Transform>(
+    io: Io<'_>,
+    core: &mut T,
+    held: &mut Held,
+    topic: &str,
+    (partition, offset): (i32, i64),
+    span: &tracing::Span,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<()> {
+    if held.ready_for(partition, offset) {
+        return Some(());
+    }
+    restore_assigned(io, core, held, topic, (partition, offset), shutdown)
+        .instrument(span.clone())
+        .await
 }
 
 async fn run_loop<T: Transform>(
@@ -663,9 +671,7 @@ async fn run_loop<T: Transform>(
                         forget_revoked(consumer, core, &mut held);
                         let span = spans.get(msg.topic, msg.partition);
                         let io = Io { changelog, consumer, producer };
-                        let ready = ensure_state(io, core, &mut held, msg.topic, msg.partition, msg.offset, &mut shutdown)
-                            .instrument(span)
-                            .await;
+                        let ready = ensure_state(io, core, &mut held, msg.topic, (msg.partition, msg.offset), span, &mut shutdown).await;
                         if ready.is_none() {
                             break;
                         }
@@ -771,7 +777,7 @@ pub async fn run_delivery<D: Deliver>(
             }
         };
         let msg = InMessage::of(&m);
-        let span = spans.get(msg.topic, msg.partition);
+        let span = spans.get(msg.topic, msg.partition).clone();
         let work = async {
             if let Delivery::Produce(records) = core.deliver(&msg).instrument(span).await? {
                 let records: Vec<Outgoing> = records.into_iter().map(Outgoing::from).collect();

@@ -362,11 +362,14 @@ impl Transform for CorrelateCore {
         let p = self.partition(msg.partition, msg.offset);
         let alerts = p.engine.observe(&event);
         p.next = msg.offset + 1;
-        let seen = p
-            .seen
-            .entry(event.tenant.clone())
-            .or_insert((event.time, Instant::now()));
-        *seen = (seen.0.max(event.time), Instant::now());
+        // Looked up before inserting: the usual event's tenant is known, and needs no clone.
+        let at = Instant::now();
+        match p.seen.get_mut(&event.tenant) {
+            Some(seen) => *seen = (seen.0.max(event.time), at),
+            None => {
+                p.seen.insert(event.tenant.clone(), (event.time, at));
+            }
+        }
         let changes = changes_of(&mut p.engine, msg.partition, msg.offset);
         self.changes.extend(changes);
         self.report_state(msg.partition);
