@@ -185,7 +185,8 @@ impl Timestamp {
 }
 
 impl fmt::Display for Timestamp {
-    /// As [`Timestamp::write_rfc3339`] writes it.
+    /// As `Timestamp::write_rfc3339` writes it (`%Y-%m-%dT%H:%M:%S`, milliseconds or
+    /// nanoseconds, `Z`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = [0u8; 30];
         let len = self.write_rfc3339(&mut out);
