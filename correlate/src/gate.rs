@@ -137,7 +137,114 @@ struct Search {
 struct Searchers {
     automaton: AhoCorasick,
     /// A fast first check when the literal set is small enough.
-    quick: Option<packed::Searcher>,
+    quick: Option<Quick>,
+}
+
+/// Where the quick search of a set of literals finds a match, and how far before it an
+/// occurrence of a literal may start.
+#[derive(Debug)]
+struct Quick {
+    /// The packed (Teddy) search of the literals, or of factors of them (each literal holds
+    /// one): no occurrence of a literal starts more than `back` bytes before the leftmost
+    /// match, and a text without one holds no literal.
+    packed: packed::Searcher,
+    back: usize,
+}
+
+impl Quick {
+    /// The quick search of `literals` themselves (none when there are too many).
+    fn exact(literals: &[&[u8]]) -> Option<Quick> {
+        packed::Searcher::new(literals.iter()).map(|packed| Quick { packed, back: 0 })
+    }
+
+    /// The quick search of selective factors of `literals`, when they are fewer than the
+    /// literals (see [`factors`]); otherwise of the literals.
+    fn factored(literals: &[&[u8]]) -> Option<Quick> {
+        let (factors, back) = factors(literals);
+        if factors.len() < literals.len()
+            && let Some(packed) = packed::Searcher::new(factors.iter())
+        {
+            return Some(Quick { packed, back });
+        }
+        Self::exact(literals)
+    }
+
+    /// Where an occurrence of a literal in `text` may start at the earliest; `None` when
+    /// `text` holds none.
+    #[inline]
+    fn earliest(&self, text: &[u8]) -> Option<usize> {
+        let m = self.packed.find(text)?;
+        Some(m.start().saturating_sub(self.back))
+    }
+}
+
+/// Punctuation seldom seen in event text, two of which in a row (`::`) make a selective
+/// factor; the common separators of paths, names and JSON are left out.
+fn rare_punctuation(b: u8) -> bool {
+    b.is_ascii_punctuation()
+        && !matches!(
+            b,
+            b'\\' | b'"' | b'.' | b'-' | b'_' | b'/' | b',' | b'(' | b')' | b'\'' | b'%'
+        )
+}
+
+/// Substrings that every literal holds one of (so a text holding no factor holds no
+/// literal), and the largest offset of a literal's factor in it (so a literal occurs no
+/// earlier than that many bytes before the leftmost factor). Pairs of rare punctuation shared
+/// by several literals (`::` in `kerberos::ptt`, `lsadump::`) stand for them; the other
+/// literals stand for themselves, less the escaped backslashes that begin or end them (the
+/// most common bytes of Windows paths). Keyword literals are searched for in the whole text
+/// of a record, so a few selective factors save much of the search.
+fn factors(literals: &[&[u8]]) -> (Vec<Vec<u8>>, usize) {
+    let mut left: Vec<&[u8]> = literals.to_vec();
+    let mut factors: Vec<Vec<u8>> = Vec::new();
+    let mut back = 0;
+    loop {
+        let mut counts: FxHashMap<[u8; 2], usize> = FxHashMap::default();
+        for l in &left {
+            let mut pairs: Vec<[u8; 2]> = l
+                .windows(2)
+                .filter(|w| rare_punctuation(w[0]) && rare_punctuation(w[1]))
+                .map(|w| [w[0], w[1]])
+                .collect();
+            pairs.sort_unstable();
+            pairs.dedup();
+            for p in pairs {
+                *counts.entry(p).or_default() += 1;
+            }
+        }
+        // The pair most literals share (the smallest on ties, for a stable choice).
+        let Some((pair, _)) = counts
+            .into_iter()
+            .filter(|&(_, n)| n >= 2)
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+        else {
+            break;
+        };
+        left.retain(|l| match memchr::memmem::find(l, &pair) {
+            Some(at) => {
+                back = back.max(at);
+                false
+            }
+            None => true,
+        });
+        factors.push(pair.to_vec());
+    }
+    for l in left {
+        let mut start = 0;
+        let mut end = l.len();
+        while end - start > 2 && l[start..].starts_with(b"\\\\") {
+            start += 2;
+        }
+        while end - start > 2 && l[..end].ends_with(b"\\\\") {
+            end -= 2;
+        }
+        back = back.max(start);
+        factors.push(l[start..end].to_vec());
+    }
+    factors.sort();
+    factors.dedup();
+    (factors, back)
 }
 
 /// Searchers already built, by their literals. Bucket combinations overlap (every route of a
@@ -145,10 +252,16 @@ struct Searchers {
 /// same literals; building the automata once per literal set instead of once per combination
 /// and field takes a large share of the gate's start-up off (DFAs are costly to build).
 /// Filled while combinations are built, so bounded as they are ([`MAX_COMBOS`]).
-type SearcherCache = FxHashMap<Box<[Box<str>]>, Option<Arc<Searchers>>>;
+type SearcherCache = FxHashMap<(bool, Box<[Box<str>]>), Option<Arc<Searchers>>>;
 
 impl Search {
-    fn build(anchors: Vec<(String, u32)>, cache: &mut SearcherCache) -> Option<Search> {
+    /// The search of `anchors`; `factored`: its quick search may look for factors of them
+    /// (for keyword literals, searched for in a record's whole text).
+    fn build(
+        anchors: Vec<(String, u32)>,
+        factored: bool,
+        cache: &mut SearcherCache,
+    ) -> Option<Search> {
         let mut patterns: FxHashMap<String, Vec<u32>> = FxHashMap::default();
         for (text, rule) in anchors {
             let rules = patterns.entry(text).or_default();
@@ -160,14 +273,19 @@ impl Search {
         patterns.sort();
         let texts: Box<[Box<str>]> = patterns.iter().map(|(t, _)| t.as_str().into()).collect();
         let found = cache
-            .entry(texts)
-            .or_insert_with_key(|texts| {
+            .entry((factored, texts))
+            .or_insert_with_key(|(factored, texts)| {
                 let automaton = AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
                     .kind(dfa_if_small(texts.len()))
                     .build(texts.iter().map(|t| t.as_bytes()))
                     .ok()?;
-                let quick = packed::Searcher::new(texts.iter().map(|t| t.as_bytes()));
+                let literals: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+                let quick = if *factored {
+                    Quick::factored(&literals)
+                } else {
+                    Quick::exact(&literals)
+                };
                 Some(Arc::new(Searchers { automaton, quick }))
             })
             .clone()?;
@@ -179,11 +297,11 @@ impl Search {
 
     /// Adds to `out` the rules whose anchors occur in `text` (at positions `within` accepts).
     fn run(&self, text: &[u8], out: &mut Vec<u32>, within: impl Fn(usize, usize) -> bool) {
-        // The quick search finds the leftmost match: no occurrence starts before it, so the
-        // automaton starts there.
+        // No occurrence starts before the quick search's earliest start, so the automaton
+        // starts there.
         let from = match &self.found.quick {
-            Some(q) => match q.find(text) {
-                Some(m) => m.start(),
+            Some(q) => match q.earliest(text) {
+                Some(at) => at,
                 None => return,
             },
             None => 0,
@@ -203,6 +321,9 @@ impl Search {
 #[derive(Debug)]
 struct FactSearch {
     automaton: AhoCorasick,
+    /// A fast first check when the literal set is small enough (as for anchors): most values
+    /// searched hold none of the literals.
+    quick: Option<Quick>,
     /// Per pattern, the facts its occurrence proves.
     facts: Vec<Vec<u32>>,
 }
@@ -220,8 +341,11 @@ impl FactSearch {
             .kind(Some(AhoCorasickKind::ContiguousNFA))
             .build(patterns.iter().map(|(t, _)| t.as_bytes()))
             .ok()?;
+        let literals: Vec<&[u8]> = patterns.iter().map(|(t, _)| t.as_bytes()).collect();
+        let quick = Quick::exact(&literals);
         Some(FactSearch {
             automaton,
+            quick,
             facts: patterns.into_iter().map(|(_, f)| f).collect(),
         })
     }
@@ -372,10 +496,16 @@ fn escaped(literal: &str) -> Option<String> {
 /// Lower-cases `text` into `out` as the engine lower-cases field values, character by
 /// character; `false` when some character's lower case has another length in UTF-8 (byte
 /// offsets would shift, and field spans would no longer apply). `ascii` says the text is ASCII.
-/// ASCII stretches are lower-cased in place, eight bytes at a time found free of other
-/// characters; only the other characters are decoded one by one.
+/// ASCII text is lowered as it is copied; otherwise ASCII stretches are lower-cased in place,
+/// eight bytes at a time found free of other characters, and only the other characters are
+/// decoded one by one.
 fn lower_same_length(text: &[u8], ascii: bool, out: &mut Vec<u8>) -> bool {
     out.clear();
+    if ascii {
+        // Copied and lowered in one pass.
+        out.extend(text.iter().map(u8::to_ascii_lowercase));
+        return true;
+    }
     out.extend_from_slice(text);
     let mut at = 0;
     if !ascii {
@@ -689,7 +819,15 @@ impl Gate {
                 for &(_, n) in found.keyed.iter().filter(|&&(k, _)| k == key) {
                     let f = &facts.record.fields[n as usize];
                     let value = &facts.lowered[f.value_start as usize..f.value_end as usize];
-                    for m in search.automaton.find_overlapping_iter(value) {
+                    // No literal starts before the quick search's leftmost match.
+                    let from = match &search.quick {
+                        Some(q) => match q.earliest(value) {
+                            Some(at) => at,
+                            None => continue,
+                        },
+                        None => 0,
+                    };
+                    for m in search.automaton.find_overlapping_iter(&value[from..]) {
                         for &fact in &search.facts[m.pattern().as_usize()] {
                             set_bit(&mut found.facts, fact);
                         }
@@ -864,7 +1002,7 @@ impl Gate {
         for name in names {
             let mut plan = KeyPlan::default();
             if let Some(anchors) = anchors_by_key.remove(&name) {
-                let Some(search) = Search::build(anchors, searchers) else {
+                let Some(search) = Search::build(anchors, false, searchers) else {
                     // Cannot search: decode everything of this route.
                     combo.always = true;
                     return combo;
@@ -892,7 +1030,7 @@ impl Gate {
             })
             .collect();
         if !keyword.is_empty() {
-            match Search::build(keyword, searchers) {
+            match Search::build(keyword, true, searchers) {
                 Some(s) => combo.keyword = Some(s),
                 None => combo.always = true,
             }
@@ -1058,6 +1196,51 @@ mod tests {
         assert!(!unsplit(text, 2));
         assert!(unsplit(text, 3));
         assert!(!unsplit(text, 4));
+    }
+
+    /// The factors of keyword literals stand for them: every literal holds one, and no
+    /// literal occurs before the earliest start the quick search gives.
+    #[test]
+    fn factors_stand_for_their_literals() {
+        let literals: Vec<&[u8]> = vec![
+            b"dpapi::masterkey",
+            b"kerberos::ptt",
+            b"lsadump::",
+            b"eo.oe.kiwi",
+            br"\\mimilib.dll",
+            br"c:\\",
+        ];
+        let (factors, back) = factors(&literals);
+        let factors: Vec<&[u8]> = factors.iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            factors,
+            vec![&b"::"[..], b"c:", b"eo.oe.kiwi", b"mimilib.dll"],
+            "`::` for the three holding it; escaped backslashes trimmed"
+        );
+        assert_eq!(back, 8, "`kerberos::` holds its factor 8 bytes in");
+        for l in &literals {
+            assert!(factors.iter().any(|f| memchr::memmem::find(l, f).is_some()));
+        }
+        let quick = Quick::factored(&literals).expect("a quick search");
+        for text in [
+            &b"x kerberos::ptt y"[..],
+            b"path \\\\mimilib.dll",
+            b"lsadump:: and dpapi::masterkey",
+            b"c:\\\\windows",
+            b"nothing here: a : b",
+        ] {
+            let first = literals
+                .iter()
+                .filter_map(|l| memchr::memmem::find(text, l))
+                .min();
+            match (quick.earliest(text), first) {
+                (None, None) => {}
+                (Some(at), Some(first)) => assert!(at <= first, "{text:?}"),
+                (None, Some(_)) => panic!("a literal missed in {text:?}"),
+                (Some(_), None) => {}
+            }
+        }
+        assert!(quick.earliest(b"nothing here: a : b").is_none());
     }
 
     /// Lower-casing the raw text must give, within each value, exactly what the engine's

@@ -425,16 +425,19 @@ impl Prefilter {
 }
 
 fn scan_text(scan: &Scan, text: &str, found: &mut Vec<usize>) {
-    if scan
-        .gate
-        .as_ref()
-        .is_some_and(|g| g.find(text.as_bytes()).is_none())
-    {
-        return;
-    }
+    let text = text.as_bytes();
+    // The gate finds the leftmost match: no literal starts before it, so the automaton
+    // starts there.
+    let from = match &scan.gate {
+        Some(g) => match g.find(text) {
+            Some(m) => m.start(),
+            None => return,
+        },
+        None => 0,
+    };
     found.extend(
         scan.automaton
-            .find_overlapping_iter(text)
+            .find_overlapping_iter(&text[from..])
             .map(|m| m.pattern().as_usize()),
     );
 }

@@ -84,8 +84,9 @@ macro_rules! hash_id {
         }
 
         impl Serialize for $name {
+            /// The digits as one string, without `collect_str`'s formatting machinery.
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(self)
+                serializer.serialize_str(&hex32(self.as_u128()))
             }
         }
 

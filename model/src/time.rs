@@ -156,16 +156,16 @@ fn digits(out: &mut [u8], mut value: u32) {
     }
 }
 
-impl fmt::Display for Timestamp {
+impl Timestamp {
     /// `%Y-%m-%dT%H:%M:%S` then `.` and milliseconds, or nanoseconds when the instant is not
-    /// a whole millisecond, then `Z`. Written digit by digit: alerts carry a timestamp per
-    /// look-back event, and chrono's `format` parses its pattern on every call (a tenth of
-    /// rendering an alert). The years an `i64` of nanoseconds reaches (1677 to 2262) all have
-    /// four digits.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// a whole millisecond, then `Z`, written into `out`: the text's length. Written digit by
+    /// digit: alerts carry a timestamp per look-back event, and chrono's `format` parses its
+    /// pattern on every call (a tenth of rendering an alert). The years an `i64` of
+    /// nanoseconds reaches (1677 to 2262) all have four digits.
+    fn write_rfc3339(&self, out: &mut [u8; 30]) -> usize {
         use chrono::{Datelike, Timelike};
         let dt = self.to_chrono();
-        let mut out = *b"0000-00-00T00:00:00.000000000Z";
+        *out = *b"0000-00-00T00:00:00.000000000Z";
         digits(&mut out[0..4], dt.year().unsigned_abs());
         digits(&mut out[5..7], dt.month());
         digits(&mut out[8..10], dt.day());
@@ -173,16 +173,25 @@ impl fmt::Display for Timestamp {
         digits(&mut out[14..16], dt.minute());
         digits(&mut out[17..19], dt.second());
         let nanos = dt.nanosecond();
-        let text = if self.0 % 1_000_000 == 0 {
+        if self.0 % 1_000_000 == 0 {
             digits(&mut out[20..23], nanos / 1_000_000);
             out[23] = b'Z';
-            &out[..24]
+            24
         } else {
             digits(&mut out[20..29], nanos);
-            &out[..]
-        };
+            30
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// As `Timestamp::write_rfc3339` writes it (`%Y-%m-%dT%H:%M:%S`, milliseconds or
+    /// nanoseconds, `Z`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = [0u8; 30];
+        let len = self.write_rfc3339(&mut out);
         // Only ASCII digits and separators were written.
-        f.write_str(std::str::from_utf8(text).map_err(|_| fmt::Error)?)
+        f.write_str(std::str::from_utf8(&out[..len]).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -193,8 +202,12 @@ impl fmt::Debug for Timestamp {
 }
 
 impl Serialize for Timestamp {
+    /// As `Display` writes it, as one string (without `collect_str`'s formatting machinery).
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        let mut out = [0u8; 30];
+        let len = self.write_rfc3339(&mut out);
+        let text = std::str::from_utf8(&out[..len]).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(text)
     }
 }
 
