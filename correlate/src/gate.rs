@@ -508,34 +508,32 @@ fn lower_same_length(text: &[u8], ascii: bool, out: &mut Vec<u8>) -> bool {
     }
     out.extend_from_slice(text);
     let mut at = 0;
-    if !ascii {
-        let mut buf = [0u8; 4];
-        while let Some(off) = first_non_ascii(&out[at..]) {
-            out[at..at + off].make_ascii_lowercase();
-            at += off;
-            let width = match out[at] {
-                0xc0..=0xdf => 2,
-                0xe0..=0xef => 3,
-                _ => 4,
-            };
-            let Some(c) = out
-                .get(at..at + width)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| s.chars().next())
-            else {
-                return false;
-            };
-            let mut lowered = c.to_lowercase();
-            let (Some(l), None) = (lowered.next(), lowered.next()) else {
-                return false;
-            };
-            let l = l.encode_utf8(&mut buf).as_bytes();
-            if l.len() != width {
-                return false;
-            }
-            out[at..at + width].copy_from_slice(l);
-            at += width;
+    let mut buf = [0u8; 4];
+    while let Some(off) = first_non_ascii(&out[at..]) {
+        out[at..at + off].make_ascii_lowercase();
+        at += off;
+        let width = match out[at] {
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            _ => 4,
+        };
+        let Some(c) = out
+            .get(at..at + width)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.chars().next())
+        else {
+            return false;
+        };
+        let mut lowered = c.to_lowercase();
+        let (Some(l), None) = (lowered.next(), lowered.next()) else {
+            return false;
+        };
+        let l = l.encode_utf8(&mut buf).as_bytes();
+        if l.len() != width {
+            return false;
         }
+        out[at..at + width].copy_from_slice(l);
+        at += width;
     }
     out[at..].make_ascii_lowercase();
     true

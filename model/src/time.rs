@@ -158,10 +158,10 @@ fn digits(out: &mut [u8], mut value: u32) {
 
 impl Timestamp {
     /// `%Y-%m-%dT%H:%M:%S` then `.` and milliseconds, or nanoseconds when the instant is not
-    /// a whole millisecond, then `Z`, written into `out`: the text's length. Written digit by
-    /// digit: alerts carry a timestamp per look-back event, and chrono's `format` parses its
-    /// pattern on every call (a tenth of rendering an alert). The years an `i64` of
-    /// nanoseconds reaches (1677 to 2262) all have four digits.
+    /// a whole millisecond, then `Z`, written into `out`; returns the text's length. Written
+    /// digit by digit: alerts carry a timestamp per look-back event, and chrono's `format`
+    /// parses its pattern on every call (a tenth of rendering an alert). The years an `i64`
+    /// of nanoseconds reaches (1677 to 2262) all have four digits.
     fn write_rfc3339(&self, out: &mut [u8; 30]) -> usize {
         use chrono::{Datelike, Timelike};
         let dt = self.to_chrono();
