@@ -148,18 +148,14 @@ impl PartitionSpans {
     /// The partition's span, borrowed: cloning a span costs a reference count in the
     /// subscriber's registry, per message.
     fn get(&mut self, topic: &str, partition: i32) -> &tracing::Span {
-        if !self
-            .0
-            .get(topic)
-            .is_some_and(|t| t.contains_key(&partition))
-        {
-            let span = tracing::info_span!("partition", topic, partition);
-            self.0
-                .entry(topic.to_owned())
-                .or_default()
-                .insert(partition, span);
+        // The topic is copied into the map only the first time it is seen.
+        if !self.0.contains_key(topic) {
+            self.0.insert(topic.to_owned(), HashMap::new());
         }
-        &self.0[topic][&partition]
+        let by_partition = self.0.get_mut(topic).expect("inserted above");
+        by_partition
+            .entry(partition)
+            .or_insert_with(|| tracing::info_span!("partition", topic, partition))
     }
 }
 
