@@ -314,10 +314,7 @@ impl LookbackBuffer {
         // Per host: its oldest first.
         while host.entries.len() > self.config.max_events_per_host {
             let gone = host.entries.remove(0).time();
-            host_dropped
-                .entry(event.host.shared_key())
-                .and_modify(|d| *d = (*d).max(gone))
-                .or_insert(gone);
+            raise_dropped(host_dropped, event.host.shared_key(), gone);
             tenant.entries -= 1;
             self.total -= 1;
             self.evicted += 1;
@@ -380,20 +377,20 @@ impl LookbackBuffer {
             return true;
         }
         let time = buffer.entries.remove(0).time();
-        let until = index
-            .host_dropped
-            .entry(host.clone())
-            .and_modify(|d| *d = (*d).max(time))
-            .or_insert(time);
-        let until = Some(*until);
         index.entries -= 1;
         self.total -= 1;
         self.evicted += 1;
         if buffer.entries.is_empty() {
+            // The host goes with its last entry: what was dropped of it joins the tenant's.
+            let until = index
+                .host_dropped
+                .remove(host.as_str())
+                .map_or(time, |d| d.max(time));
             index.lru.remove(touched);
             index.hosts.remove(host.as_str());
-            index.host_dropped.remove(host.as_str());
-            index.dropped_until = index.dropped_until.max(until);
+            index.dropped_until = index.dropped_until.max(Some(until));
+        } else {
+            raise_dropped(&mut index.host_dropped, host, time);
         }
         if index.entries == 0 && index.lru.is_empty() && index.dropped_until.is_none() {
             self.tenants.remove(tenant);
@@ -538,6 +535,19 @@ impl LookbackBuffer {
         }
         b
     }
+}
+
+/// Records that an entry of `host` from `time` was dropped while the host stays held: its
+/// newest dropped time.
+fn raise_dropped(
+    host_dropped: &mut HashMap<SharedStr, Timestamp>,
+    host: SharedStr,
+    time: Timestamp,
+) {
+    host_dropped
+        .entry(host)
+        .and_modify(|d| *d = (*d).max(time))
+        .or_insert(time);
 }
 
 #[cfg(test)]
