@@ -423,6 +423,7 @@ fn drain(c: &Common) -> Result<serde_json::Value> {
     };
     let with_start = started.elapsed().as_secs_f64();
     let cw_cpu = cpu_seconds(cw.child.id());
+    let handed = handoff(&cw.metrics()?);
     cw.stop()?;
     let plain_rate = n as f64 / plain_secs;
     let cw_rate = n as f64 / secs;
@@ -443,7 +444,25 @@ fn drain(c: &Common) -> Result<serde_json::Value> {
         "ratio": cw_rate / plain_rate,
         "alerts_produced": alerts,
         "chains": w.chains.len(),
+        "handoff": handed,
     }))
+}
+
+/// The correlator's handoff counters (`chainwatch_kafka_handoff_records_total`), by outcome.
+fn handoff(m: &str) -> serde_json::Value {
+    let outcomes = ["handed", "full", "taken", "passed", "stale", "skipped"];
+    outcomes
+        .iter()
+        .map(|o| {
+            let n = metric_sum(
+                m,
+                "chainwatch_kafka_handoff_records_total",
+                &format!("outcome=\"{o}\""),
+            );
+            ((*o).to_owned(), serde_json::json!(n))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn latency(c: &Common, rate: f64, probe: bool, linger_ms: &str) -> Result<serde_json::Value> {
@@ -652,6 +671,7 @@ fn latency(c: &Common, rate: f64, probe: bool, linger_ms: &str) -> Result<serde_
             .collect::<Vec<_>>(),
         "timeline_s_ms": timeline,
         "hops": hops,
+        "handoff": handoff(&m),
     }))
 }
 

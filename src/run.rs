@@ -9,7 +9,8 @@ use chainwatch_config::ServiceConfig;
 use chainwatch_correlate::{CompileOptions, EngineConfig};
 use chainwatch_kafka::client::Context as ClientContext;
 use chainwatch_kafka::{
-    Changelog, LoopConfig, admin, client, run_delivery, run_stateful, run_transform,
+    Changelog, HandoffCounters, LoopConfig, admin, client, handoff, run_delivery, run_stateful,
+    run_stateful_with_inbox, run_transform, run_transform_handing,
 };
 use chainwatch_sink::Deliverer;
 use rdkafka::consumer::Consumer as _;
@@ -137,6 +138,18 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
     };
     // What is left of the shutdown budget after draining: the producers' final flush.
     let flush = shutdown_timeout.saturating_sub(loop_config.drain_timeout);
+    // Ingest and correlate in one process: events go from one to the other as soon as the
+    // brokers have them (`chainwatch_kafka::handoff`).
+    let (handoff, inbox) = if config.correlate.handoff
+        && args.stages.contains(&StageName::Ingest)
+        && args.stages.contains(&StageName::Correlate)
+    {
+        let counters = HandoffCounters::of(&telemetry.kafka, &topics.events);
+        let (h, i) = handoff::channel(&topics.events, handoff::CAPACITY, counters);
+        (Some(h), Some(i))
+    } else {
+        (None, None)
+    };
 
     if args.stages.contains(&StageName::Ingest) {
         let mut core = IngestCore::new(&config)?.with_metrics(Arc::clone(&metrics));
@@ -160,7 +173,13 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
                 {
                     return Ok("ingest");
                 }
-                run_transform(&consumer, &producer, &mut core, rx, loop_config).await?;
+                match &handoff {
+                    Some(h) => {
+                        run_transform_handing(&consumer, &producer, &mut core, rx, loop_config, h)
+                            .await?;
+                    }
+                    None => run_transform(&consumer, &producer, &mut core, rx, loop_config).await?,
+                }
                 producer.flush(flush)?;
                 Ok("ingest")
             }
@@ -242,7 +261,24 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
                 let mut core = make_core(changelog.partitions());
                 core.set_roles_topic(topic);
                 core.restore_roles(known);
-                run_stateful(&consumer, &producer, &mut core, rx, loop_config, &changelog).await?;
+                match inbox {
+                    Some(inbox) => {
+                        run_stateful_with_inbox(
+                            &consumer,
+                            &producer,
+                            &mut core,
+                            rx,
+                            loop_config,
+                            &changelog,
+                            inbox,
+                        )
+                        .await?;
+                    }
+                    None => {
+                        run_stateful(&consumer, &producer, &mut core, rx, loop_config, &changelog)
+                            .await?;
+                    }
+                }
                 producer.flush(flush)?;
                 Ok("correlate")
             }

@@ -326,6 +326,14 @@ pub struct CorrelateConfig {
     /// How often rule files are checked for changes (they are also reloaded on SIGHUP).
     #[serde(default = "default_reload_interval", with = "serde_human")]
     pub reload_interval: Duration,
+    /// When ingest runs in the same process, the events it writes are handed to this
+    /// correlator as soon as the brokers acknowledge them, instead of waiting for its consumer
+    /// to fetch them back: one broker round trip less between a raw record and its finding.
+    /// The consumer still reads the events topic (events other instances wrote come that way)
+    /// and skips what was handed; each event is processed once either way. `false`: every
+    /// event is read back from the brokers.
+    #[serde(default = "default_true")]
+    pub handoff: bool,
     /// Values of Sigma placeholders, for rule values with the `expand` modifier: a placeholder
     /// name (without the `%`) to the values it stands for, which are Sigma strings (wildcards
     /// allowed), e.g. `Administrators = ["admin*", "root"]`. A rule that uses a placeholder not
@@ -446,6 +454,7 @@ impl Default for CorrelateConfig {
             max_groups_per_tenant: default_max_groups_per_tenant(),
             idle_after: default_idle_after(),
             reload_interval: default_reload_interval(),
+            handoff: true,
             placeholders: BTreeMap::new(),
             lookback: LookbackSettings::default(),
         }

@@ -172,6 +172,7 @@ impl Changelog {
             key: MARKER_KEY.to_vec(),
             payload: Some(nonce.clone()),
             headers: Vec::new(),
+            delivered: None,
         };
         send(producer, &marker)
             .await

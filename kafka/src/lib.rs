@@ -9,6 +9,8 @@
 //! - [`stage`]: the one loop every stage runs: consume, run a core ([`Transform`] or
 //!   [`Deliver`]), produce or deliver, then store the offset; for a stateful core
 //!   ([`run_stateful`]), its state changes go to a changelog first.
+//! - [`handoff`]: in a process running both, ingest's acknowledged events handed straight to
+//!   the correlator's loop, the events topic still the record of what was processed.
 //! - [`changelog`]: the compacted state changelog of a stateful stage, and reading a
 //!   partition's state back from it.
 //! - [`scan`]: reading topic ranges located by time without any consumer group (hunts,
@@ -19,16 +21,18 @@
 pub mod admin;
 pub mod changelog;
 pub mod client;
+pub mod handoff;
 pub mod observe;
 pub mod scan;
 pub mod stage;
 pub mod stats;
 
 pub use changelog::Changelog;
+pub use handoff::{Handoff, HandoffCounters, Inbox};
 pub use observe::{ClientObserver, KafkaMetrics};
 pub use stage::{
     Deliver, Delivery, InHeaders, InMessage, LoopConfig, OutRecord, StateRecord, Transform,
-    run_delivery, run_stateful, run_transform,
+    run_delivery, run_stateful, run_stateful_with_inbox, run_transform, run_transform_handing,
 };
 
 /// Why a stage stopped or could not start.

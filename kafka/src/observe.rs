@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -29,6 +29,7 @@ pub struct KafkaMetrics {
     brokers_up: IntGaugeVec,
     client_errors: IntCounterVec,
     commit_failures: IntCounterVec,
+    handoff: IntCounterVec,
 }
 
 impl KafkaMetrics {
@@ -77,6 +78,13 @@ impl KafkaMetrics {
                 ),
                 &["group"],
             )?,
+            handoff: IntCounterVec::new(
+                Opts::new(
+                    "chainwatch_kafka_handoff_records_total",
+                    "Records handed from a stage to a stage of this process that consumes their topic (ingest's events to the correlator), by outcome: handed, full (the channel was, the consumer brings them), taken (processed from the handoff), passed (dropped by the receiver: behind, or no room to wait for the consumer), stale (waited, and the consumer read them first), skipped (consumed after being taken)",
+                ),
+                &["topic", "outcome"],
+            )?,
         };
         registry.register(Box::new(m.consumer_lag.clone()))?;
         registry.register(Box::new(m.assigned_partitions.clone()))?;
@@ -84,7 +92,13 @@ impl KafkaMetrics {
         registry.register(Box::new(m.brokers_up.clone()))?;
         registry.register(Box::new(m.client_errors.clone()))?;
         registry.register(Box::new(m.commit_failures.clone()))?;
+        registry.register(Box::new(m.handoff.clone()))?;
         Ok(Arc::new(m))
+    }
+
+    /// The counter of handed records of `topic` with `outcome` ([`crate::handoff`]).
+    pub fn handoff_records(&self, topic: &str, outcome: &str) -> IntCounter {
+        self.handoff.with_label_values(&[topic, outcome])
     }
 }
 

@@ -23,6 +23,7 @@ use tracing::Instrument as _;
 
 use crate::StageError;
 use crate::client::{Consumer, Producer};
+use crate::handoff::{Arrivals, Handed, Handoff, HandoffCounters, Inbox};
 
 /// A record to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +108,8 @@ enum Source<'a> {
     Parsed(&'a BorrowedHeaders),
     /// A consumed message's headers, not parsed yet.
     Message(&'a BorrowedMessage<'a>),
+    /// The headers of a record handed over in the process ([`crate::handoff`]).
+    Owned(&'a [(&'static str, Vec<u8>)]),
 }
 
 impl<'a> InHeaders<'a> {
@@ -115,9 +118,14 @@ impl<'a> InHeaders<'a> {
         Self(Source::Parsed(headers))
     }
 
+    /// The headers of a record produced in this process.
+    pub(crate) fn owned(headers: &'a [(&'static str, Vec<u8>)]) -> Self {
+        Self(Source::Owned(headers))
+    }
+
     fn headers(&self) -> Option<&'a BorrowedHeaders> {
         match self.0 {
-            Source::None => None,
+            Source::None | Source::Owned(_) => None,
             Source::Parsed(h) => Some(h),
             Source::Message(m) => m.headers(),
         }
@@ -125,6 +133,12 @@ impl<'a> InHeaders<'a> {
 
     /// The value of the first header called `key`.
     pub fn get(&self, key: &str) -> Option<&'a [u8]> {
+        if let Source::Owned(headers) = self.0 {
+            return headers
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.as_slice());
+        }
         let headers = self.headers()?;
         headers.iter().find(|h| h.key == key).and_then(|h| h.value)
     }
@@ -132,9 +146,12 @@ impl<'a> InHeaders<'a> {
 
 impl std::fmt::Debug for InHeaders<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys: Vec<&str> = self
-            .headers()
-            .map_or_else(Vec::new, |h| h.iter().map(|h| h.key).collect());
+        let keys: Vec<&str> = match self.0 {
+            Source::Owned(headers) => headers.iter().map(|(k, _)| *k).collect(),
+            _ => self
+                .headers()
+                .map_or_else(Vec::new, |h| h.iter().map(|h| h.key).collect()),
+        };
         f.debug_tuple("InHeaders").field(&keys).finish()
     }
 }
@@ -267,6 +284,8 @@ pub(crate) struct Outgoing {
     /// `None`: a tombstone.
     pub(crate) payload: Option<Vec<u8>>,
     pub(crate) headers: Vec<(&'static str, Vec<u8>)>,
+    /// Where the brokers put it (partition, offset, timestamp), once acknowledged.
+    pub(crate) delivered: Option<(i32, i64, Option<i64>)>,
 }
 
 impl From<OutRecord> for Outgoing {
@@ -277,6 +296,7 @@ impl From<OutRecord> for Outgoing {
             key: r.key,
             payload: Some(r.payload),
             headers: r.headers,
+            delivered: None,
         }
     }
 }
@@ -292,6 +312,7 @@ impl Outgoing {
             key: r.key,
             payload: r.value,
             headers: vec![(TAG_HEADER, r.tag.to_string().into_bytes())],
+            delivered: None,
         }
     }
 }
@@ -373,7 +394,8 @@ async fn settle(producer: &Producer, p: &mut Pending) {
             let result = fut.await;
             p.inflight[i] = None;
             match result {
-                Ok(Ok(_)) => {
+                Ok(Ok(d)) => {
+                    p.records[i].delivered = Some((d.partition, d.offset, d.timestamp.to_millis()));
                     p.acked += 1;
                     break;
                 }
@@ -407,7 +429,25 @@ pub async fn run_transform<T: Transform>(
     shutdown: watch::Receiver<bool>,
     config: LoopConfig,
 ) -> Result<(), StageError> {
-    run_loop(consumer, producer, core, shutdown, config, None).await
+    run_loop(consumer, producer, core, shutdown, config, Links::default()).await
+}
+
+/// Runs a transform stage like [`run_transform`], and hands the records it produces to
+/// `handoff`'s topic, once acknowledged, to the stage of this process consuming that topic
+/// ([`crate::handoff`]).
+pub async fn run_transform_handing<T: Transform>(
+    consumer: &Consumer,
+    producer: &Producer,
+    core: &mut T,
+    shutdown: watch::Receiver<bool>,
+    config: LoopConfig,
+    handoff: &Handoff,
+) -> Result<(), StageError> {
+    let links = Links {
+        handoff: Some(handoff),
+        ..Links::default()
+    };
+    run_loop(consumer, producer, core, shutdown, config, links).await
 }
 
 /// Runs a stateful transform stage (correlate) until `shutdown` turns true.
@@ -429,7 +469,43 @@ pub async fn run_stateful<T: Transform>(
     config: LoopConfig,
     changelog: &crate::changelog::Changelog,
 ) -> Result<(), StageError> {
-    run_loop(consumer, producer, core, shutdown, config, Some(changelog)).await
+    let links = Links {
+        changelog: Some(changelog),
+        ..Links::default()
+    };
+    run_loop(consumer, producer, core, shutdown, config, links).await
+}
+
+/// Runs a stateful transform stage like [`run_stateful`], also taking the records a stage of
+/// this process hands over from the topic it consumes ([`crate::handoff`]): each record is
+/// processed once, from the handoff or from the consumer, whichever brings it first as the
+/// partition's next offset.
+pub async fn run_stateful_with_inbox<T: Transform>(
+    consumer: &Consumer,
+    producer: &Producer,
+    core: &mut T,
+    shutdown: watch::Receiver<bool>,
+    config: LoopConfig,
+    changelog: &crate::changelog::Changelog,
+    inbox: Inbox,
+) -> Result<(), StageError> {
+    let links = Links {
+        changelog: Some(changelog),
+        inbox: Some(inbox),
+        ..Links::default()
+    };
+    run_loop(consumer, producer, core, shutdown, config, links).await
+}
+
+/// What a loop is connected to besides its consumer and producer.
+#[derive(Default)]
+struct Links<'a> {
+    /// A stateful loop's changelog.
+    changelog: Option<&'a crate::changelog::Changelog>,
+    /// Where the loop hands its acknowledged records.
+    handoff: Option<&'a Handoff>,
+    /// Where a stateful loop takes handed records from.
+    inbox: Option<Inbox>,
 }
 
 /// What a stateful loop restores state with: its changelog, its consumer (the assignment and
@@ -565,9 +641,21 @@ fn start_offsets(consumer: &Consumer, topic: &str, partitions: &[i32]) -> Vec<(i
 }
 
 /// Partitions a rebalance took away: the core forgets their state (another instance owns it
-/// now; if they come back, their state is read again, since it may have moved on).
-fn forget_revoked<T: Transform>(consumer: &Consumer, core: &mut T, held: &mut Held) {
-    for (_, p) in consumer.context().revoked.take() {
+/// now; if they come back, their state is read again, since it may have moved on), and the
+/// loop where they were.
+fn forget_revoked<T: Transform>(
+    consumer: &Consumer,
+    core: &mut T,
+    held: &mut Held,
+    receiving: Option<&mut Receiving>,
+) {
+    let revoked = consumer.context().revoked.take();
+    if let Some(r) = receiving {
+        for (_, p) in &revoked {
+            r.arrivals.forget(*p);
+        }
+    }
+    for (_, p) in revoked {
         if held.0.remove(&p).is_some() {
             core.revoke(p);
         }
@@ -602,12 +690,20 @@ async fn run_loop<T: Transform>(
     core: &mut T,
     mut shutdown: watch::Receiver<bool>,
     config: LoopConfig,
-    changelog: Option<&crate::changelog::Changelog>,
+    links: Links<'_>,
 ) -> Result<(), StageError> {
+    let Links {
+        changelog,
+        handoff,
+        mut inbox,
+    } = links;
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut spans = PartitionSpans::default();
     let mut topics = TopicNames::default();
     let mut held = Held::default();
+    // With an inbox: where each partition is, whichever path brought its records. Kept after
+    // the inbox closes, so that records taken from it are not processed again.
+    let mut receiving = inbox.as_ref().map(Receiving::of);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + config.tick, config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state_topic = changelog.map(|c| c.topic().to_owned());
@@ -618,6 +714,13 @@ async fn run_loop<T: Transform>(
         }
         out
     };
+    // A message whose effect is acknowledged: its offset is stored, and its records handed on.
+    let finish = |done: Pending| {
+        store(consumer, &done);
+        if let Some(handoff) = handoff {
+            handoff.hand(done.records);
+        }
+    };
     loop {
         if *shutdown.borrow() {
             break;
@@ -625,7 +728,7 @@ async fn run_loop<T: Transform>(
         if pending.len() >= config.max_in_flight {
             if let Some(mut front) = pending.pop_front() {
                 settle(producer, &mut front).await;
-                store(consumer, &front);
+                finish(front);
             }
             continue;
         }
@@ -642,12 +745,12 @@ async fn run_loop<T: Transform>(
             _ = shutdown.changed() => break,
             () = settle_front, if has_front => {
                 if let Some(done) = pending.pop_front() {
-                    store(consumer, &done);
+                    finish(done);
                 }
             }
             _ = tick.tick() => {
                 if changelog.is_some() {
-                    forget_revoked(consumer, core, &mut held);
+                    forget_revoked(consumer, core, &mut held, receiving.as_mut());
                 }
                 let records = core.tick();
                 let state = core.take_state();
@@ -664,7 +767,14 @@ async fn run_loop<T: Transform>(
                 Ok(m) => {
                     let msg = InMessage::of(&m);
                     if let Some(changelog) = changelog {
-                        forget_revoked(consumer, core, &mut held);
+                        forget_revoked(consumer, core, &mut held, receiving.as_mut());
+                        if let Some(r) = &receiving
+                            && r.arrivals.done(msg.partition, msg.offset)
+                        {
+                            r.counters.skipped.inc();
+                            tokio::task::coop::consume_budget().await;
+                            continue;
+                        }
                         let span = spans.get(msg.topic, msg.partition);
                         let io = Io { changelog, consumer, producer };
                         let ready = ensure_state(io, core, &mut held, msg.topic, (msg.partition, msg.offset), span, &mut shutdown).await;
@@ -672,22 +782,14 @@ async fn run_loop<T: Transform>(
                             break;
                         }
                     }
-                    // The core is synchronous: entering the span here holds it across no await.
-                    let (records, state) = spans.get(msg.topic, msg.partition).in_scope(|| {
-                        let records = core.process(&msg);
-                        (records, core.take_state())
-                    });
-                    let records = outgoing(records, state);
-                    let mut inflight = Vec::with_capacity(records.len());
-                    for r in &records {
-                        inflight.push(Some(send(producer, r).await));
+                    let span = spans.get(msg.topic, msg.partition);
+                    let done = process(core, producer, span, &msg, &outgoing, topics.get(msg.topic)).await;
+                    pending.push_back(done);
+                    if let Some(r) = receiving.as_mut() {
+                        // The handed records waiting for this one are taken now.
+                        r.arrivals.advance(msg.partition, msg.offset);
+                        take_handed(core, producer, &mut spans, &outgoing, r, &mut pending, msg.partition).await;
                     }
-                    pending.push_back(Pending {
-                        offset: Some((topics.get(msg.topic), msg.partition, msg.offset)),
-                        records,
-                        inflight,
-                        acked: 0,
-                    });
                     // librdkafka's queues are not tokio's: with messages always ready, nothing
                     // above yields, and a stage on a backlog kept its worker thread for seconds
                     // (`/metrics` and `/healthz` answered after more than a second during a
@@ -699,11 +801,110 @@ async fn run_loop<T: Transform>(
                     tracing::warn!(error = %e, "consume error");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+            },
+            // After the consumer: on a backlog the consumer always has a record ready, and a
+            // handoff polled first kept it waiting while every handed record was ahead of it
+            // (the drain took a fifth longer); the handoff then stays full and its sender
+            // drops what it would hand. Below capacity the consumer waits on its fetches, and
+            // handed records are taken as they come.
+            handed = next_handed(&mut inbox) => {
+                let (Some(h), Some(r)) = (handed, receiving.as_mut()) else {
+                    // Every sender is gone (the producing stage stopped): the consumer alone.
+                    inbox = None;
+                    continue;
+                };
+                if changelog.is_some() {
+                    forget_revoked(consumer, core, &mut held, Some(&mut *r));
+                }
+                let partition = h.partition();
+                if r.arrivals.offer(h) {
+                    take_handed(core, producer, &mut spans, &outgoing, r, &mut pending, partition).await;
+                } else {
+                    r.counters.passed.inc();
+                }
+                tokio::task::coop::consume_budget().await;
             }
         }
     }
     drain(consumer, producer, pending, config.drain_timeout).await;
     Ok(())
+}
+
+/// A loop's side of a handoff: the topic handed records come from, where each partition is,
+/// and the counters.
+struct Receiving {
+    topic: Arc<str>,
+    arrivals: Arrivals,
+    counters: HandoffCounters,
+}
+
+impl Receiving {
+    fn of(inbox: &Inbox) -> Self {
+        Self {
+            topic: Arc::from(inbox.topic()),
+            arrivals: Arrivals::new(crate::handoff::WAITING),
+            counters: inbox.counters.clone(),
+        }
+    }
+}
+
+/// Processes the handed records of `partition` that are, one after the other, its next
+/// records (the partition's state is held: its place is known only from a record processed
+/// here since it was assigned).
+async fn take_handed<T: Transform>(
+    core: &mut T,
+    producer: &Producer,
+    spans: &mut PartitionSpans,
+    outgoing: &impl Fn(Vec<OutRecord>, Vec<StateRecord>) -> Vec<Outgoing>,
+    r: &mut Receiving,
+    pending: &mut VecDeque<Pending>,
+    partition: i32,
+) {
+    while let Some(h) = r.arrivals.ready(partition, &r.counters.stale) {
+        let msg = h.message(&r.topic);
+        let span = spans.get(msg.topic, partition);
+        let done = process(core, producer, span, &msg, outgoing, Arc::clone(&r.topic)).await;
+        r.arrivals.advance(partition, h.offset());
+        r.counters.taken.inc();
+        pending.push_back(done);
+    }
+}
+
+/// The next record handed to the loop; never, without an inbox.
+async fn next_handed(inbox: &mut Option<Inbox>) -> Option<Handed> {
+    match inbox {
+        Some(inbox) => inbox.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the core on one message in its partition's `span`, and sends the records of its
+/// effect: the message's entry in the queue of those waiting for acknowledgements. Its topic
+/// is `topic`, the message's, shared ([`TopicNames`]).
+async fn process<T: Transform>(
+    core: &mut T,
+    producer: &Producer,
+    span: &tracing::Span,
+    msg: &InMessage<'_>,
+    outgoing: &impl Fn(Vec<OutRecord>, Vec<StateRecord>) -> Vec<Outgoing>,
+    topic: Arc<str>,
+) -> Pending {
+    // The core is synchronous: entering the span here holds it across no await.
+    let (records, state) = span.in_scope(|| {
+        let records = core.process(msg);
+        (records, core.take_state())
+    });
+    let records = outgoing(records, state);
+    let mut inflight = Vec::with_capacity(records.len());
+    for r in &records {
+        inflight.push(Some(send(producer, r).await));
+    }
+    Pending {
+        offset: Some((topic, msg.partition, msg.offset)),
+        records,
+        inflight,
+        acked: 0,
+    }
 }
 
 async fn drain(
