@@ -10,7 +10,7 @@ use chainwatch_correlate::{CompileOptions, EngineConfig};
 use chainwatch_kafka::client::Context as ClientContext;
 use chainwatch_kafka::{
     Changelog, HandoffCounters, LoopConfig, admin, client, handoff, run_delivery, run_stateful,
-    run_stateful_with_inbox, run_transform, run_transform_handing,
+    run_transform,
 };
 use chainwatch_sink::Deliverer;
 use rdkafka::consumer::Consumer as _;
@@ -173,13 +173,8 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
                 {
                     return Ok("ingest");
                 }
-                match &handoff {
-                    Some(h) => {
-                        run_transform_handing(&consumer, &producer, &mut core, rx, loop_config, h)
-                            .await?;
-                    }
-                    None => run_transform(&consumer, &producer, &mut core, rx, loop_config).await?,
-                }
+                let handoff = handoff.as_ref();
+                run_transform(&consumer, &producer, &mut core, rx, loop_config, handoff).await?;
                 producer.flush(flush)?;
                 Ok("ingest")
             }
@@ -261,24 +256,8 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
                 let mut core = make_core(changelog.partitions());
                 core.set_roles_topic(topic);
                 core.restore_roles(known);
-                match inbox {
-                    Some(inbox) => {
-                        run_stateful_with_inbox(
-                            &consumer,
-                            &producer,
-                            &mut core,
-                            rx,
-                            loop_config,
-                            &changelog,
-                            inbox,
-                        )
-                        .await?;
-                    }
-                    None => {
-                        run_stateful(&consumer, &producer, &mut core, rx, loop_config, &changelog)
-                            .await?;
-                    }
-                }
+                let (c, p) = (&consumer, &producer);
+                run_stateful(c, p, &mut core, rx, loop_config, &changelog, inbox).await?;
                 producer.flush(flush)?;
                 Ok("correlate")
             }

@@ -11,9 +11,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chainwatch_config::service::InputFormat;
-use chainwatch_ingest::{Decoder, DecoderConfig, TenantSource};
-use chainwatch_model::{Alert, Event, Provenance, TenantId, wire};
+use chainwatch_model::{Alert, wire};
 use support::http::{free_port, http_get};
 use support::*;
 
@@ -42,29 +40,6 @@ fn handoff(port: u16, outcome: &str) -> f64 {
 
 fn observed(port: u16) -> f64 {
     series(port, "chainwatch_correlator_events_total", "")
-}
-
-/// The four stages on `host` of tenant `acme`, as ingest normalizes them.
-fn stage_events(host: &str) -> Vec<Event> {
-    let decoder = Decoder::new(DecoderConfig {
-        format: InputFormat::Windows,
-        ..DecoderConfig::default()
-    })
-    .unwrap();
-    let tenant = TenantSource::Fixed(TenantId::new("acme").unwrap());
-    stages(host, 0)
-        .into_iter()
-        .enumerate()
-        .map(|(i, (_, r))| {
-            let origin = Provenance::Kafka {
-                topic: "elsewhere.acme.windows".into(),
-                partition: 0,
-                offset: i as i64,
-                record: None,
-            };
-            decoder.decode(&r, &tenant, origin).unwrap()
-        })
-        .collect()
 }
 
 fn raw_records(
@@ -154,7 +129,7 @@ async fn handed_events_are_processed_once_and_a_restart_resumes_after_them() {
     // Another instance's ingest wrote EXCH02's first two stages straight to the events topic:
     // only the consumer brings them, and EXCH02's last two stages and noise, handed by this
     // process's ingest after them in the same partition, wait for them.
-    let elsewhere: Vec<Outgoing> = stage_events("EXCH02")[..2]
+    let elsewhere: Vec<Outgoing> = stage_events("EXCH02", "elsewhere.acme.windows")[..2]
         .iter()
         .map(|e| event_record(e, EventEncoding::Bin1))
         .collect();

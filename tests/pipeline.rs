@@ -7,9 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use chainwatch_config::service::InputFormat;
-use chainwatch_ingest::{Decoder, DecoderConfig, TenantSource};
-use chainwatch_model::{Alert, AlertKind, Event, Provenance, TenantId, wire};
+use chainwatch_model::{Alert, AlertKind, wire};
 use support::*;
 
 fn shuffled<T>(mut items: Vec<T>, seed: u64) -> Vec<T> {
@@ -192,29 +190,6 @@ async fn one_tenant_one_host_one_chain_alert() {
     assert!(cw.stop().success(), "chainwatch exits cleanly on SIGTERM");
 }
 
-/// The four stages on `host` of tenant `acme`, normalized as ingest does.
-fn stage_events(host: &str) -> Vec<Event> {
-    let decoder = Decoder::new(DecoderConfig {
-        format: InputFormat::Windows,
-        ..DecoderConfig::default()
-    })
-    .unwrap();
-    let tenant = TenantSource::Fixed(TenantId::new("acme").unwrap());
-    stages(host, 0)
-        .into_iter()
-        .enumerate()
-        .map(|(i, (_, r))| {
-            let origin = Provenance::Kafka {
-                topic: "telemetry.acme.windows".into(),
-                partition: 0,
-                offset: i as i64,
-                record: None,
-            };
-            decoder.decode(&r, &tenant, origin).unwrap()
-        })
-        .collect()
-}
-
 /// The correlate stage reads the events topic through the one decoder (`wire::decode_event`):
 /// `bin1` and JSON events both count toward a chain; a truncated or corrupt `bin1` payload, or
 /// an encoding it does not know, goes to the dead-letter topic with its reason and the error,
@@ -228,7 +203,7 @@ async fn corrupt_binary_events_are_dead_lettered_and_the_partition_moves_on() {
     create_topics(&[&names.events], 1).await;
     let cw = Chainwatch::run(&config, &[]);
 
-    let events = stage_events("EXCH01.acme.local");
+    let events = stage_events("EXCH01.acme.local", "telemetry.acme.windows");
     let good = |i: usize| {
         let encoding = if i.is_multiple_of(2) {
             EventEncoding::Bin1

@@ -62,27 +62,22 @@ pub struct HandoffCounters {
 impl HandoffCounters {
     /// Counters of `metrics`' handoff series of `topic`.
     pub fn of(metrics: &KafkaMetrics, topic: &str) -> Self {
-        let c = |outcome| metrics.handoff_records(topic, outcome);
-        Self {
-            handed: c("handed"),
-            full: c("full"),
-            taken: c("taken"),
-            passed: c("passed"),
-            stale: c("stale"),
-            skipped: c("skipped"),
-        }
+        Self::by_outcome(|outcome| metrics.handoff_records(topic, outcome))
     }
 
     /// Counters no registry exports (tests, tools).
     pub fn detached() -> Self {
-        let c = |name: &str| IntCounter::new(name, "detached").expect("a valid counter name");
+        Self::by_outcome(|name| IntCounter::new(name, "detached").expect("a valid counter name"))
+    }
+
+    fn by_outcome(counter: impl Fn(&str) -> IntCounter) -> Self {
         Self {
-            handed: c("handed"),
-            full: c("full"),
-            taken: c("taken"),
-            passed: c("passed"),
-            stale: c("stale"),
-            skipped: c("skipped"),
+            handed: counter("handed"),
+            full: counter("full"),
+            taken: counter("taken"),
+            passed: counter("passed"),
+            stale: counter("stale"),
+            skipped: counter("skipped"),
         }
     }
 }

@@ -32,7 +32,7 @@ pub use handoff::{Handoff, HandoffCounters, Inbox};
 pub use observe::{ClientObserver, KafkaMetrics};
 pub use stage::{
     Deliver, Delivery, InHeaders, InMessage, LoopConfig, OutRecord, StateRecord, Transform,
-    run_delivery, run_stateful, run_stateful_with_inbox, run_transform, run_transform_handing,
+    run_delivery, run_stateful, run_transform,
 };
 
 /// Why a stage stopped or could not start.

@@ -421,30 +421,19 @@ fn store(consumer: &Consumer, p: &Pending) {
     }
 }
 
-/// Runs a transform stage until `shutdown` turns true.
+/// Runs a transform stage until `shutdown` turns true. With a `handoff`, the records it
+/// produces to the handoff's topic are handed, once acknowledged, to the stage of this process
+/// consuming that topic ([`crate::handoff`]).
 pub async fn run_transform<T: Transform>(
     consumer: &Consumer,
     producer: &Producer,
     core: &mut T,
     shutdown: watch::Receiver<bool>,
     config: LoopConfig,
-) -> Result<(), StageError> {
-    run_loop(consumer, producer, core, shutdown, config, Links::default()).await
-}
-
-/// Runs a transform stage like [`run_transform`], and hands the records it produces to
-/// `handoff`'s topic, once acknowledged, to the stage of this process consuming that topic
-/// ([`crate::handoff`]).
-pub async fn run_transform_handing<T: Transform>(
-    consumer: &Consumer,
-    producer: &Producer,
-    core: &mut T,
-    shutdown: watch::Receiver<bool>,
-    config: LoopConfig,
-    handoff: &Handoff,
+    handoff: Option<&Handoff>,
 ) -> Result<(), StageError> {
     let links = Links {
-        handoff: Some(handoff),
+        handoff,
         ..Links::default()
     };
     run_loop(consumer, producer, core, shutdown, config, links).await
@@ -461,6 +450,10 @@ pub async fn run_transform_handing<T: Transform>(
 /// committed before a crash are left out, and made again when those messages are processed
 /// again. A revoked partition's state is dropped ([`Transform::revoke`]) before the next tick
 /// or message.
+///
+/// With an `inbox`, it also takes the records a stage of this process hands over from the
+/// topic it consumes ([`crate::handoff`]): each record is processed once, from the handoff or
+/// from the consumer, whichever brings it first as the partition's next offset.
 pub async fn run_stateful<T: Transform>(
     consumer: &Consumer,
     producer: &Producer,
@@ -468,31 +461,12 @@ pub async fn run_stateful<T: Transform>(
     shutdown: watch::Receiver<bool>,
     config: LoopConfig,
     changelog: &crate::changelog::Changelog,
+    inbox: Option<Inbox>,
 ) -> Result<(), StageError> {
     let links = Links {
         changelog: Some(changelog),
-        ..Links::default()
-    };
-    run_loop(consumer, producer, core, shutdown, config, links).await
-}
-
-/// Runs a stateful transform stage like [`run_stateful`], also taking the records a stage of
-/// this process hands over from the topic it consumes ([`crate::handoff`]): each record is
-/// processed once, from the handoff or from the consumer, whichever brings it first as the
-/// partition's next offset.
-pub async fn run_stateful_with_inbox<T: Transform>(
-    consumer: &Consumer,
-    producer: &Producer,
-    core: &mut T,
-    shutdown: watch::Receiver<bool>,
-    config: LoopConfig,
-    changelog: &crate::changelog::Changelog,
-    inbox: Inbox,
-) -> Result<(), StageError> {
-    let links = Links {
-        changelog: Some(changelog),
-        inbox: Some(inbox),
-        ..Links::default()
+        handoff: None,
+        inbox,
     };
     run_loop(consumer, producer, core, shutdown, config, links).await
 }

@@ -691,6 +691,34 @@ pub struct ConfigParts<'a> {
     pub extra: &'a str,
 }
 
+/// The four stages on `host` of tenant `acme` ([`stages`] from minute 0), normalized as ingest
+/// does, as if read from `topic`.
+pub fn stage_events(host: &str, topic: &str) -> Vec<Event> {
+    use chainwatch_config::service::InputFormat;
+    use chainwatch_ingest::{Decoder, DecoderConfig, TenantSource};
+    let decoder = Decoder::new(DecoderConfig {
+        format: InputFormat::Windows,
+        ..DecoderConfig::default()
+    })
+    .expect("the windows decoder");
+    let tenant = TenantSource::Fixed(chainwatch_model::TenantId::new("acme").expect("a tenant"));
+    stages(host, 0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, r))| {
+            let origin = chainwatch_model::Provenance::Kafka {
+                topic: topic.into(),
+                partition: 0,
+                offset: i as i64,
+                record: None,
+            };
+            decoder
+                .decode(&r, &tenant, origin)
+                .expect("a stage record decodes")
+        })
+        .collect()
+}
+
 /// Flat Windows JSON records of the four stages of the shipped playbook on `host`, starting at
 /// minute `start` of 2026-11-20T02:00Z. Returns (stage number, record) pairs.
 pub fn stages(host: &str, start: u32) -> Vec<(u32, Vec<u8>)> {
