@@ -165,6 +165,10 @@ print()
 print(f"chainwatch drain: {d['chainwatch_seconds']:.2f} s from the first record consumed ({d['chainwatch_seconds_with_startup']:.2f} s with start-up); plain consumer {d['plain_seconds']:.2f} s; loading took {d['load_seconds']:.2f} s; {d['alerts_produced']:.0f} findings produced for {d['chains']} chains")
 cpu = {n: open(f"{work}/tansu-cpu-{n}").read().strip() for n in ("drain", "latency", "low-rate")}
 print(f"broker (Tansu) CPU-seconds, whole run of each: drain {cpu['drain']} (loading included), latency {cpu['latency']}, low rate {cpu['low-rate']}")
+def handed(x):
+    h = x.get("handoff") or {}
+    return f"{h.get('taken', 0):,.0f} taken of {h.get('handed', 0):,.0f} handed ({h.get('full', 0):,.0f} not handed, channel full)"
+print(f"events from ingest to the correlator by the handoff (chainwatch_kafka_handoff_records_total): drain {handed(d)}; latency {handed(l)}; low rate {handed(lo)}")
 opts = sys.argv[5] if len(sys.argv) > 5 else ""
 print(f"chainwatch client options (-X): {opts or 'none (chainwatch defaults)'}; latency driver's producer linger.ms {linger}")
 for x in (l, lo):
