@@ -275,15 +275,19 @@ pub struct HostRoleChanged<'a> {
 }
 
 impl HostRoleChanged<'_> {
-    /// Logs and counts it.
+    /// Logs (at debug: a fleet seen for the first time changes the roles of every host it
+    /// has, a million lines for a million hosts; the roles topic and `chainwatch hosts` hold
+    /// them) and counts it.
     pub fn emit(&self, m: &Metrics) {
-        let roles: Vec<&str> = self.host.roles.keys().map(String::as_str).collect();
-        tracing::info!(
-            tenant = self.host.tenant.as_str(),
-            host = %self.host.host,
-            roles = %roles.join(","),
-            "host roles inferred"
-        );
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let roles: Vec<&str> = self.host.roles.keys().map(String::as_str).collect();
+            tracing::debug!(
+                tenant = self.host.tenant.as_str(),
+                host = %self.host.host,
+                roles = %roles.join(","),
+                "host roles inferred"
+            );
+        }
         m.role_records
             .with_label_values(&[if self.written { "written" } else { "dropped" }])
             .inc();
