@@ -10,7 +10,7 @@
 //! that never loses anything. A handed record carries the partition and offset from its
 //! delivery report, so it is exactly the record the consumer would read there. The receiving
 //! loop keeps, per partition it processes, the offset after the last record it processed
-//! ([`Arrivals`]):
+//! (`Arrivals`):
 //!
 //! - a handed record is processed when it is that next offset;
 //! - one ahead of it waits (bounded) until the consumer has processed the records before it,
