@@ -256,8 +256,16 @@ pub async fn run(args: &RunArgs, config: ServiceConfig) -> Result<()> {
                 let mut core = make_core(changelog.partitions());
                 core.set_roles_topic(topic);
                 core.restore_roles(known);
-                let (c, p) = (&consumer, &producer);
-                run_stateful(c, p, &mut core, rx, loop_config, &changelog, inbox).await?;
+                run_stateful(
+                    &consumer,
+                    &producer,
+                    &mut core,
+                    rx,
+                    loop_config,
+                    &changelog,
+                    inbox,
+                )
+                .await?;
                 producer.flush(flush)?;
                 Ok("correlate")
             }

@@ -154,9 +154,10 @@ impl Handoff {
     /// Hands over the acknowledged records of one message that went to the handoff's topic.
     pub(crate) fn hand(&self, records: Vec<Outgoing>) {
         for r in records {
-            let (Some((partition, offset, timestamp)), false) =
-                (r.delivered, r.topic != *self.topic)
-            else {
+            if r.topic != *self.topic {
+                continue;
+            }
+            let Some((partition, offset, timestamp)) = r.delivered else {
                 continue;
             };
             let handed = Handed {
@@ -180,7 +181,7 @@ impl Handoff {
 
 impl Inbox {
     /// The topic whose records come in.
-    pub(crate) fn topic(&self) -> &str {
+    pub(crate) fn topic(&self) -> &Arc<str> {
         &self.topic
     }
 

@@ -815,7 +815,7 @@ struct Receiving {
 impl Receiving {
     fn of(inbox: &Inbox) -> Self {
         Self {
-            topic: Arc::from(inbox.topic()),
+            topic: Arc::clone(inbox.topic()),
             arrivals: Arrivals::new(crate::handoff::WAITING),
             counters: inbox.counters.clone(),
         }
